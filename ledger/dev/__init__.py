@@ -1,0 +1,1 @@
+"""Embedded stand-ins for the stack's services, so one command runs everything on a fresh machine."""

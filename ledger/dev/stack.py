@@ -1,0 +1,234 @@
+"""`ledger dev`: the whole system in one process tree, on embedded defaults.
+
+Without `LEDGER_DATABASE_URL` an embedded PostgreSQL keeps its data under `.ledger/pgdata` (a
+second start reuses it); without `LEDGER_KAFKA_BOOTSTRAP_SERVERS` a Tansu broker runs in memory;
+without destination URLs the two sandboxes stand in for Omneo and Omnisend. Every ledger process
+is a child started with the same CLI a production deployment uses, so the dev stack exercises the
+real wiring. Children run in their own process groups and are stopped (TERM, then KILL) on
+Ctrl-C or SIGTERM, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ledger.dev.broker import TansuBroker, free_port, wait_for_port
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        out.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+
+@dataclass
+class DevStack:
+    """Services, children and the facts written to `.ledger/dev.env`."""
+
+    home: Path
+    api_port: int = 8000
+    children: list[Child] = field(default_factory=list)
+    env_file: dict[str, str] = field(default_factory=dict)
+    _cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    def ledger_argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "ledger.cli", *args]
+
+    def start_database(self) -> str:
+        url = os.environ.get("LEDGER_DATABASE_URL")
+        if url:
+            return url
+        from ledger.store.embedded import start_embedded_postgres, stop_embedded_postgres
+
+        data_dir = self.home / "pgdata"
+        dsn = start_embedded_postgres(data_dir)
+        self._cleanups.append(lambda: stop_embedded_postgres(data_dir))
+        return dsn
+
+    def start_broker(self) -> str:
+        named = os.environ.get("LEDGER_KAFKA_BOOTSTRAP_SERVERS")
+        if named:
+            return named
+        broker = TansuBroker(log_path=self.home / "logs" / "tansu.log").start()
+        self._cleanups.append(broker.stop)
+        return broker.bootstrap_servers
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str], port: int | None = None) -> Child:
+        child = Child(name, self.ledger_argv(*args), env, self.home / "logs" / f"{name}.log")
+        child.start()
+        self.children.append(child)
+        if port is not None:
+            try:
+                wait_for_port("127.0.0.1", port, timeout_s=60)
+            except TimeoutError:
+                raise RuntimeError(f"{name} did not start; see {child.log}") from None
+        return child
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        while self._cleanups:
+            with contextlib.suppress(Exception):
+                self._cleanups.pop()()
+
+
+def _port_free(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _write_env(path: Path, values: dict[str, str]) -> None:
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so Ctrl-C and `kill` share one clean shutdown path."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_dev(home: Path, api_port: int, echo: Callable[[str], None]) -> int:
+    """Start everything, print where it is, supervise until interrupted; returns an exit code."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(exist_ok=True)
+    stack = DevStack(home=home, api_port=api_port)
+    with _signals_raise():
+        try:
+            return _run(stack, echo)
+        except KeyboardInterrupt:
+            echo("stopping ...")
+            return 0
+        finally:
+            stack.stop()
+            echo("stopped; no process left behind")
+
+
+def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
+    echo("starting PostgreSQL ...")
+    dsn = stack.start_database()
+    echo("starting the Kafka broker ...")
+    bootstrap = stack.start_broker()
+    base_env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": dsn,
+        "LEDGER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PYTHONUNBUFFERED": "1",
+    }
+    urls: dict[str, str] = {}
+    for dest in ("omneo", "omnisend"):
+        key = f"LEDGER_{dest.upper()}__BASE_URL"
+        if os.environ.get(key):
+            continue
+        port = free_port()
+        token = f"sandbox-{dest}-token"
+        stack.spawn(
+            f"sandbox-{dest}", ["sandbox", dest, "--port", str(port), "--token", token], base_env, port
+        )
+        urls[dest] = f"http://127.0.0.1:{port}"
+        base_env[key] = urls[dest]
+        base_env[f"LEDGER_{dest.upper()}__TOKEN"] = token
+
+    echo("applying migrations ...")
+    subprocess.run(stack.ledger_argv("migrate"), env=base_env, check=True, stdout=subprocess.DEVNULL)
+    token = subprocess.run(
+        stack.ledger_argv("tokens", "create", "--name", "dev", "--scope", "admin", "--quiet"),
+        env=base_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+    api_port = stack.api_port if stack.api_port and _port_free(stack.api_port) else free_port()
+    stack.spawn("api", ["api", "--host", "127.0.0.1", "--port", str(api_port)], base_env, api_port)
+    stack.spawn("intake", ["intake"], base_env)
+    stack.spawn("relay", ["relay"], base_env)
+    stack.spawn("projections", ["projections", "run"], base_env)
+    stack.spawn("fanout-omneo", ["fanout", "run", "omneo"], base_env)
+    stack.spawn("fanout-omnisend", ["fanout", "run", "omnisend"], base_env)
+
+    api_url = f"http://127.0.0.1:{api_port}"
+    stack.env_file = {
+        "LEDGER_API_URL": api_url,
+        "LEDGER_TOKEN": token,
+        "LEDGER_DATABASE_URL": dsn,
+        "LEDGER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LEDGER_OMNEO_SANDBOX_URL": urls.get("omneo", base_env.get("LEDGER_OMNEO__BASE_URL", "")),
+        "LEDGER_OMNISEND_SANDBOX_URL": urls.get("omnisend", base_env.get("LEDGER_OMNISEND__BASE_URL", "")),
+    }
+    _write_env(stack.home / "dev.env", stack.env_file)
+    echo("")
+    echo(f"  API          {api_url}   (OpenAPI: {api_url}/docs)")
+    echo(f"  token        {token}")
+    echo(f"  PostgreSQL   {dsn}")
+    echo(f"  Kafka        {bootstrap}")
+    for dest, url in urls.items():
+        echo(f"  {dest:<12} {url}   (what it received: {url}/_sandbox/requests)")
+    echo(f"  logs         {stack.home / 'logs'}/")
+    echo(f"  env          {stack.home / 'dev.env'}  (source it; then try `ledger demo`)")
+    echo("ready. Ctrl-C stops everything.")
+    return _supervise(stack, echo)
+
+
+def _supervise(stack: DevStack, echo: Callable[[str], None]) -> int:
+    """Restart a child that dies (with a pause), like a process manager would."""
+    restarts: dict[str, float] = {}
+    while True:
+        time.sleep(0.5)
+        for child in stack.children:
+            if child.alive():
+                continue
+            last = restarts.get(child.name, 0.0)
+            if time.monotonic() - last < 2.0:
+                continue
+            echo(f"{child.name} exited with {child.process.returncode if child.process else '?'}; restarting")
+            restarts[child.name] = time.monotonic()
+            child.start()

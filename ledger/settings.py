@@ -1,0 +1,134 @@
+"""Every process reads one `Settings` object, built once in its composition root.
+
+Environment variables use the `LEDGER_` prefix and `__` for nesting, so
+`LEDGER_KAFKA__BOOTSTRAP_SERVERS` sets `settings.kafka.bootstrap_servers`. The two
+most common ones also have flat aliases (`LEDGER_DATABASE_URL`,
+`LEDGER_KAFKA_BOOTSTRAP_SERVERS`) because DESIGN §9 and the dev stack's `.ledger/dev.env` use them.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StoreSettings(BaseModel):
+    """Event store limits and pool sizing."""
+
+    pool_min_size: int = 2
+    pool_max_size: int = 20
+    max_event_bytes: int = Field(default=1024 * 1024, description="Largest accepted event (data+metadata).")
+    max_events_per_append: int = 1000
+    statement_timeout_ms: int = 15_000
+    idle_in_transaction_timeout_ms: int = 10_000
+    poll_interval_s: float = Field(
+        default=0.5, description="Subscription polling fallback when NOTIFY is silent."
+    )
+    idempotency_ttl_hours: int = Field(default=72, description="How long command idempotency keys are kept.")
+
+
+class KafkaSettings(BaseModel):
+    """Topics, groups and producer/consumer tuning."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    events_topic: str = "orders.events"
+    intake_topic: str = "orders.intake"
+    rejected_topic: str = "orders.intake.rejected"
+    partitions: int = 6
+    intake_group: str = "ledger-intake"
+    acks: str = "all"
+    enable_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer; real Kafka supports it, the Tansu test broker does not.",
+    )
+    transactional_id: str | None = Field(
+        default=None, description="Transactional producer id; needs a broker with transactions."
+    )
+    fetch_max_wait_ms: int = Field(default=10, description="Tansu does not answer waiting fetches early.")
+    max_batch_size: int = 1024 * 1024
+    request_timeout_ms: int = 10_000
+
+
+class ApiSettings(BaseModel):
+    """HTTP API limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1024 * 1024
+    max_lines: int = 500
+    page_size_max: int = 500
+
+
+class RelaySettings(BaseModel):
+    """Relay batching and back-off."""
+
+    batch_size: int = 500
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 10.0
+    metrics_port: int | None = None
+
+
+class ProjectionSettings(BaseModel):
+    """Runner batching."""
+
+    batch_size: int = 1000
+    rebuild_page_size: int = 20_000
+    metrics_port: int | None = None
+
+
+class DestinationSettings(BaseModel):
+    """One fan-out destination (Omneo or Omnisend)."""
+
+    base_url: str | None = None
+    token: SecretStr | None = None
+    rate_per_minute: float = 400.0
+    timeout_s: float = 10.0
+    max_attempts: int = 8
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 60.0
+    group_id: str = ""
+    mode: str = Field(default="orders", description="Omnisend: 'orders' (v3 orders API) or 'events'.")
+
+
+def _omneo() -> DestinationSettings:
+    return DestinationSettings(group_id="ledger-fanout-omneo", rate_per_minute=600.0)
+
+
+def _omnisend() -> DestinationSettings:
+    return DestinationSettings(group_id="ledger-fanout-omnisend", rate_per_minute=400.0)
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEDGER_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/ledger",
+        validation_alias=AliasChoices("LEDGER_DATABASE_URL", "database_url"),
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LEDGER_KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        description="Flat alias that overrides kafka.bootstrap_servers.",
+    )
+    store: StoreSettings = StoreSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    api: ApiSettings = ApiSettings()
+    relay: RelaySettings = RelaySettings()
+    projections: ProjectionSettings = ProjectionSettings()
+    omneo: DestinationSettings = Field(default_factory=_omneo)
+    omnisend: DestinationSettings = Field(default_factory=_omnisend)
+    log_level: str = "INFO"
+    log_json: bool | None = Field(default=None, description="JSON logs; default: when stdout is not a TTY.")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker list, honouring the flat alias first."""
+        return self.kafka_bootstrap_servers or self.kafka.bootstrap_servers
