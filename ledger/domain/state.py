@@ -1,0 +1,328 @@
+"""The folded order: ``evolve(state, event) -> state`` and ``fold(events) -> state``.
+
+Representation is chosen for replay speed (projections rebuild millions of events): the order
+is an immutable NamedTuple copied with ``_replace``, its parts frozen slotted dataclasses,
+tuples instead of lists, running payment sums kept in the state, and the event's own frozen
+value objects (lines, amounts, addresses) reused as is. ``evolve`` never validates: events were validated when decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+from uuid import UUID
+
+from ledger.domain.events import (
+    ItemsRestocked,
+    OrderCanceled,
+    OrderDeleted,
+    OrderDetailsChanged,
+    OrderEvent,
+    OrderLinesChanged,
+    OrderPlaced,
+    OrderStatusChanged,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentRefunded,
+    PaymentVoided,
+    ShipmentDelivered,
+    ShipmentDispatched,
+)
+from ledger.domain.values import Address, Amounts, Customer, LineItem, OrderDetails, QuantityLine
+
+__all__ = [
+    "FoldError",
+    "Order",
+    "PaymentEntry",
+    "PaymentKind",
+    "Payments",
+    "Restock",
+    "Shipment",
+    "evolve",
+    "fold",
+]
+
+PaymentKind = Literal["authorized", "captured", "refunded", "voided"]
+
+
+class FoldError(ValueError):
+    """The event stream cannot be folded (e.g. it does not start with OrderPlaced)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentEntry:
+    kind: PaymentKind
+    amount: int
+    method: str | None
+    reference: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    shipment_id: str
+    lines: tuple[QuantityLine, ...]
+    carrier: str | None
+    tracking_code: str | None
+    tracking_url: str | None
+    location_id: str | None
+    dispatched_at: datetime
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Restock:
+    lines: tuple[QuantityLine, ...]
+    location_id: str | None
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Payments:
+    """Running sums per kind plus the entries, in order (money in minor units)."""
+
+    authorized: int = 0
+    captured: int = 0
+    refunded: int = 0
+    voided: int = 0
+    entries: tuple[PaymentEntry, ...] = ()
+
+
+NO_PAYMENTS = Payments()
+
+
+class Order(NamedTuple):
+    """An order as of ``version`` (the stream version of the last event folded in).
+
+    A NamedTuple because ``_replace`` is about 3x faster than ``dataclasses.replace`` on a
+    frozen dataclass, and every event copies the order once. Details and payments are grouped
+    in sub-objects so each event copies few fields; the properties below give flat read
+    access (``order.customer``, ``order.captured``...). Compare orders only with orders.
+    """
+
+    id: UUID
+    external_id: str | None
+    source: str | None
+    currency: str
+    status: str
+    details: OrderDetails
+    lines: tuple[LineItem, ...]
+    amounts: Amounts
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    payments: Payments = NO_PAYMENTS
+    shipments: tuple[Shipment, ...] = ()
+    restocks: tuple[Restock, ...] = ()
+    canceled_at: datetime | None = None
+    cancel_reason: str | None = None
+    deleted_at: datetime | None = None
+
+    @property
+    def customer(self) -> Customer:
+        return self.details.customer
+
+    @property
+    def billing_address(self) -> Address | None:
+        return self.details.billing_address
+
+    @property
+    def shipping_address(self) -> Address | None:
+        return self.details.shipping_address
+
+    @property
+    def payment_method(self) -> str | None:
+        return self.details.payment_method
+
+    @property
+    def shipping_method(self) -> str | None:
+        return self.details.shipping_method
+
+    @property
+    def discount_code(self) -> str | None:
+        return self.details.discount_code
+
+    @property
+    def discount_type(self) -> str | None:
+        return self.details.discount_type
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.details.tags
+
+    @property
+    def note(self) -> str | None:
+        return self.details.note
+
+    @property
+    def authorized(self) -> int:
+        return self.payments.authorized
+
+    @property
+    def captured(self) -> int:
+        return self.payments.captured
+
+    @property
+    def refunded(self) -> int:
+        return self.payments.refunded
+
+    @property
+    def voided(self) -> int:
+        return self.payments.voided
+
+    @property
+    def canceled(self) -> bool:
+        return self.canceled_at is not None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    @property
+    def lines_total(self) -> int:
+        """Sum of line values at ``price_sell``."""
+        return sum(line.value for line in self.lines)
+
+    def line(self, line_id: str) -> LineItem | None:
+        for line in self.lines:
+            if line.line_id == line_id:
+                return line
+        return None
+
+    def shipment(self, shipment_id: str) -> Shipment | None:
+        for shipment in self.shipments:
+            if shipment.shipment_id == shipment_id:
+                return shipment
+        return None
+
+    def shipped_quantities(self) -> dict[str, int]:
+        """Quantity dispatched so far per line id."""
+        out: dict[str, int] = {}
+        for shipment in self.shipments:
+            for q in shipment.lines:
+                out[q.line_id] = out.get(q.line_id, 0) + q.quantity
+        return out
+
+    def restocked_quantities(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for restock in self.restocks:
+            for q in restock.lines:
+                out[q.line_id] = out.get(q.line_id, 0) + q.quantity
+        return out
+
+    @property
+    def fully_shipped(self) -> bool:
+        shipped = self.shipped_quantities()
+        return all(shipped.get(line.line_id, 0) >= line.quantity for line in self.lines)
+
+
+def _placed(e: OrderPlaced, version: int, at: datetime) -> Order:
+    return Order(
+        id=e.order_id,
+        external_id=e.external_id,
+        source=e.source,
+        currency=e.currency,
+        status=e.status,
+        details=e.details,
+        lines=e.lines,
+        amounts=e.amounts,
+        created_at=e.placed_at,
+        updated_at=at,
+        version=version,
+    )
+
+
+def _details(s: Order, e: OrderDetailsChanged, version: int, at: datetime) -> Order:
+    return s._replace(details=e.details, version=version, updated_at=at)
+
+
+def _lines(s: Order, e: OrderLinesChanged, version: int, at: datetime) -> Order:
+    return s._replace(lines=e.lines, amounts=e.amounts, version=version, updated_at=at)
+
+
+def _status(s: Order, e: OrderStatusChanged, version: int, at: datetime) -> Order:
+    return s._replace(status=e.status, version=version, updated_at=at)
+
+
+def _payment(kind: PaymentKind) -> Callable[[Order, Any, int, datetime], Order]:
+    def apply(s: Order, e: Any, version: int, at: datetime) -> Order:
+        p = s.payments
+        amount = e.amount
+        payments = Payments(
+            p.authorized + amount if kind == "authorized" else p.authorized,
+            p.captured + amount if kind == "captured" else p.captured,
+            p.refunded + amount if kind == "refunded" else p.refunded,
+            p.voided + amount if kind == "voided" else p.voided,
+            (*p.entries, PaymentEntry(kind, amount, e.method, e.reference, at)),
+        )
+        return s._replace(payments=payments, version=version, updated_at=at)
+
+    return apply
+
+
+def _dispatched(s: Order, e: ShipmentDispatched, version: int, at: datetime) -> Order:
+    shipment = Shipment(
+        e.shipment_id, e.lines, e.carrier, e.tracking_code, e.tracking_url, e.location_id, e.dispatched_at
+    )
+    return s._replace(shipments=(*s.shipments, shipment), version=version, updated_at=at)
+
+
+def _delivered(s: Order, e: ShipmentDelivered, version: int, at: datetime) -> Order:
+    shipments = tuple(
+        replace(sh, delivered_at=e.delivered_at) if sh.shipment_id == e.shipment_id else sh
+        for sh in s.shipments
+    )
+    return s._replace(shipments=shipments, version=version, updated_at=at)
+
+
+def _restocked(s: Order, e: ItemsRestocked, version: int, at: datetime) -> Order:
+    restock = Restock(e.lines, e.location_id, e.reason, at)
+    return s._replace(restocks=(*s.restocks, restock), version=version, updated_at=at)
+
+
+def _canceled(s: Order, e: OrderCanceled, version: int, at: datetime) -> Order:
+    return s._replace(canceled_at=e.canceled_at, cancel_reason=e.reason, version=version, updated_at=at)
+
+
+def _deleted(s: Order, e: OrderDeleted, version: int, at: datetime) -> Order:
+    return s._replace(deleted_at=at, version=version, updated_at=at)
+
+
+_HANDLERS: dict[type, Callable[[Order, Any, int, datetime], Order]] = {
+    OrderDetailsChanged: _details,
+    OrderLinesChanged: _lines,
+    OrderStatusChanged: _status,
+    PaymentAuthorized: _payment("authorized"),
+    PaymentCaptured: _payment("captured"),
+    PaymentRefunded: _payment("refunded"),
+    PaymentVoided: _payment("voided"),
+    ShipmentDispatched: _dispatched,
+    ShipmentDelivered: _delivered,
+    ItemsRestocked: _restocked,
+    OrderCanceled: _canceled,
+    OrderDeleted: _deleted,
+}
+
+
+def evolve(state: Order | None, event: OrderEvent, *, version: int, recorded_at: datetime) -> Order:
+    """Apply one event. ``version`` and ``recorded_at`` come from the stored row."""
+    if state is None:
+        if isinstance(event, OrderPlaced):
+            return _placed(event, version, recorded_at)
+        raise FoldError(f"an order stream must start with OrderPlaced, not {event.type}")
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        raise FoldError(f"{event.type} cannot follow an existing order (version {state.version})")
+    return handler(state, event, version, recorded_at)
+
+
+def fold(events: Iterable[tuple[OrderEvent, int, datetime]], state: Order | None = None) -> Order:
+    """Fold ``(event, version, recorded_at)`` triples, optionally on top of a snapshot ``state``."""
+    for event, version, recorded_at in events:
+        state = evolve(state, event, version=version, recorded_at=recorded_at)
+    if state is None:
+        raise FoldError("no events to fold")
+    return state

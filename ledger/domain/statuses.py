@@ -1,0 +1,62 @@
+"""Derived payment and fulfilment statuses (the Omnisend v3 enums), never stored by producers.
+
+Rules (CONNECTORS.md "decisions", with the edge cases decided here):
+- payment: ``refunded`` once refunds reach what was captured (> 0); ``partiallyRefunded`` for
+  0 < refunded < captured; with nothing captured: ``voided`` when an authorisation was
+  released and none is outstanding, else ``awaitingPayment`` (a zero-total order is ``paid``);
+  otherwise ``paid`` when captured >= total, ``partiallyPaid`` below.
+- fulfilment: ``restocked`` when something was restocked and every shipped quantity came back
+  (for an unshipped canceled order: anything restocked); ``delivered`` when every line shipped
+  and every shipment was delivered; ``fulfilled`` when every line shipped; ``inProgress`` when
+  something shipped or the producer's status says work started (``processing`` and friends);
+  else ``unfulfilled``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ledger.domain.state import Order
+
+__all__ = [
+    "IN_PROGRESS_STATUSES",
+    "FulfillmentStatus",
+    "PaymentStatus",
+    "fulfillment_status",
+    "payment_status",
+]
+
+PaymentStatus = Literal["awaitingPayment", "partiallyPaid", "paid", "partiallyRefunded", "refunded", "voided"]
+FulfillmentStatus = Literal["unfulfilled", "inProgress", "fulfilled", "delivered", "restocked"]
+
+IN_PROGRESS_STATUSES = frozenset(
+    {"processing", "in_progress", "inprogress", "in progress", "picking", "packing", "packed", "fulfilling"}
+)
+
+
+def payment_status(order: Order) -> PaymentStatus:
+    p = order.payments
+    if p.captured > 0 and p.refunded >= p.captured:
+        return "refunded"
+    if p.refunded > 0:
+        return "partiallyRefunded"
+    if p.captured == 0:
+        if p.voided > 0 and p.voided >= p.authorized:
+            return "voided"
+        return "paid" if order.amounts.total == 0 else "awaitingPayment"
+    return "paid" if p.captured >= order.amounts.total else "partiallyPaid"
+
+
+def fulfillment_status(order: Order) -> FulfillmentStatus:
+    shipped = order.shipped_quantities()
+    if order.restocks:
+        restocked = order.restocked_quantities()
+        if all(restocked.get(line_id, 0) >= qty for line_id, qty in shipped.items()):
+            return "restocked"
+    if order.lines and all(shipped.get(line.line_id, 0) >= line.quantity for line in order.lines):
+        if all(s.delivered_at is not None for s in order.shipments):
+            return "delivered"
+        return "fulfilled"
+    if shipped or order.status.strip().lower() in IN_PROGRESS_STATUSES:
+        return "inProgress"
+    return "unfulfilled"
