@@ -1,0 +1,144 @@
+"""Thin async client for Omnisend v3 orders and v5 events (CONNECTORS §3).
+
+Why thin: the worker owns retries, the shared 400/min budget and parking; this layer speaks
+the vendor's paths and classifies answers. A duplicate `POST /v3/orders` is not an upsert:
+it comes back as `Permanent(reason="already_exists")` so the worker switches to PUT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from consumers.http import (
+    MAX_RESPONSE_BYTES,
+    AuthFailure,
+    HeaderAuth,
+    Outcome,
+    Permanent,
+    send,
+    strip_suffix,
+)
+from ledger.settings import DestinationSettings
+
+ORDERS = "/v3/orders"
+EVENTS = "/v5/events"
+
+PATCHABLE_FIELDS = frozenset(
+    {
+        "trackingCode",
+        "courierTitle",
+        "courierUrl",
+        "paymentStatus",
+        "fulfillmentStatus",
+        "canceledDate",
+        "cancelReason",
+        "cartID",
+    }
+)
+"""The only fields `PATCH /v3/orders/{orderID}` accepts (CONNECTORS §3.2)."""
+
+
+def build_http_client(
+    settings: DestinationSettings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """An `httpx.AsyncClient` for Omnisend: base URL (host root or `.../v3`), X-API-KEY, timeout."""
+    if not settings.base_url or settings.token is None:
+        raise ValueError("Omnisend needs base_url and token")
+    return httpx.AsyncClient(
+        base_url=strip_suffix(settings.base_url, "/v3"),
+        auth=HeaderAuth("X-API-KEY", settings.token.get_secret_value()),
+        headers={"Accept": "application/json"},
+        timeout=httpx.Timeout(settings.timeout_s),
+        follow_redirects=False,
+        transport=transport,
+    )
+
+
+def _order_id(body: Any) -> str | None:
+    value = body["orderID"]
+    return value if isinstance(value, str) else None
+
+
+def _is_already_exists(outcome: Permanent) -> bool:
+    """The duplicate-orderID status is unconfirmed (409 most likely): also read the message."""
+    if outcome.status == 409:
+        return True
+    text = outcome.body.get("error", "") if isinstance(outcome.body, dict) else str(outcome.body)
+    return isinstance(text, str) and "already exist" in text.lower()
+
+
+class OmnisendClient:
+    """Omnisend calls over an injected client; every method returns an `Outcome`.
+
+    `Success.remote_id` is the orderID echoed by order writes. 403 is reported as
+    `AuthFailure(possibly_throttled=True)` because v3 also uses it for error throttling.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        deadline_s: float | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self._http = http
+        self._deadline_s = deadline_s
+        self._max = max_response_bytes
+
+    @classmethod
+    def from_settings(cls, settings: DestinationSettings, http: httpx.AsyncClient) -> OmnisendClient:
+        """Whole-call deadline = the configured client timeout (10 s by default)."""
+        return cls(http, deadline_s=settings.timeout_s)
+
+    async def _call(self, method: str, path: str, body: Any = None, *, with_id: bool = False) -> Outcome:
+        outcome = await send(
+            self._http,
+            method,
+            path,
+            json_body=body,
+            max_bytes=self._max,
+            deadline_s=self._deadline_s,
+            remote_id=_order_id if with_id else None,
+        )
+        if isinstance(outcome, Permanent) and _is_already_exists(outcome):
+            return Permanent(status=outcome.status, reason="already_exists", body=outcome.body)
+        if isinstance(outcome, AuthFailure) and outcome.status == 403:
+            return AuthFailure(status=403, body=outcome.body, possibly_throttled=True)
+        return outcome
+
+    async def create_order(self, order: Mapping[str, Any]) -> Outcome:
+        """POST /v3/orders: create-only; a duplicate gives Permanent(reason="already_exists")."""
+        return await self._call("POST", ORDERS, dict(order), with_id=True)
+
+    async def replace_order(self, order_id: str, order: Mapping[str, Any]) -> Outcome:
+        """PUT /v3/orders/{orderID}: full replace, so always send the whole recomputed order."""
+        return await self._call("PUT", _order_path(order_id), {**order, "orderID": order_id}, with_id=True)
+
+    async def patch_order(self, order_id: str, changes: Mapping[str, Any]) -> Outcome:
+        """PATCH /v3/orders/{orderID}: status and tracking fields only (others raise here)."""
+        extra = set(changes) - PATCHABLE_FIELDS
+        if extra:
+            raise ValueError(f"not patchable on Omnisend v3: {sorted(extra)}")
+        return await self._call("PATCH", _order_path(order_id), dict(changes))
+
+    async def get_order(self, order_id: str) -> Outcome:
+        """GET /v3/orders/{orderID}; 404 comes back as Permanent(reason="not_found")."""
+        return await self._call("GET", _order_path(order_id), with_id=True)
+
+    async def delete_order(self, order_id: str) -> Outcome:
+        """DELETE /v3/orders/{orderID} (204); the caller treats 404 as already gone."""
+        return await self._call("DELETE", _order_path(order_id))
+
+    async def send_event(self, event: Mapping[str, Any]) -> Outcome:
+        """POST /v5/events (202 Accepted = queued, not processed). Not deduplicated for live events."""
+        return await self._call("POST", EVENTS, dict(event))
+
+
+def _order_path(order_id: str) -> str:
+    if not order_id:
+        raise ValueError("orderID is required")
+    return f"{ORDERS}/{quote(order_id, safe='')}"

@@ -1,0 +1,219 @@
+"""Local Omnisend: v3 orders (`/v3/orders`) and v5 events (`/v5/events`), per CONNECTORS §3.
+
+Faithful where documented: `X-API-KEY` auth, `{"error": ...}` bodies, POST create-only,
+PUT full replace, PATCH of status/tracking fields only, DELETE 204, 400 requests/minute with
+`X-Rate-Limit-Limit/Remaining/Reset` on every response and 429 when exceeded (no Retry-After,
+as documented). Guessed where the vendor is silent (see README of the report): duplicate
+orderID -> 409 "already exists", missing mandatory fields -> 422, other invalid input -> 400.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers.sandbox.app import Call, Reply, Route, SandboxApp, SandboxConfig, now_iso, route
+from consumers.sandbox.core import RateDecision
+from consumers.sandbox.omnisend_rules import OmnisendRules
+from consumers.sandbox.schema import SchemaError
+from consumers.sandbox.serving import serve_app
+
+_MSG_400 = "Bad Request - invalid parameters, fields or filters"
+_MSG_422 = "Unprocessable Entity - mandatory fields are missing in the payload"
+_MESSAGES = {
+    401: "Unauthorized - authorization error (invalid basic auth data or API key)",
+    403: "Forbidden - the server understood the request, but is refusing it",
+    404: "Not found - there is no resource behind the URI",
+    408: "Request timeout",
+    429: "to many requests (rate limit) - current limit is {limit} requests per minute",
+}
+
+
+@dataclass
+class OmnisendConfig(SandboxConfig):
+    """Omnisend sandbox settings; defaults follow CONNECTORS.md (400/min, 500 products)."""
+
+    token: str = "omnisend-sandbox-key"  # noqa: S105 - a local fake
+    rate_limit_per_minute: int | None = 400
+    max_products: int = 500
+    country_code_lengths: tuple[int, ...] = field(default=(2, 3))
+    duplicate_status: int = 409
+    put_upserts: bool = True
+
+
+class OmnisendSandbox(SandboxApp):
+    """In-memory Omnisend; orders keyed by orderID, events kept in arrival order."""
+
+    config: OmnisendConfig
+
+    def __init__(self, config: OmnisendConfig | None = None) -> None:
+        config = config or OmnisendConfig()
+        self.rules = OmnisendRules(
+            max_products=config.max_products, country_code_lengths=config.country_code_lengths
+        )
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        super().__init__(config)
+
+    # -- vendor hooks -------------------------------------------------------------------------
+    def routes(self) -> list[Route]:
+        return [
+            route("GET", "/v3/orders", self.list_orders),
+            route("POST", "/v3/orders", self.create_order),
+            route("GET", "/v3/orders/{order_id}", self.get_order),
+            route("PUT", "/v3/orders/{order_id}", self.replace_order),
+            route("PATCH", "/v3/orders/{order_id}", self.patch_order),
+            route("DELETE", "/v3/orders/{order_id}", self.delete_order),
+            route("POST", "/v5/events", self.post_event),
+        ]
+
+    def is_vendor_path(self, path: str) -> bool:
+        return path.startswith(("/v3/", "/v5/"))
+
+    def authenticated(self, headers: Mapping[str, str]) -> bool:
+        return bool(headers.get("x-api-key")) and headers.get("x-api-key") == self.config.token
+
+    def error(self, status: int, message: str, fields: Mapping[str, list[str]] | None = None) -> Reply:
+        text = _MESSAGES.get(status, message) if status in (401, 403, 404, 408) else message
+        body: dict[str, Any] = {"error": text}
+        if fields:
+            body["fields"] = dict(fields)
+        return Reply(status, body)
+
+    def rate_limited(self, decision: RateDecision) -> Reply:
+        limit = decision.limit or self.config.rate_limit_per_minute or 0
+        return Reply(429, {"error": _MESSAGES[429].format(limit=limit)}, self.rate_headers(decision))
+
+    def rate_headers(self, decision: RateDecision) -> dict[str, str]:
+        return {
+            "X-Rate-Limit-Limit": str(decision.limit),
+            "X-Rate-Limit-Remaining": str(max(decision.remaining, 0)),
+            "X-Rate-Limit-Reset": str(decision.reset_s),
+        }
+
+    def order_keys(self, call: Call) -> set[str]:
+        keys: set[str] = set()
+        if call.path.startswith("/v3/orders/"):
+            keys.add(call.path.removeprefix("/v3/orders/").split("/")[0])
+        if isinstance(call.body, dict):
+            for holder in (call.body, call.body.get("properties")):
+                if isinstance(holder, dict) and isinstance(holder.get("orderID"), str):
+                    keys.add(holder["orderID"])
+        return keys
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"orders": dict(self.orders), "events": list(self.events)}
+
+    def clear_records(self) -> None:
+        self.orders.clear()
+        self.events.clear()
+
+    # -- handlers -------------------------------------------------------------------------------
+    def _invalid(self, errors: list[SchemaError], *, events: bool = False) -> Reply:
+        missing = any(e.keyword == "required" for e in errors)
+        status = 400 if events or not missing else 422
+        head = _MSG_400 if status == 400 else _MSG_422
+        reply = self.error(status, f"{head}: " + "; ".join(str(e) for e in errors))
+        if events:
+            reply.body["fields"] = [{"field": e.path, "message": e.message} for e in errors]
+        return reply
+
+    def create_order(self, call: Call) -> Reply:
+        errors = self.rules.create(call.body)
+        if errors:
+            return self._invalid(errors)
+        order_id = call.body["orderID"]
+        if order_id in self.orders:
+            return self.error(self.config.duplicate_status, f"Order with orderID {order_id} already exists")
+        self.orders[order_id] = self._stored(call.body, order_id)
+        return Reply(200, _ack(self.orders[order_id]))
+
+    def replace_order(self, call: Call) -> Reply:
+        order_id = call.params["order_id"]
+        errors = self.rules.replace(call.body)
+        if isinstance(call.body, dict) and call.body.get("orderID", order_id) != order_id:
+            errors.append(SchemaError("orderID", "const", "must match the orderID in the path"))
+        if errors:
+            return self._invalid(errors)
+        if order_id not in self.orders and not self.config.put_upserts:
+            return self.error(404, "")
+        previous = self.orders.get(order_id, {})
+        stored = self._stored(call.body, order_id)
+        if "contactID" not in call.body and "contactID" in previous:
+            stored["contactID"] = previous["contactID"]
+        self.orders[order_id] = stored
+        return Reply(200, _ack(stored))
+
+    def patch_order(self, call: Call) -> Reply:
+        order_id = call.params["order_id"]
+        errors = self.rules.patch(call.body)
+        if errors:
+            return self._invalid(errors)
+        if order_id not in self.orders:
+            return self.error(404, "")
+        self.orders[order_id].update(call.body)
+        self.orders[order_id]["updatedAt"] = now_iso(self.clock)
+        return Reply(200, _ack(self.orders[order_id]))
+
+    def get_order(self, call: Call) -> Reply:
+        order = self.orders.get(call.params["order_id"])
+        return Reply(200, order) if order is not None else self.error(404, "")
+
+    def delete_order(self, call: Call) -> Reply:
+        if self.orders.pop(call.params["order_id"], None) is None:
+            return self.error(404, "")
+        return Reply(204)
+
+    def list_orders(self, call: Call) -> Reply:
+        try:
+            offset = int(call.query.get("offset", "0"))
+            limit = int(call.query.get("limit", "100"))
+        except ValueError:
+            return self.error(400, _MSG_400)
+        if offset < 0 or not 1 <= limit <= 250:
+            return self.error(400, f"{_MSG_400}: limit is 1..250, offset >= 0")
+        rows = [
+            o
+            for o in self.orders.values()
+            if all(
+                o.get(k) == call.query[k]
+                for k in ("email", "paymentStatus", "fulfillmentStatus")
+                if k in call.query
+            )
+        ]
+        page = rows[offset : offset + limit]
+        return Reply(
+            200, {"orders": page, "paging": {"previous": "", "next": "", "offset": offset, "limit": limit}}
+        )
+
+    def post_event(self, call: Call) -> Reply:
+        errors = self.rules.event(call.body)
+        if errors:
+            return self._invalid(errors, events=True)
+        self.events.append({**call.body, "receivedAt": now_iso(self.clock)})
+        return Reply(202, {})
+
+    def _stored(self, body: Mapping[str, Any], order_id: str) -> dict[str, Any]:
+        stored = {**body, "orderID": order_id}
+        identity = str(body.get("email") or body.get("phone") or "")
+        if identity and "contactID" not in stored:
+            stored["contactID"] = hashlib.sha256(identity.encode()).hexdigest()[:24]
+        stored.setdefault("updatedAt", now_iso(self.clock))
+        return stored
+
+
+def _ack(order: Mapping[str, Any]) -> dict[str, Any]:
+    """POST/PUT/PATCH answer: `{orderID, email, phone}` (spec)."""
+    return {k: order[k] for k in ("orderID", "email", "phone") if k in order}
+
+
+def create_app(config: OmnisendConfig | None = None) -> OmnisendSandbox:
+    """The Omnisend sandbox as an ASGI app."""
+    return OmnisendSandbox(config)
+
+
+async def serve(host: str = "127.0.0.1", port: int = 8082, config: OmnisendConfig | None = None) -> None:
+    """Run the Omnisend sandbox in the foreground (for `ledger sandbox omnisend`)."""
+    await serve_app(create_app(config), host, port)

@@ -1,0 +1,155 @@
+"""Sandbox building blocks without HTTP: limiter, faults, redaction and request validation."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from consumers.sandbox import omneo_rules
+from consumers.sandbox.core import FaultSet, FaultSpecError, ManualClock, SlidingWindowLimiter, redact_headers
+from consumers.sandbox.omnisend_rules import OmnisendRules, load_spec
+
+
+def test_sliding_window_rejects_until_the_oldest_request_leaves_the_window() -> None:
+    clock = ManualClock()
+    limiter = SlidingWindowLimiter(3, 60, clock)
+    assert [limiter.acquire().allowed for _ in range(3)] == [True, True, True]
+    clock.advance(30)
+    blocked = limiter.acquire()
+    assert (blocked.allowed, blocked.remaining, blocked.reset_s) == (False, 0, 30)
+    clock.advance(29.999)
+    assert not limiter.acquire().allowed
+    clock.advance(0.001)
+    assert limiter.acquire().allowed
+
+
+def test_counted_faults_fire_exactly_count_times() -> None:
+    faults = FaultSet(ManualClock())
+    faults.add({"status": 503, "count": 2, "paths": "/v3/*"})
+    assert faults.match("GET", "/api/v3/orders", set()) is None
+    hits = [faults.match("POST", "/v3/orders", set()) for _ in range(3)]
+    assert [h is not None for h in hits] == [True, True, False]
+
+
+def test_timed_faults_expire_on_the_injected_clock() -> None:
+    clock = ManualClock()
+    faults = FaultSet(clock)
+    faults.add({"status": 500, "for_seconds": 10})
+    assert faults.match("GET", "/x", set()) is not None
+    clock.advance(10)
+    assert faults.match("GET", "/x", set()) is None
+
+
+def test_order_rejection_applies_to_that_order_only() -> None:
+    faults = FaultSet(ManualClock())
+    fault = faults.add({"reject_order": "o-7"})
+    assert (fault.kind, fault.status) == ("reject_order", 422)
+    assert faults.match("POST", "/v3/orders", {"o-1"}) is None
+    assert faults.match("POST", "/v3/orders", {"o-7"}) is not None
+
+
+@pytest.mark.parametrize("spec", [{}, {"status": "abc"}, {"status": 999}, {"count": 1}])
+def test_unreadable_fault_specs_are_refused(spec: dict[str, Any]) -> None:
+    with pytest.raises(FaultSpecError):
+        FaultSet(ManualClock()).add(spec)
+
+
+def test_credentials_are_redacted_from_logged_headers() -> None:
+    out = redact_headers({"Authorization": "Bearer s3cret", "X-API-KEY": "k", "X-Token": "t", "Accept": "a"})
+    assert out == {
+        "authorization": "[REDACTED]",
+        "x-api-key": "[REDACTED]",
+        "x-token": "[REDACTED]",
+        "accept": "a",
+    }
+
+
+@pytest.fixture(scope="module")
+def rules() -> OmnisendRules:
+    return OmnisendRules(max_products=500, country_code_lengths=(2, 3))
+
+
+def _spec_example() -> dict[str, Any]:
+    example = load_spec()["paths"]["/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return copy.deepcopy(example["example"])
+
+
+def test_the_vendors_own_example_order_is_valid(rules: OmnisendRules) -> None:
+    assert rules.create(_spec_example()) == []
+
+
+def test_country_code_follows_the_seed_alpha3_and_accepts_alpha2(rules: OmnisendRules) -> None:
+    order = _spec_example()
+    order["billingAddress"]["countryCode"] = "USA"
+    assert rules.create(order) == []
+    order["billingAddress"]["countryCode"] = "USAX"
+    assert [e.path for e in rules.create(order)] == ["billingAddress.countryCode"]
+    strict = OmnisendRules(max_products=500, country_code_lengths=(2,))
+    order["billingAddress"]["countryCode"] = "USA"
+    assert [e.keyword for e in strict.create(order)] == ["maxLength"]
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"orderSum": 666.66}, "orderSum"),
+        ({"paymentStatus": "PAID"}, "paymentStatus"),
+        ({"fulfillmentStatus": "shipped"}, "fulfillmentStatus"),
+        ({"createdAt": "2017-06-20 16:40:12"}, "createdAt"),
+        ({"currency": "usd"}, "currency"),
+        ({"orderNumber": "#1001"}, "orderNumber"),
+        ({"discountType": "bogus"}, "discountType"),
+        ({"courierUrl": "not a url"}, "courierUrl"),
+    ],
+)
+def test_representative_bad_order_fields_are_named(
+    rules: OmnisendRules, change: dict[str, Any], path: str
+) -> None:
+    assert [e.path for e in rules.create({**_spec_example(), **change})] == [path]
+
+
+def test_more_than_500_products_are_refused(rules: OmnisendRules) -> None:
+    order = _spec_example()
+    product = order["products"][0]
+    order["products"] = [product] * 500
+    assert rules.create(order) == []
+    order["products"] = [product] * 501
+    assert [e.keyword for e in rules.create(order)] == ["maxItems"]
+
+
+def test_patch_accepts_only_status_and_tracking_fields(rules: OmnisendRules) -> None:
+    assert (
+        rules.patch(
+            {"paymentStatus": "refunded", "trackingCode": "1Z", "canceledDate": "2024-01-01T00:00:00Z"}
+        )
+        == []
+    )
+    assert [e.path for e in rules.patch({"orderSum": 1, "paymentStatus": "paid"})] == ["orderSum"]
+
+
+def test_omneo_transactions_need_wall_clock_time_and_a_real_timezone() -> None:
+    body = {
+        "total": 10,
+        "transacted_at": "2025-06-15T14:32:00Z",
+        "timezone": "Mars/Olympus",
+        "items": [{"name": "x", "quantity": 1.5, "price_current": 1, "price_sell": "1.00"}],
+        "is_void": None,
+    }
+    errors = omneo_rules.validate(
+        body, omneo_rules.TRANSACTION_FIELDS, ("total", "transacted_at", "timezone", "items")
+    )
+    assert errors == {
+        "transacted_at": ["The transacted at does not match the format Y-m-d H:i:s."],
+        "timezone": ["The timezone must be a valid timezone."],
+        "is_void": ["The is void field must be true or false."],
+        "items.0.quantity": ["The items.0.quantity must be an integer."],
+    }
+
+
+def test_omneo_partial_updates_check_only_supplied_fields() -> None:
+    assert (
+        omneo_rules.validate({"status": "processing"}, omneo_rules.ORDER_FIELDS, ("total",), partial=True)
+        == {}
+    )
