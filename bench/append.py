@@ -1,0 +1,265 @@
+"""Append and replay throughput of the event store against raw asyncpg on the same server.
+
+    .venv/bin/python bench/append.py [--dsn postgresql://postgres@127.0.0.1:5432/postgres] [--seconds 3]
+
+Creates a scratch database (dropped at the end) with the store's migrations plus a bare
+`raw_events` table (same columns, primary key only), then measures, alternating raw and store
+runs to share the machine's noise:
+- single-event appends at concurrency 1, 8 and 32 (store: one stream per writer, exact expected
+  version, through the pool; raw: one INSERT per transaction, on a connection held by the writer
+  ("raw conn", the floor and the ratio's base) and through `pool.execute` ("raw pool"));
+- batches of 10 and 100 events at concurrency 8 (raw: one INSERT ... SELECT FROM unnest);
+- replay of the whole log: `iter_all` (decoded RecordedEvents) and `iter_all_raw` (JSON text)
+  beside a raw `SELECT` of the same columns through a cursor.
+Prints events/s and the ratios against the targets (c8 single >= 0.7x, batch 100 >= 0.6x,
+replay >= 0.5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from pydantic import BaseModel
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:  # run as a script from a checkout: make the repository importable
+    sys.path.insert(0, _ROOT)
+
+from ledger.settings import StoreSettings  # noqa: E402
+from ledger.store import NO_STREAM, EventRegistry, EventStore, NewEvent, create_pool, migrate  # noqa: E402
+from ledger.store.reads import COLUMNS, RAW_COLUMNS  # noqa: E402
+
+RAW_TABLE = """
+CREATE TABLE raw_events (
+    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tx xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    stream_id text NOT NULL, version integer NOT NULL, event_id uuid NOT NULL, type text NOT NULL,
+    schema_version smallint NOT NULL, data jsonb NOT NULL, metadata jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(), prev_hash bytea, hash bytea NOT NULL
+)
+"""
+RAW_ONE = (
+    "INSERT INTO raw_events (stream_id, version, event_id, type, schema_version, data, metadata, prev_hash, hash)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+RAW_MANY = (
+    "INSERT INTO raw_events (stream_id, version, event_id, type, schema_version, data, metadata, prev_hash, hash)"
+    " SELECT * FROM unnest($1::text[], $2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[],"
+    " $7::jsonb[], $8::bytea[], $9::bytea[])"
+)
+TARGETS = {"single c8": 0.7, "batch 100": 0.6, "replay": 0.5}
+
+
+class LineAdded(BaseModel):
+    type: Literal["LineAdded"] = "LineAdded"
+    schema_version: ClassVar[int] = 1
+
+
+def payload(i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    data = {
+        "line_id": f"L{i}",
+        "sku": f"SKU-{i % 997:05d}",
+        "name": "Merino crew neck, navy",
+        "quantity": 1 + i % 3,
+        "price_sell": 12999,
+        "currency": "AUD",
+    }
+    meta = {"actor": "bench", "source": "bench", "correlation_id": str(uuid.uuid4())}
+    return data, meta
+
+
+class Writer:
+    """One concurrent writer: its own stream, appending `batch` events per transaction."""
+
+    def __init__(self, store: EventStore, batch: int) -> None:
+        self.store, self.batch = store, batch
+        # Raw writers either hold one connection for the whole run or go through the pool.
+        self.conn: PoolConnectionProxy | asyncpg.Pool = store.pool
+        self.stream = f"bench-{uuid.uuid4()}"
+        self.version = 0
+        self.counter = 0
+
+    def _events(self) -> list[NewEvent]:
+        out = []
+        for _ in range(self.batch):
+            self.counter += 1
+            data, meta = payload(self.counter)
+            out.append(NewEvent("LineAdded", data, meta))
+        return out
+
+    async def store_append(self) -> None:
+        result = await self.store.append(self.stream, self._events(), self.version or NO_STREAM)
+        self.version = result.version
+
+    async def raw_append(self) -> None:
+        events = self._events()
+        if self.batch == 1:
+            event = events[0]
+            self.version += 1
+            await self.conn.execute(
+                RAW_ONE, self.stream, self.version, event.event_id, event.type, 1,
+                event.data, event.metadata, None, secrets.token_bytes(32),
+            )  # fmt: skip
+            return
+        versions = list(range(self.version + 1, self.version + 1 + len(events)))
+        self.version = versions[-1]
+        await self.conn.execute(
+            RAW_MANY, [self.stream] * len(events), versions, [e.event_id for e in events],
+            [e.type for e in events], [1] * len(events), [e.data for e in events],
+            [e.metadata for e in events], [None] * len(events), [secrets.token_bytes(32) for _ in events],
+        )  # fmt: skip
+
+
+async def run_cell(
+    make: Callable[[Writer], Callable[[], Awaitable[None]]],
+    *,
+    seconds: float,
+    concurrency: int,
+    batch: int,
+    store: EventStore,
+    pool: asyncpg.Pool,
+    dedicated: bool = False,
+) -> float:
+    """Events per second of `concurrency` writers looping for `seconds`.
+
+    With `dedicated`, each raw writer holds its own connection (one round trip per insert, the
+    floor); otherwise it uses `pool.execute`, as application code would (asyncpg then also
+    sends its reset query at every release). Store writers always go through the pool.
+    """
+    writers = [Writer(store, batch) for _ in range(concurrency)]
+    if dedicated:
+        for writer in writers:
+            writer.conn = await pool.acquire()
+    deadline = time.perf_counter() + seconds
+    counts = [0] * concurrency
+
+    async def loop(i: int) -> None:
+        step = make(writers[i])
+        while time.perf_counter() < deadline:
+            await step()
+            counts[i] += batch
+
+    start = time.perf_counter()
+    try:
+        await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    finally:
+        for writer in writers:
+            if isinstance(writer.conn, PoolConnectionProxy):
+                await pool.release(writer.conn)
+    return sum(counts) / (time.perf_counter() - start)
+
+
+async def replay(pool: asyncpg.Pool, store: EventStore, page: int) -> dict[str, float]:
+    """Events/s of full-log replays: raw cursor fetches beside the store's iterators."""
+    results: dict[str, float] = {}
+
+    async def raw(columns: str) -> int:
+        n = 0
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            cursor = await conn.cursor(f"SELECT {columns} FROM events ORDER BY tx, position")
+            while rows := await cursor.fetch(page):
+                n += len(rows)
+        return n
+
+    async def decoded() -> int:
+        return sum([len(p) async for p in store.iter_all(page_size=page)])
+
+    async def raw_text() -> int:
+        return sum([len(p) async for p in store.iter_all_raw(page_size=page)])
+
+    cells: dict[str, Callable[[], Awaitable[int]]] = {
+        "raw fetch (jsonb decoded)": lambda: raw(COLUMNS),
+        "store iter_all": decoded,
+        "raw fetch (json text)": lambda: raw(RAW_COLUMNS),
+        "store iter_all_raw": raw_text,
+    }
+    for _ in range(2):
+        for name, fn in cells.items():
+            start = time.perf_counter()
+            n = await fn()
+            results[name] = max(results.get(name, 0.0), n / (time.perf_counter() - start))
+    return results
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dsn", default=os.environ.get("LEDGER_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating raw/store rounds; the best is kept"
+    )
+    args = parser.parse_args()
+
+    name = f"ledger_bench_append_{os.getpid()}"
+
+    db_dsn = urlunsplit(urlsplit(args.dsn)._replace(path=f"/{name}"))
+    admin = await asyncpg.connect(args.dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        await migrate(db_dsn)
+        pool = await create_pool(
+            db_dsn, StoreSettings(pool_min_size=33, pool_max_size=40), application_name="bench"
+        )
+        await pool.execute(RAW_TABLE)
+        store = EventStore(pool, EventRegistry([LineAdded]))
+        server = await pool.fetchval("SHOW server_version")
+        print(f"PostgreSQL {server}; {os.cpu_count()} CPUs; {args.seconds}s per cell, best of {args.rounds}")
+        print("raw conn: one connection per writer; raw pool: pool.execute; ratio = store / raw conn")
+        print(f"{'cell':<14}{'raw conn':>10}{'raw pool':>10}{'store':>10}{'ratio':>7}{'/pool':>7}  target")
+        ratios: dict[str, float] = {}
+        for label, concurrency, batch in [
+            ("single c1", 1, 1), ("single c8", 8, 1), ("single c32", 32, 1),
+            ("batch 10", 8, 10), ("batch 100", 8, 100),
+        ]:  # fmt: skip
+            raw_best = pool_best = store_best = 0.0
+            cell: dict[str, Any] = {
+                "seconds": args.seconds, "concurrency": concurrency, "batch": batch, "store": store, "pool": pool,
+            }  # fmt: skip
+            for _ in range(args.rounds):
+                raw_best = max(raw_best, await run_cell(lambda w: w.raw_append, dedicated=True, **cell))
+                pool_best = max(pool_best, await run_cell(lambda w: w.raw_append, **cell))
+                store_best = max(store_best, await run_cell(lambda w: w.store_append, **cell))
+            ratios[label] = store_best / raw_best
+            target = TARGETS.get(label)
+            verdict = (
+                "" if target is None else f">= {target}x {'ok' if ratios[label] >= target else 'MISSED'}"
+            )
+            print(
+                f"{label:<14}{raw_best:>10,.0f}{pool_best:>10,.0f}{store_best:>10,.0f}"
+                f"{ratios[label]:>6.2f}x{store_best / pool_best:>6.2f}x  {verdict}"
+            )
+        await store.aclose()
+        total = await pool.fetchval("SELECT count(*) FROM events")
+        rates = await replay(pool, store, page=10_000)
+        print(f"\nreplay of {total:,} events (cursor, pages of 10,000)")
+        for reader, rate in rates.items():
+            print(f"  {reader:<28}{rate:>12,.0f} ev/s")
+        decoded = rates["store iter_all"] / rates["raw fetch (jsonb decoded)"]
+        text = rates["store iter_all_raw"] / rates["raw fetch (json text)"]
+        target = TARGETS["replay"]
+        print(f"  iter_all / raw      {decoded:.2f}x  >= {target}x {'ok' if decoded >= target else 'MISSED'}")
+        print(f"  iter_all_raw / raw  {text:.2f}x  >= {target}x {'ok' if text >= target else 'MISSED'}")
+        await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,91 @@
+"""PostgreSQL event store (asyncpg): migrations, appends, fenced global log, subscriptions.
+
+Generic: knows nothing of orders (the composition root registers the domain's event models in
+an `EventRegistry`). Choices, each explained where it lives:
+- one round trip per append: the `ledger_append` SQL function (migration 0005) reads the
+  stream version before writing anything, so per stream (tx, position) order is version order;
+- the global log is read through the xid8 fence (`reads`), never by position alone;
+- no NOTIFY inside appends: a debounced notifier after commit plus polling (`notify`);
+- idempotency keys and the per-stream hash chain are written in the append transaction
+  (`store`, `chain`); bad input is refused before any database work (`validation`).
+"""
+
+from ledger.store.chain import event_hash, verify_stream
+from ledger.store.errors import (
+    ConcurrencyConflict,
+    DuplicateEventId,
+    EventTooLarge,
+    IdempotencyKeyReused,
+    InvalidAppend,
+    InvalidEventData,
+    InvalidEventId,
+    InvalidInput,
+    InvalidStreamId,
+    MigrationChecksumMismatch,
+    MigrationError,
+    StoreError,
+    UnknownEventType,
+)
+from ledger.store.migrate import migrate, pending_migrations
+from ledger.store.pool import create_pool
+from ledger.store.records import (
+    ANY,
+    NO_STREAM,
+    START,
+    STREAM_EXISTS,
+    AppendResult,
+    ChainVerification,
+    Checkpoint,
+    Connection,
+    Executor,
+    ExpectedVersion,
+    FenceStatus,
+    IdempotencyRequest,
+    NewEvent,
+    RecordedEvent,
+    StoredIdempotency,
+    uuid7,
+)
+from ledger.store.registry import EventRegistry
+from ledger.store.store import EventStore, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "START",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "ChainVerification",
+    "Checkpoint",
+    "ConcurrencyConflict",
+    "Connection",
+    "DuplicateEventId",
+    "EventRegistry",
+    "EventStore",
+    "EventTooLarge",
+    "Executor",
+    "ExpectedVersion",
+    "FenceStatus",
+    "IdempotencyKeyReused",
+    "IdempotencyRequest",
+    "InvalidAppend",
+    "InvalidEventData",
+    "InvalidEventId",
+    "InvalidInput",
+    "InvalidStreamId",
+    "MigrationChecksumMismatch",
+    "MigrationError",
+    "NewEvent",
+    "RecordedEvent",
+    "StoreError",
+    "StoredIdempotency",
+    "UnknownEventType",
+    "create_pool",
+    "event_hash",
+    "load_checkpoint",
+    "migrate",
+    "pending_migrations",
+    "save_checkpoint",
+    "uuid7",
+    "verify_stream",
+]

@@ -1,0 +1,322 @@
+"""The event store: appends with optimistic concurrency and idempotency, reads, subscriptions.
+
+An append is one call of the `ledger_append` SQL function (migration 0005): one round trip,
+one implicit transaction, all-or-nothing. The function returns a status for the common
+outcomes; races between concurrent appends end in a unique violation (stream version, event
+id or idempotency key), after which `_resolve` looks at what committed and answers the caller
+(replay, conflict, duplicate, or a retry for `ANY`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+from pydantic import BaseModel
+
+from ledger.settings import StoreSettings
+from ledger.store import reads
+from ledger.store.chain import verify_stream
+from ledger.store.errors import ConcurrencyConflict, DuplicateEventId, IdempotencyKeyReused
+from ledger.store.notify import CHANNEL, Notifier
+from ledger.store.pool import fetchrow_clean
+from ledger.store.records import (
+    START,
+    AppendResult,
+    ChainVerification,
+    Checkpoint,
+    Connection,
+    Executor,
+    ExpectedVersion,
+    FenceStatus,
+    IdempotencyRequest,
+    NewEvent,
+    RecordedEvent,
+    StoredIdempotency,
+)
+from ledger.store.registry import EventRegistry
+from ledger.store.validation import STREAM_ID_PATTERN, PreparedAppend, prepare_append
+
+_APPEND_SQL = (
+    "SELECT r_status, r_version, r_positions, r_tx, r_outcome"
+    " FROM ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+)
+_EXISTING_SQL = (
+    "SELECT event_id, stream_id, version, position, tx, type, schema_version, data"
+    " FROM events WHERE event_id = ANY($1::uuid[]) ORDER BY version"
+)
+_IDEM_SQL = (
+    "SELECT client_id, key, fingerprint, outcome, stream_id, created_at"
+    " FROM idempotency_keys WHERE client_id = $1 AND key = $2"
+)
+_ANY_RETRIES = 10
+
+
+async def load_checkpoint(db: Executor, name: str) -> Checkpoint | None:
+    """A reader's saved checkpoint, or None."""
+    row = await db.fetchrow("SELECT tx, position FROM checkpoints WHERE name = $1", name)
+    return None if row is None else Checkpoint(row["tx"], row["position"])
+
+
+async def save_checkpoint(conn: Connection, name: str, checkpoint: Checkpoint) -> None:
+    """Upsert a checkpoint; call it inside the transaction that applies the reader's effects."""
+    await conn.execute(
+        "INSERT INTO checkpoints (name, tx, position) VALUES ($1, $2, $3)"
+        " ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, position = excluded.position,"
+        " updated_at = clock_timestamp()",
+        name,
+        checkpoint.tx,
+        checkpoint.position,
+    )
+
+
+class EventStore:
+    """PostgreSQL event store over an asyncpg pool made by `create_pool`."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        registry: EventRegistry,
+        settings: StoreSettings | None = None,
+        *,
+        stream_pattern: re.Pattern[str] = STREAM_ID_PATTERN,
+        notify_debounce_s: float = 0.01,
+    ) -> None:
+        self.pool = pool
+        self.registry = registry
+        self.settings = settings or StoreSettings()
+        self.stream_pattern = stream_pattern
+        self._notifier = Notifier(pool, notify_debounce_s)
+
+    async def aclose(self) -> None:
+        """Flush the pending wake-up notification (the pool belongs to the caller)."""
+        await self._notifier.aclose()
+
+    # -- appends -------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | ExpectedVersion,
+        *,
+        idempotency: IdempotencyRequest | None = None,
+    ) -> AppendResult:
+        """Append `events` to a stream in one transaction, all or nothing.
+
+        Raises `ConcurrencyConflict` when the stream is not at `expected_version`,
+        `IdempotencyKeyReused` when the key was used for another request, `DuplicateEventId`
+        when an event id exists with other content, and `InvalidInput` subclasses for bad input
+        (before touching the database). Re-appending existing event ids with the same content, or
+        repeating a request under the same idempotency key, returns `replayed=True`.
+        """
+        prepared = prepare_append(
+            stream_id,
+            events,
+            expected_version,
+            idempotency,
+            registry=self.registry,
+            settings=self.settings,
+            stream_pattern=self.stream_pattern,
+        )
+        args = prepared.args()
+        for _ in range(_ANY_RETRIES):
+            try:
+                row = await fetchrow_clean(self.pool, _APPEND_SQL, *args)
+            except asyncpg.UniqueViolationError:
+                resolved = await self._resolve(prepared)
+                if resolved is not None:
+                    return resolved
+                if prepared.expected >= 0:
+                    raise ConcurrencyConflict(
+                        stream_id, expected_version, await self.stream_version(stream_id)
+                    ) from None
+                continue  # ANY / STREAM_EXISTS lost a race for the next version: read again
+            assert row is not None
+            status = row["r_status"]
+            if status == "appended":
+                self._notifier.poke()
+                return AppendResult(stream_id, row["r_version"], tuple(row["r_positions"]), row["r_tx"])
+            if status == "replayed":
+                return self._replay_idempotent(stream_id, row["r_outcome"])
+            if status == "key_reused":
+                assert idempotency is not None
+                raise IdempotencyKeyReused(idempotency.client_id, idempotency.key)
+            resolved = await self._resolve(prepared)
+            if resolved is not None:
+                return resolved
+            raise ConcurrencyConflict(stream_id, expected_version, row["r_version"])
+        raise ConcurrencyConflict(stream_id, expected_version, await self.stream_version(stream_id))
+
+    @staticmethod
+    def _replay_idempotent(stream_id: str, outcome: dict[str, Any]) -> AppendResult:
+        version = outcome.get("version") if isinstance(outcome, dict) else None
+        return AppendResult(
+            stream_id,
+            version if isinstance(version, int) else 0,
+            (),
+            None,
+            replayed=True,
+            outcome=outcome,
+        )
+
+    async def _resolve(self, prepared: PreparedAppend) -> AppendResult | None:
+        """After a conflict: was this request (or these events) already committed?"""
+        idem = prepared.idempotency
+        if idem is not None:
+            stored = await self.get_idempotency(idem.client_id, idem.key)
+            if stored is not None:
+                if stored.fingerprint != idem.fingerprint:
+                    raise IdempotencyKeyReused(idem.client_id, idem.key)
+                return self._replay_idempotent(prepared.stream_id, stored.outcome)
+        rows = await self.pool.fetch(_EXISTING_SQL, prepared.event_ids)
+        if not rows:
+            return None
+        by_id = {row["event_id"]: row for row in rows}
+        for index, event_id in enumerate(prepared.event_ids):
+            row = by_id.get(event_id)
+            if row is None:
+                raise DuplicateEventId(rows[0]["event_id"], "some events of this append exist, others do not")
+            if row["stream_id"] != prepared.stream_id:
+                raise DuplicateEventId(event_id, f"it belongs to stream {row['stream_id']!r}")
+            same = (
+                row["type"] == prepared.types[index]
+                and row["schema_version"] == prepared.schema_versions[index]
+                and row["data"] == orjson.loads(prepared.data[index])
+            )
+            if not same:
+                raise DuplicateEventId(event_id, "the stored event has different content")
+        return AppendResult(
+            prepared.stream_id,
+            max(row["version"] for row in rows),
+            tuple(row["position"] for row in rows),
+            rows[0]["tx"],
+            replayed=True,
+        )
+
+    # -- idempotency ---------------------------------------------------------------------------
+
+    async def get_idempotency(self, client_id: str, key: str) -> StoredIdempotency | None:
+        """The stored outcome of a client's idempotency key, if any."""
+        row = await self.pool.fetchrow(_IDEM_SQL, client_id, key)
+        return None if row is None else StoredIdempotency(*row)
+
+    async def prune_idempotency(self, older_than: timedelta | None = None) -> int:
+        """Delete keys older than `older_than` (default: `idempotency_ttl_hours`); returns the count."""
+        age = older_than if older_than is not None else timedelta(hours=self.settings.idempotency_ttl_hours)
+        status = await self.pool.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < clock_timestamp() - $1::interval", age
+        )
+        return int(status.split()[-1])
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """A stream's events in version order (see `reads.read_stream`)."""
+        return await reads.read_stream(self.pool, stream_id, from_version, to_version, as_of)
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version; 0 when it does not exist."""
+        return await reads.stream_version(self.pool, stream_id)
+
+    async def read_all(
+        self, after: Checkpoint = START, limit: int = 1000, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        """Events after `after` in the fenced global log (see `reads` for the fence)."""
+        return await reads.read_all(self.pool, after, limit, types)
+
+    def iter_all(
+        self, after: Checkpoint = START, *, page_size: int = 10_000, types: Sequence[str] | None = None
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Pages of the fenced log through a server-side cursor, for replays."""
+        return reads.iter_all(self.pool, after, page_size=page_size, types=types)
+
+    def iter_all_raw(
+        self, after: Checkpoint = START, *, page_size: int = 10_000, types: Sequence[str] | None = None
+    ) -> AsyncIterator[list[asyncpg.Record]]:
+        """Like `iter_all` with raw records (data/metadata as JSON text): the fast replay path."""
+        return reads.iter_all_records(self.pool, after, page_size=page_size, types=types, raw=True)
+
+    async def read_events(self, **filters: Any) -> list[RecordedEvent]:
+        """The audit feed (see `reads.read_events` for the filters)."""
+        return await reads.read_events(self.pool, **filters)
+
+    async def head(self) -> Checkpoint:
+        """The checkpoint of the last event readable through the fence."""
+        return await reads.head(self.pool)
+
+    async def fence_status(self) -> FenceStatus:
+        """Fence lag figures for metrics."""
+        return await reads.fence_status(self.pool)
+
+    async def events_after(self, after: Checkpoint) -> int:
+        """Committed events after a checkpoint (a reader's lag)."""
+        return await reads.events_after(self.pool, after)
+
+    def decode(self, event: RecordedEvent) -> BaseModel:
+        """The event as its registered model, upcast to the current schema version."""
+        return self.registry.decode(event.type, event.schema_version, event.data)
+
+    async def verify_stream(self, stream_id: str) -> ChainVerification:
+        """Recompute the stream's hash chain."""
+        return await verify_stream(self.pool, stream_id)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
+        """A reader's saved checkpoint, or None."""
+        return await load_checkpoint(self.pool, name)
+
+    async def save_checkpoint(self, conn: Connection, name: str, checkpoint: Checkpoint) -> None:
+        """Save a checkpoint on `conn`, inside the caller's transaction."""
+        await save_checkpoint(conn, name, checkpoint)
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        after: Checkpoint = START,
+        *,
+        batch_size: int = 1000,
+        types: Sequence[str] | None = None,
+        poll_interval_s: float | None = None,
+    ) -> AsyncGenerator[list[RecordedEvent], None]:
+        """Batches of the fenced log from `after`, forever; never passes an open transaction.
+
+        Woken by LISTEN on `ledger_events` (see `notify`), and polls every `poll_interval_s`
+        (default from settings) so late or lost notifications only add latency. Holds one pool
+        connection for the LISTEN; close the iterator (`contextlib.aclosing`) to release it.
+        """
+        interval = self.settings.poll_interval_s if poll_interval_s is None else poll_interval_s
+        wake = asyncio.Event()
+
+        def on_notify(*_: object) -> None:
+            wake.set()
+
+        checkpoint = after
+        async with self.pool.acquire() as listener:
+            await listener.add_listener(CHANNEL, on_notify)
+            try:
+                while True:
+                    wake.clear()
+                    batch = await self.read_all(checkpoint, batch_size, types)
+                    if batch:
+                        checkpoint = batch[-1].checkpoint
+                        yield batch
+                        continue
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), interval)
+            finally:
+                await listener.remove_listener(CHANNEL, on_notify)
