@@ -8,14 +8,19 @@ wraps its work in `asyncio.run`.
 from __future__ import annotations
 
 import asyncio
-import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from consumers.cli import app as fanout_app
+from ledger.api.cli import api, asyncapi, intake, tokens_app
+from ledger.audit_cli import app as audit_app
 from ledger.observability import configure_logging
+from ledger.relay.cli import relay
 from ledger.settings import Settings
+from projections.cli import app as projections_app
 
 app = typer.Typer(
     name="ledger",
@@ -24,8 +29,19 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+app.command()(api)
+app.command()(intake)
+app.command()(relay)
+app.command()(asyncapi)
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(projections_app, name="projections")
+app.add_typer(audit_app, name="audit")
+app.add_typer(
+    fanout_app, name="fanout", help="Fan-out workers to Omneo and Omnisend: run, parked, redrive, replay."
+)
 
-class Vendor(str, Enum):
+
+class Vendor(StrEnum):
     omneo = "omneo"
     omnisend = "omnisend"
 
@@ -34,17 +50,23 @@ class Vendor(str, Enum):
 def migrate() -> None:
     """Apply the SQL migrations (idempotent, under an advisory lock, checksums verified)."""
     from ledger.store.migrate import migrate as run
+    from projections.setup import install_projections
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     applied = asyncio.run(run(settings.database_url))
     typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    statuses = asyncio.run(install_projections(settings.database_url))
+    for name, status in statuses.items():
+        typer.echo(f"projection {name}: {status}")
+    if any(status.startswith("refused") for status in statuses.values()):
+        raise typer.Exit(2)
 
 
 @app.command()
 def dev(
-    home: Path = typer.Option(Path(".ledger"), help="Where data, logs and dev.env live."),
-    api_port: int = typer.Option(8000, help="API port (another free port is taken if busy)."),
+    home: Annotated[Path, typer.Option(help="Where data, logs and dev.env live.")] = Path(".ledger"),
+    api_port: Annotated[int, typer.Option(help="API port (another free port is taken if busy).")] = 8000,
 ) -> None:
     """Run the whole system on embedded defaults: PostgreSQL, Kafka, sandboxes and every process."""
     from ledger.dev.stack import run_dev
@@ -54,8 +76,8 @@ def dev(
 
 @app.command()
 def demo(
-    env_file: Path = typer.Option(Path(".ledger/dev.env"), help="Written by `ledger dev`."),
-    timeout: float = typer.Option(60.0, help="Seconds to wait for the fan-out to finish."),
+    env_file: Annotated[Path, typer.Option(help="Written by `ledger dev`.")] = Path(".ledger/dev.env"),
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the fan-out to finish.")] = 60.0,
 ) -> None:
     """Drive a split-shipment checkout story through the running stack, printing curl for each step."""
     from ledger.dev.demo import DemoError, run_demo
@@ -70,10 +92,12 @@ def demo(
 
 @app.command()
 def sandbox(
-    vendor: Vendor = typer.Argument(..., help="Which API to imitate."),
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(0, help="Default 8081 (omneo) or 8082 (omnisend)."),
-    token: str | None = typer.Option(None, help="Bearer token (Omneo) or X-API-KEY (Omnisend) to accept."),
+    vendor: Annotated[Vendor, typer.Argument(help="Which API to imitate.")],
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Default 8081 (omneo) or 8082 (omnisend).")] = 0,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token (Omneo) or X-API-KEY (Omnisend) to accept.")
+    ] = None,
 ) -> None:
     """Serve a faithful local sandbox of Omneo or Omnisend (request log, state, fault injection)."""
     from consumers.sandbox import serve
@@ -88,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -10,6 +10,7 @@ Ctrl-C or SIGTERM, so nothing is left behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -77,9 +78,9 @@ class DevStack:
         from ledger.store.embedded import start_embedded_postgres, stop_embedded_postgres
 
         data_dir = self.home / "pgdata"
-        dsn = start_embedded_postgres(data_dir)
+        admin_dsn = start_embedded_postgres(data_dir)
         self._cleanups.append(lambda: stop_embedded_postgres(data_dir))
-        return dsn
+        return asyncio.run(_ensure_database(admin_dsn, "ledger"))
 
     def start_broker(self) -> str:
         named = os.environ.get("LEDGER_KAFKA_BOOTSTRAP_SERVERS")
@@ -107,6 +108,19 @@ class DevStack:
         while self._cleanups:
             with contextlib.suppress(Exception):
                 self._cleanups.pop()()
+
+
+async def _ensure_database(admin_dsn: str, name: str) -> str:
+    """Create database `name` once (a second start reuses it) and return its DSN."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin_dsn.replace("/postgres?", f"/{name}?", 1)
 
 
 def _port_free(port: int) -> bool:
@@ -180,7 +194,7 @@ def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
     echo("applying migrations ...")
     subprocess.run(stack.ledger_argv("migrate"), env=base_env, check=True, stdout=subprocess.DEVNULL)
     token = subprocess.run(
-        stack.ledger_argv("tokens", "create", "--name", "dev", "--scope", "admin", "--quiet"),
+        stack.ledger_argv("tokens", "create", "--name", "dev", "--scope", "admin"),
         env=base_env,
         check=True,
         capture_output=True,

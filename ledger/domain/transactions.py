@@ -77,6 +77,8 @@ def _round_half_even(numerator: int, denominator: int) -> int:
 
 
 def derive_transactions(order: Order) -> list[Transaction]:
+    if not order.shipments:  # nothing shipped, nothing to derive (most orders, most of the time)
+        return []
     lines = {line.line_id: line for line in order.lines}
     weight_total = order.lines_total
     by_quantity = weight_total == 0

@@ -69,6 +69,12 @@ class Metrics:
             "ledger_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
         )
 
+    def observe_append(self, seconds: float, appended: int, outcome: str) -> None:
+        """The event store's append hook: latency by outcome, and events appended."""
+        self.append_seconds.labels(outcome).observe(seconds)
+        if appended:
+            self.appended_events.inc(appended)
+
 
 METRICS = Metrics()
 """The process-wide registry used by the CLI verbs; tests pass their own `Metrics()`."""

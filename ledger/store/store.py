@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,6 +58,9 @@ _IDEM_SQL = (
 )
 _ANY_RETRIES = 10
 
+AppendObserver = Callable[[float, int, str], None]
+"""Called after every append with (seconds, events appended, outcome) — the metrics hook."""
+
 
 async def load_checkpoint(db: Executor, name: str) -> Checkpoint | None:
     """A reader's saved checkpoint, or None."""
@@ -87,8 +91,10 @@ class EventStore:
         *,
         stream_pattern: re.Pattern[str] = STREAM_ID_PATTERN,
         notify_debounce_s: float = 0.01,
+        observe: AppendObserver | None = None,
     ) -> None:
         self.pool = pool
+        self.observe = observe
         self.registry = registry
         self.settings = settings or StoreSettings()
         self.stream_pattern = stream_pattern
@@ -116,6 +122,27 @@ class EventStore:
         (before touching the database). Re-appending existing event ids with the same content, or
         repeating a request under the same idempotency key, returns `replayed=True`.
         """
+        if self.observe is None:
+            return await self._append(stream_id, events, expected_version, idempotency)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self._append(stream_id, events, expected_version, idempotency)
+            outcome = "replayed" if result.replayed else "appended"
+            return result
+        except ConcurrencyConflict:
+            outcome = "conflict"
+            raise
+        finally:
+            self.observe(time.perf_counter() - started, len(events) if outcome == "appended" else 0, outcome)
+
+    async def _append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | ExpectedVersion,
+        idempotency: IdempotencyRequest | None,
+    ) -> AppendResult:
         prepared = prepare_append(
             stream_id,
             events,

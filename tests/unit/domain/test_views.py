@@ -62,3 +62,21 @@ def test_zero_decimal_currencies_are_whole_numbers_in_the_view() -> None:
     view = order_to_json(s.order)
     assert str(view["total"]) == "3000"
     assert order_from_json(view) == s.order
+
+
+def test_line_and_address_views_cover_every_model_field() -> None:
+    """The view spells out LineItem's fields for speed: a new field must not be dropped silently."""
+    from ledger.domain import Address, LineItem
+
+    order = lived()
+    view = order_to_json(order)
+    for line, item in zip(order.lines, view["items"], strict=True):
+        dumped = line.model_dump()
+        dumped["product_variant_id"] = dumped.pop("variant_id")
+        assert list(item) == [*dumped, "value"]
+    assert list(Address.model_fields) == list(
+        order_to_json(
+            order._replace(details=order.details.model_copy(update={"billing_address": Address()}))
+        )["billing_address"]
+    )
+    assert set(LineItem.model_fields) - {"variant_id"} <= set(view["items"][0])

@@ -1,0 +1,292 @@
+"""Rebuild benchmark: blue/green rebuild of both read models over N realistic events.
+
+    .venv/bin/python bench/rebuild.py [--events 1000000] [--database-url URL] [--keep]
+
+1. Makes a fresh database on the server of `--database-url` (default: LEDGER_DATABASE_URL, else
+   the local PostgreSQL), migrates it, and loads N events of order histories decided by the
+   domain (`projections.simulate`): about 2,000 orders open at a time, interleaved in the log
+   as live traffic would be.
+2. The load bypasses `append` (one COPY per 50k rows, each in its own transaction) but the
+   rows are valid: versions contiguous from 1, unique event ids, and the per-stream hash chain
+   computed as `ledger_append` does. The chain needs jsonb's canonical text of `data`, which
+   `_jsonb_text` writes for these JSON values (objects, arrays, strings, ints, bools, null);
+   after the load one SQL pass recomputes every hash and link, and the bench aborts on any
+   mismatch.
+3. In a child process (so peak RSS is the rebuild's, not the generator's): the raw read rate
+   of the same rows (`iter_all_records(raw=True)`, what the rebuild reads), then a rebuild of
+   `order_state` and of `transactions` with the rebuild's own figures, then raw read again.
+
+Prints one JSON document per phase and a summary with the rebuild/raw ratio (target >= 0.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ledger.domain import event_data, schema_version_of
+from ledger.store import migrate
+from ledger.store.pool import create_pool
+from ledger.store.reads import iter_all_records
+from ledger.store.records import START
+from projections import order_state, transactions
+from projections.rebuild import rebuild
+from projections.simulate import HistoryGenerator
+
+COLUMNS = [
+    "stream_id", "version", "event_id", "type", "schema_version", "data", "metadata", "recorded_at", "prev_hash", "hash",
+]  # fmt: skip
+CHECK_SQL = """
+SELECT count(*) FILTER (WHERE hash <> sha256(coalesce(prev_hash, ''::bytea) || convert_to(concat_ws(E'\\n',
+           stream_id, version::text, event_id::text, type, schema_version::text, data::text, metadata::text), 'UTF8')))
+           AS bad_hash,
+       count(*) FILTER (WHERE prev_hash IS DISTINCT FROM prev) AS bad_link,
+       count(*) FILTER (WHERE version <> expected_version) AS bad_version
+  FROM (SELECT *, lag(hash) OVER w AS prev, row_number() OVER w AS expected_version
+          FROM events WINDOW w AS (PARTITION BY stream_id ORDER BY version)) e
+"""
+
+
+def _jsonb_key(key: str) -> tuple[int, bytes]:
+    raw = key.encode()
+    return len(raw), raw  # jsonb orders object keys by length, then bytes
+
+
+def _jsonb_text(value: Any) -> str:
+    """jsonb's canonical text output (`data::text`) for plain JSON values."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: _jsonb_key(kv[0]))
+        return "{" + ", ".join(f"{_jsonb_text(k)}: {_jsonb_text(v)}" for k, v in items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_jsonb_text(v) for v in value) + "]"
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    raise TypeError(f"no jsonb text for {type(value).__name__}")
+
+
+def _hash(prev: bytes | None, fields: tuple[str, int, uuid.UUID, str, int, str, str]) -> bytes:
+    """The chain hash exactly as `ledger_append` computes it (and `ledger.store.chain.event_hash`)."""
+    body = "\n".join(str(f) for f in fields)
+    return hashlib.sha256((prev or b"") + body.encode()).digest()
+
+
+def generate_rows(total: int, seed: int = 42, open_orders: int = 2000) -> Any:
+    """Rows for COPY, interleaving ~`open_orders` orders the way live traffic does."""
+    rng = random.Random(seed)
+    generator = HistoryGenerator(seed=seed)
+    clock = datetime(2026, 1, 1, tzinfo=UTC)
+    active: list[list[Any]] = []  # [stream, events, next index, prev hash]
+    emitted = 0
+    while emitted < total:
+        while len(active) < open_orders:
+            stream, events = generator.history(max_events=12)
+            active.append([stream, events, 0, None])
+        slot = rng.randrange(len(active))
+        entry = active[slot]
+        stream, events, index, prev = entry
+        event = events[index]
+        version = index + 1
+        data = _jsonb_text(event_data(event))
+        meta = _jsonb_text({"actor": "bench", "source": "bench", "correlation_id": str(uuid.uuid4())})
+        event_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+        sv = schema_version_of(event)
+        digest = _hash(prev, (stream, version, event_id, event.type, sv, data, meta))
+        clock += timedelta(milliseconds=rng.randint(1, 50))
+        yield (stream, version, event_id, event.type, sv, data, meta, clock, prev, digest)
+        emitted += 1
+        if version == len(events):
+            active[slot] = active[-1]
+            active.pop()
+        else:
+            entry[2], entry[3] = version, digest
+
+
+async def load(dsn: str, total: int) -> dict[str, Any]:
+    """Load `total` events with COPY (50k rows per transaction) and check every hash and link."""
+    conn = await asyncpg.connect(dsn)
+    started = time.perf_counter()
+    batch: list[Any] = []
+    try:
+        for row in generate_rows(total):
+            batch.append(row)
+            if len(batch) == 50_000:
+                await conn.copy_records_to_table("events", records=batch, columns=COLUMNS)
+                batch = []
+        if batch:
+            await conn.copy_records_to_table("events", records=batch, columns=COLUMNS)
+        loaded = time.perf_counter()
+        await conn.execute("ANALYZE events")
+        check = await conn.fetchrow(CHECK_SQL)
+        assert check is not None
+        if any(check.values()):
+            raise SystemExit(f"loaded rows are not valid: {dict(check)}")
+        orders = await conn.fetchval("SELECT count(DISTINCT stream_id) FROM events")
+    finally:
+        await conn.close()
+    return {
+        "phase": "load",
+        "events": total,
+        "orders": orders,
+        "seconds": round(loaded - started, 1),
+        "chain_check_seconds": round(time.perf_counter() - loaded, 1),
+        "hash_chain": "valid",
+    }
+
+
+async def raw_read(pool: asyncpg.Pool, page_size: int) -> dict[str, Any]:
+    started, count = time.perf_counter(), 0
+    async for page in iter_all_records(pool, START, page_size=page_size, raw=True):
+        count += len(page)
+    seconds = time.perf_counter() - started
+    return {
+        "phase": "raw_read",
+        "events": count,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(count / seconds),
+    }
+
+
+async def measure(dsn: str, page_size: int, workers: int) -> None:
+    pool = await create_pool(dsn, application_name="bench-rebuild")
+    results: list[dict[str, Any]] = []
+    try:
+        results.append(await raw_read(pool, page_size))
+        for projection in (order_state.PROJECTION, transactions.PROJECTION):
+            report = await rebuild(pool, projection, dsn=dsn, workers=workers, page_size=page_size)
+            figures = report.as_json()
+            total = sum(report.seconds.values())
+            figures["end_to_end_events_per_s"] = round(report.bulk_events / total)
+            figures["phase"] = f"rebuild {projection.name}"
+            results.append(figures)
+        results.append(await raw_read(pool, page_size))
+    finally:
+        await pool.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {"results": results, "peak_rss_mib": round(peak), "worker_peak_rss_mib": round(workers_peak)}
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("LEDGER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument("--page-size", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rebuild worker processes")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument(
+        "--reuse", action="store_true", help="--database-url is a kept bench database: reset, re-measure"
+    )
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        asyncio.run(measure(args.database_url, args.page_size, args.workers))
+        return
+    if args.reuse:
+        asyncio.run(reset(args.database_url))
+        report(args.database_url, args)
+        return
+
+    name = f"ledger_bench_{os.getpid()}"
+    base = args.database_url.rsplit("/", 1)[0]
+    dsn = f"{base}/{name}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(args.database_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        await migrate(dsn)
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(args.database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    try:
+        print(json.dumps(asyncio.run(load(dsn, args.events))), flush=True)
+        report(dsn, args)
+    finally:
+        if not args.keep:
+            asyncio.run(drop())
+        else:
+            print(f"kept database {dsn} (re-measure with --reuse --database-url {dsn})")
+
+
+async def reset(dsn: str) -> None:
+    """Forget every projection version of a kept bench database."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for projection in (order_state.PROJECTION, transactions.PROJECTION):
+            for table in projection.tables:
+                await conn.execute(f"DROP VIEW IF EXISTS {table.base}")
+                await conn.execute(f"DROP TABLE IF EXISTS {table.physical(projection.version)}")
+        await conn.execute("DELETE FROM projection_versions")
+        await conn.execute("DELETE FROM checkpoints WHERE name LIKE 'projection:%'")
+    finally:
+        await conn.close()
+
+
+def report(dsn: str, args: argparse.Namespace) -> None:
+    """Measure in a child process and print the figures."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--measure", "--database-url", dsn, "--page-size", str(args.page_size),
+         "--workers", str(args.workers)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    for result in measured["results"]:
+        print(json.dumps(result))
+    raw = max(r["events_per_s"] for r in measured["results"] if r["phase"] == "raw_read")
+    for result in measured["results"]:
+        if result["phase"].startswith("rebuild"):
+            print(
+                f"{result['phase']}: build {result['build_rate']:,} ev/s = {result['build_rate'] / raw:.2f}x raw read"
+                f" ({raw:,} ev/s); with verification {result['end_to_end_events_per_s']:,} ev/s"
+                f" = {result['end_to_end_events_per_s'] / raw:.2f}x"
+            )
+    print(
+        f"peak RSS: measuring process {measured['peak_rss_mib']} MiB,"
+        f" largest of {args.workers} rebuild worker(s) {measured['worker_peak_rss_mib']} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""Relay benchmark: throughput beside raw aiokafka producing, and end-to-end latency at 1,000 ev/s.
+
+    .venv/bin/python -m bench.relay [--events 50000] [--rate 1000] [--seconds 15]
+
+Creates its own database on a private embedded PostgreSQL (or on `LEDGER_BENCH_ADMIN_URL`) and
+its own Tansu broker (or uses `LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS`).
+
+1. Throughput: `--events` events (many orders) are appended first. Raw producing sends the very
+   records the relay would send (prebuilt bytes) with aiokafka, both per-message `send()` +
+   `gather` and `send_batch()` per partition; then the relay (in this process) publishes the
+   whole log from an empty checkpoint: read through the fence, fold the order, build the
+   envelope, produce, acknowledge, checkpoint. Ratio = relay / fastest raw. Target >= 0.5.
+2. Latency: the relay runs as its own process (`python -m ledger.relay`); this process appends
+   single events at a steady `--rate` and a consumer (fetch wait 10 ms) receives them.
+   Latency = consumer receive time - append commit (append call returned). Target p99 <= 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
+
+from ledger.dev.broker import TansuBroker
+from ledger.domain import (
+    EVENT_TYPES,
+    UPCASTERS,
+    Amounts,
+    LineItem,
+    OrderPlaced,
+    OrderStatusChanged,
+    event_data,
+)
+from ledger.observability import Metrics
+from ledger.relay import checkpoint_name, run_relay
+from ledger.relay.publisher import ensure_topic
+from ledger.relay.relay import Relay, tune_gc
+from ledger.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
+from ledger.store import NO_STREAM, EventRegistry, EventStore, NewEvent, create_pool, migrate, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+PARTITIONS = 6
+
+
+def placed(order_id: uuid.UUID) -> NewEvent:
+    line = LineItem(
+        line_id="l1", name="Socks", quantity=2, price_sell=1995, price_current=1995, price_original=1995
+    )
+    event = OrderPlaced(
+        order_id=order_id,
+        currency="USD",
+        status="pending",
+        lines=(line,),
+        amounts=Amounts(subtotal=3990, total=3990),
+        placed_at=datetime.now(UTC),
+    )
+    return NewEvent(type=event.type, data=event_data(event), metadata={"actor": "bench", "source": "bench"})
+
+
+def status(value: str) -> NewEvent:
+    event = OrderStatusChanged(status=value)
+    return NewEvent(type=event.type, data=event_data(event), metadata={"actor": "bench"})
+
+
+def registry() -> EventRegistry:
+    reg = EventRegistry()
+    for name, model in EVENT_TYPES.items():
+        reg.register(model, name)
+    for (name, version), fn in UPCASTERS.items():
+        reg.register_upcaster(name, version, fn)
+    return reg
+
+
+def with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+async def admin_url(stack: contextlib.ExitStack) -> str:
+    """`LEDGER_BENCH_ADMIN_URL`, else a private embedded server.
+
+    A private cluster by default: the xid8 fence is cluster-wide, so other work on a shared
+    server (a test run's transactions) would show up as relay latency.
+    """
+    named = os.environ.get("LEDGER_BENCH_ADMIN_URL")
+    if named:
+        return named
+    from ledger.store.embedded import start_embedded_postgres
+
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="ledger-bench-pg-"))
+    return start_embedded_postgres(Path(folder) / "pgdata")
+
+
+def settings_for(database_url: str, bootstrap: str, topic: str, batch_size: int) -> Settings:
+    return Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
+        kafka=KafkaSettings(events_topic=topic, partitions=PARTITIONS),
+        relay=RelaySettings(batch_size=batch_size),
+        store=StoreSettings(pool_min_size=2, pool_max_size=10, poll_interval_s=0.5),
+    )
+
+
+async def append_load(store: EventStore, events: int, writers: int = 8) -> None:
+    """`events` events: orders of 1 placed + 4 status changes, appended 5 at a time by `writers`."""
+    per_order = 5
+    orders = [uuid.uuid4() for _ in range(events // per_order)]
+
+    async def write(chunk: list[uuid.UUID]) -> None:
+        for order_id in chunk:
+            await store.append(
+                f"order-{order_id}",
+                [placed(order_id)] + [status(f"s{i}") for i in range(per_order - 1)],
+                NO_STREAM,
+            )
+
+    await asyncio.gather(*(write(orders[i::writers]) for i in range(writers)))
+
+
+async def raw_send(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]], int]]
+) -> float:
+    """Per-message `send()`, all futures gathered: seconds for all acknowledgements."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1 << 20, linger_ms=0)
+    await producer.start()
+    try:
+        start = time.perf_counter()
+        futures = [
+            await producer.send(topic, value, key=key, headers=headers, timestamp_ms=ts)
+            for key, value, headers, ts in records
+        ]
+        await asyncio.gather(*futures)
+        return time.perf_counter() - start
+    finally:
+        await producer.stop()
+
+
+async def raw_send_batch(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]], int]]
+) -> float:
+    """`send_batch()` per partition, 1 MiB batches: seconds for all acknowledgements."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1 << 20, linger_ms=0)
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        partitioner = DefaultPartitioner()
+        start = time.perf_counter()
+        by_partition: dict[int, list[tuple[bytes, bytes, list[tuple[str, bytes]], int]]] = defaultdict(list)
+        for record in records:
+            by_partition[partitioner(record[0], partitions, partitions)].append(record)
+
+        async def send(partition: int, part: list[tuple[bytes, bytes, list[tuple[str, bytes]], int]]) -> None:
+            futures = []
+            builder = producer.create_batch()
+            for key, value, headers, ts in part:
+                if builder.append(key=key, value=value, timestamp=ts, headers=headers) is None:
+                    futures.append(await producer.send_batch(builder, topic, partition=partition))
+                    builder = producer.create_batch()
+                    builder.append(key=key, value=value, timestamp=ts, headers=headers)
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
+            await asyncio.gather(*futures)
+
+        await asyncio.gather(*(send(p, part) for p, part in by_partition.items()))
+        return time.perf_counter() - start
+    finally:
+        await producer.stop()
+
+
+async def relay_throughput(settings: Settings, pool: asyncpg.Pool, store: EventStore, events: int) -> float:
+    """Seconds for the in-process relay to publish and checkpoint the whole log from scratch."""
+    head = await store.head()
+    stop = asyncio.Event()
+    name = checkpoint_name(settings.kafka.events_topic)
+    start = time.perf_counter()
+    task = asyncio.create_task(run_relay(settings, pool=pool, stop=stop, metrics=Metrics()))
+    while True:
+        row = await pool.fetchrow(
+            "SELECT tx::text::bigint AS tx, position FROM checkpoints WHERE name = $1", name
+        )
+        if row is not None and (row["tx"], row["position"]) >= (head.tx, head.position):
+            break
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    await task
+    return elapsed
+
+
+async def latency(
+    settings: Settings, store: EventStore, rate: float, seconds: float, log: Path
+) -> tuple[list[float], int]:
+    """Per-event milliseconds from append commit to a consumer receiving it, relay as a process."""
+    topic = settings.kafka.events_topic
+    await ensure_topic(settings.bootstrap_servers, topic, PARTITIONS, 10_000)
+    # Start the relay at the head: only the steady-rate events are measured, not the backlog.
+    head = await store.head()
+    async with store.pool.acquire() as conn:
+        await save_checkpoint(conn, checkpoint_name(topic), head)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "LEDGER_DATABASE_URL": settings.database_url,
+        "LEDGER_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "LEDGER_KAFKA__EVENTS_TOPIC": topic,
+        "LEDGER_KAFKA__PARTITIONS": str(PARTITIONS),
+        "LEDGER_LOG_JSON": "true",
+    }
+    committed: dict[str, float] = {}
+    received: dict[str, float] = {}
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="latest", fetch_max_wait_ms=10
+    )
+    await consumer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=50)
+    stopping = asyncio.Event()
+
+    async def consume() -> None:
+        while not stopping.is_set() or len(received) < len(committed):
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    received.setdefault(orjson.loads(record.value)["event_id"], now)
+
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ledger.relay", env=env, cwd=REPO, stdout=out, stderr=out
+        )
+    consumer_task = asyncio.create_task(consume())
+    try:
+        await asyncio.sleep(2.0)  # relay start-up
+        orders: list[tuple[uuid.UUID, int]] = []
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        n = 0
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(i: int) -> None:
+            if i % 4 == 0 or not orders:
+                order_id = uuid.uuid4()
+                event = placed(order_id)
+                await store.append(f"order-{order_id}", [event], NO_STREAM)
+                committed[str(event.event_id)] = time.perf_counter()
+                orders.append((order_id, 1))
+            else:
+                order_id, version = orders.pop(0)
+                event = status(f"s{version}")
+                await store.append(f"order-{order_id}", [event], version)
+                committed[str(event.event_id)] = time.perf_counter()
+                orders.append((order_id, version + 1))
+
+        while (now := time.perf_counter()) - start < seconds:
+            target = start + n * interval
+            if now < target:
+                await asyncio.sleep(target - now)
+            task = asyncio.create_task(one(n))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            n += 1
+        await asyncio.gather(*pending)
+        stopping.set()
+        await asyncio.wait_for(consumer_task, 30)
+    finally:
+        consumer_task.cancel()
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20)
+        await consumer.stop()
+    lat = [(received[e] - t) * 1000 for e, t in committed.items() if e in received]
+    return lat, len(committed) - len(lat)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def throughput_part(
+    dsn: str, bootstrap: str, pool: asyncpg.Pool, store: EventStore, *, total: int, batch_sizes: list[int]
+) -> str:
+    """Raw producing of the relay's exact records, then the relay itself; prints rates and ratios."""
+    builder = Relay(
+        settings_for(dsn, bootstrap, "unused", 500), pool, stop=asyncio.Event(), metrics=Metrics()
+    )
+    events = await store.read_all(limit=total + 1)
+    messages = await builder._encode(events)
+    records = [(m.key, m.value, m.headers, m.timestamp_ms) for m in messages]
+    size = sum(len(v) for _, v, _, _ in records) / len(records)
+    print(f"envelope: {size:.0f} bytes on average")
+    results: dict[str, float] = {}
+    for label, fn in (("raw send()+gather", raw_send), ("raw send_batch()", raw_send_batch)):
+        topic = f"bench-raw-{uuid.uuid4().hex[:8]}"
+        await ensure_topic(bootstrap, topic, PARTITIONS, 10_000)
+        results[label] = total / await fn(bootstrap, topic, records)
+    for batch_size in batch_sizes:
+        settings = settings_for(dsn, bootstrap, f"bench-relay-{uuid.uuid4().hex[:8]}", batch_size)
+        results[f"relay (batch {batch_size})"] = total / await relay_throughput(settings, pool, store, total)
+    fastest_raw = max(v for k, v in results.items() if k.startswith("raw"))
+    print(f"\nthroughput ({total} events, {PARTITIONS} partitions, acks=all):")
+    for label, rate in results.items():
+        print(f"  {label:24s} {rate:>9,.0f} ev/s   {rate / fastest_raw:5.2f}x fastest raw")
+    best = max(v for k, v in results.items() if k.startswith("relay")) / fastest_raw
+    return f"throughput {best:.2f}x raw (target >= 0.5): {'met' if best >= 0.5 else 'NOT met'}"
+
+
+async def latency_part(dsn: str, bootstrap: str, store: EventStore, args: argparse.Namespace) -> str:
+    """Steady-rate appends with the relay as a process; prints latency percentiles."""
+    settings = settings_for(dsn, bootstrap, f"bench-latency-{uuid.uuid4().hex[:8]}", 500)
+    lat, lost = await latency(settings, store, args.rate, args.seconds, Path(args.log))
+    print(f"\nend-to-end latency at {args.rate:.0f} ev/s for {args.seconds:.0f}s ({len(lat)} events):")
+    print(
+        f"  p50 {pct(lat, 50):.1f} ms   p90 {pct(lat, 90):.1f} ms   p99 {pct(lat, 99):.1f} ms"
+        f"   max {max(lat):.1f} ms   mean {statistics.fmean(lat):.1f} ms   not received {lost}"
+    )
+    p99 = pct(lat, 99)
+    return f"p99 {p99:.0f} ms (target <= 100): {'met' if p99 <= 100 else 'NOT met'}"
+
+
+async def main(args: argparse.Namespace) -> None:
+    tune_gc()  # as the relay process does (ledger.relay.cli)
+    with contextlib.ExitStack() as stack:
+        admin = await admin_url(stack)
+        bootstrap = os.environ.get("LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            bootstrap = stack.enter_context(TansuBroker()).bootstrap_servers
+        name = f"ledger_bench_{os.getpid()}"
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        dsn = with_database(admin, name)
+        try:
+            await migrate(dsn)
+            pool = await create_pool(dsn, StoreSettings(pool_min_size=2, pool_max_size=12))
+            store = EventStore(pool, registry())
+            t0 = time.perf_counter()
+            await append_load(store, args.events)
+            total = await pool.fetchval("SELECT count(*) FROM events")
+            print(f"appended {total} events in {time.perf_counter() - t0:.1f}s")
+
+            verdicts: list[str] = []
+            if args.only in (None, "throughput"):
+                verdicts.append(
+                    await throughput_part(
+                        dsn, bootstrap, pool, store, total=total, batch_sizes=args.batch_sizes
+                    )
+                )
+            if args.only in (None, "latency"):
+                verdicts.append(await latency_part(dsn, bootstrap, store, args))
+            print("\ntargets: " + "; ".join(verdicts))
+            await store.aclose()
+            await pool.close()
+        finally:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--only", choices=["throughput", "latency"], default=None)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[500, 2000])
+    parser.add_argument("--log", default=os.path.join(tempfile.gettempdir(), "ledger-bench-relay.log"))
+    asyncio.run(main(parser.parse_args()))

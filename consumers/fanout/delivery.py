@@ -1,0 +1,320 @@
+"""Deliver one order's pending events to one destination: inbox, parking, retries, crash safety.
+
+Order of effects (F10): map -> for each call: [intent saved] -> HTTP with retries -> state saved
+-> finally inbox rows + delivery state in one transaction -> (caller) Kafka offset commit.
+A crash anywhere re-delivers the events; what already happened is recognised:
+- idempotent calls (Omneo update-create by external_id, PUT/PATCH/DELETE of a snapshot) are
+  repeated harmlessly, and the `sent` digests usually skip them altogether;
+- Omneo order create has no upsert: the intent ('creating') is committed BEFORE the POST, and
+  a 'creating' row or an ambiguous answer (timeout, 5xx) is reconciled by looking the order up
+  by external_id before any second POST; if the lookup cannot answer, the order is parked;
+- Omnisend v3 create: a duplicate POST answers "already exists" and becomes a PUT;
+- Omnisend live events are not deduplicated by the vendor: their intent is saved first and an
+  event whose outcome is unknown is never re-sent (at most once: a missed email beats a
+  duplicate one; it is logged and counted as `unknown`).
+Permanent failures park the order (this event and every later one, in order); 401/403 raise
+`Halted` so the worker stops without committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from consumers.fanout.budget import RateBudget, call_with_retries
+from consumers.fanout.destinations import Destination, OmneoDestination
+from consumers.fanout.envelope import DestinationCall, Envelope, EnvelopeError
+from consumers.fanout.state import Conn, DeliveryRow, FanoutStore
+from consumers.http import AuthFailure, Outcome, Permanent, Retryable, Success
+from ledger.observability import Metrics, get_logger
+from ledger.settings import DestinationSettings
+
+__all__ = ["Deliverer", "Halted", "Item"]
+
+log = get_logger(__name__)
+
+
+class Halted(Exception):
+    """The destination refused our credentials (401/403): stop the integration, commit nothing."""
+
+    def __init__(self, outcome: AuthFailure) -> None:
+        super().__init__(f"destination answered {outcome.status}")
+        self.outcome = outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One event to deliver: the raw envelope (kept for the park queue) and its parse."""
+
+    event_id: str
+    version: int
+    position: int
+    raw: bytes
+    env: Envelope | None
+    error: str | None = None
+
+    @classmethod
+    def from_raw(cls, raw: bytes, *, fallback_id: str) -> Item:
+        try:
+            env = Envelope.from_bytes(raw)
+        except EnvelopeError as exc:
+            return cls(fallback_id, 0, 0, raw, None, str(exc))
+        return cls(env.event_id, env.version, env.position, raw, env)
+
+
+@dataclass(frozen=True, slots=True)
+class _Park:
+    reason: str
+    detail: Any = None
+
+
+class Deliverer:
+    """One destination's delivery logic, shared by the worker, `redrive` and `replay`."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        store: FanoutStore,
+        settings: DestinationSettings,
+        metrics: Metrics,
+        *,
+        budget: RateBudget | None = None,
+        closing: asyncio.Event | None = None,
+        after_success: Callable[[], None] | None = None,
+    ) -> None:
+        self.destination = destination
+        self.name = destination.name
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.budget = budget or RateBudget(settings.rate_per_minute)
+        self.closing = closing or asyncio.Event()
+        self._after_success = after_success
+        self.metrics_calls = 0
+        """Outbound calls made by this deliverer (every attempt), for summaries."""
+
+    # -- entry points -------------------------------------------------------------------------
+    async def handle(self, order_id: str, items: Sequence[Item]) -> None:
+        """Events of one order from the log, oldest first (the worker's path)."""
+        async with self.store.order_lock(order_id) as conn:
+            row, seen, parked = await self.store.snapshot(conn, order_id, [i.event_id for i in items])
+            fresh: list[Item] = []
+            for item in items:
+                if item.event_id not in seen:
+                    seen.add(item.event_id)
+                    fresh.append(item)
+            if not fresh:
+                return
+            if parked:
+                await self._park(conn, order_id, fresh, "waiting behind parked order", queued=True)
+                return
+            stale = [i for i in fresh if i.env is not None and i.version <= row.last_version]
+            if stale:
+                await self.store.record(conn, row, [(i.event_id, i.version, "stale", 0) for i in stale])
+            live = [i for i in fresh if i not in stale]
+            split = next((n for n, i in enumerate(live) if i.env is None), len(live))
+            good, rest = live[:split], live[split:]
+            parked_now = False
+            if good:
+                self._lag(good[-1])
+                parked_now = not await self._deliver(conn, row, good, outcome="delivered")
+            if rest and parked_now:
+                await self._park(conn, order_id, rest, "waiting behind parked event", queued=True)
+            elif rest:
+                await self._park(conn, order_id, rest, f"unreadable envelope: {rest[0].error}")
+
+    async def redrive(self, order_id: str, *, drop_unreadable: bool = False) -> tuple[int, str | None]:
+        """Deliver a parked order's queue in order; returns (delivered, reason it stopped or None).
+
+        An unreadable envelope can never be delivered: it stops the redrive unless the operator
+        asks to drop it (`drop_unreadable`, logged), after which the order's later events flow.
+        """
+        async with self.store.order_lock(order_id) as conn:
+            parked = await self.store.parked_events(conn, order_id)
+            row = await self.store.load(conn, order_id)
+            done = 0
+            for p in parked:
+                item = Item.from_raw(p.envelope, fallback_id=p.event_id)
+                if item.env is None and not drop_unreadable:
+                    return done, f"unreadable envelope: {item.error}"
+                if item.env is None:
+                    log.warning("dropped unreadable parked event", order_id=order_id, event_key=p.event_id)
+                    await self.store.unpark(conn, [p.event_id])
+                    continue
+                if item.version > row.last_version:
+                    ok = await self._deliver(conn, row, [item], outcome="delivered")
+                    if not ok:
+                        head = await self.store.parked_events(conn, order_id)
+                        return done, head[0].reason if head else "parked"
+                await self.store.unpark(conn, [p.event_id])
+                done += 1
+            await self._update_parked_gauge()
+            return done, None
+
+    async def replay(self, order_id: str, envs: Sequence[Envelope]) -> int:
+        """Re-send the latest state regardless of inbox and digests (after a mapping fix)."""
+        async with self.store.order_lock(order_id) as conn:
+            row = await self.store.load(conn, order_id)
+            row.sent = {k: v for k, v in row.sent.items() if k.startswith(("inflight:", "ev:"))}
+            row.last_version = 0
+            items = [Item(e.event_id, e.version, e.position, b"", e) for e in envs]
+            before = self.metrics_calls
+            await self._deliver(conn, row, items, outcome="replayed")
+            return self.metrics_calls - before
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _lag(self, item: Item) -> None:
+        if item.env is not None:
+            lag = (datetime.now(UTC) - item.env.recorded_at).total_seconds()
+            self.metrics.worker_lag_seconds.labels(self.name).set(max(lag, 0.0))
+
+    def _count(self, outcome: Outcome) -> None:
+        self.metrics_calls += 1
+        if isinstance(outcome, Success | Permanent | AuthFailure):
+            status = str(outcome.status)
+        else:
+            status = str(outcome.status) if outcome.status is not None else outcome.reason
+        self.metrics.outbound_calls.labels(self.name, status).inc()
+
+    async def _deliver(
+        self,
+        conn: Conn,
+        row: DeliveryRow,
+        items: Sequence[Item],
+        *,
+        outcome: str,
+    ) -> bool:
+        """Map and perform; True when delivered (inbox written), False when parked."""
+        envs = [i.env for i in items if i.env is not None]
+        if row.status == "creating" and isinstance(self.destination, OmneoDestination):
+            park = await self._reconcile_create(conn, row)
+            if park is not None:
+                await self._park(conn, row.order_id, items, park.reason, park.detail)
+                return False
+        calls = self.destination.map(envs, row)
+        for call in calls:
+            for note in call.notes:
+                log.warning("lossy mapping", destination=self.name, order_id=row.order_id, note=note)
+            park = await self._perform(conn, row, call)
+            if park is not None:
+                await self._park(conn, row.order_id, items, park.reason, park.detail)
+                return False
+        last = items[-1]
+        row.last_version = max(row.last_version, last.version)
+        row.last_position = max(row.last_position, last.position)
+        inbox = [
+            (
+                i.event_id,
+                i.version,
+                outcome if i is last or outcome == "replayed" else "coalesced",
+                len(calls) if i is last else 0,
+            )
+            if calls
+            else (i.event_id, i.version, "noop" if outcome != "replayed" else outcome, 0)
+            for i in items
+        ]
+        await self.store.record(conn, row, inbox)
+        return True
+
+    async def _perform(
+        self, conn: Conn, row: DeliveryRow, call: DestinationCall, depth: int = 0
+    ) -> _Park | None:
+        at_most_once = call.kind == "omnisend.event"
+        if at_most_once:
+            marker = f"inflight:{call.key}"
+            if marker in row.sent:
+                log.warning("event outcome unknown; not re-sent", destination=self.name, event_key=call.key)
+                self.metrics.outbound_calls.labels(self.name, "unknown").inc()
+                return None
+            row.sent[marker] = str(int(time.time()))
+            await self.store.save(conn, row)
+        if call.kind == "omneo.order.create":
+            row.status = "creating"
+            await self.store.save(conn, row)
+        outcome = await call_with_retries(
+            lambda: self.destination.perform(call, row),
+            budget=self.budget,
+            settings=self.settings,
+            closing=self.closing,
+            on_outcome=self._count,
+            retry_ambiguous=not at_most_once and call.kind != "omneo.order.create",
+        )
+        if call.kind == "omneo.order.create" and isinstance(outcome, Retryable) and outcome.ambiguous:
+            park = await self._reconcile_create(conn, row)
+            if park is not None:
+                return park
+            if row.remote_id is None:  # confirmed absent: try again, a bounded number of times
+                if depth >= 2:
+                    return _Park("omneo order create kept failing ambiguously", outcome.body)
+                return await self._perform(conn, row, call, depth + 1)
+            return None
+        if isinstance(outcome, Success):
+            if self._after_success is not None:  # test hook: crash between the 2xx and our record
+                self._after_success()
+            self.destination.applied(call, outcome, row)
+            if call.kind == "omneo.order.create":  # the remote id must survive a crash now
+                await self.store.save(conn, row)
+            return None
+        if isinstance(outcome, AuthFailure):
+            raise Halted(outcome)
+        if isinstance(outcome, Permanent):
+            return _Park(f"{call.kind} rejected: HTTP {outcome.status} {outcome.reason}", outcome.body)
+        if at_most_once and outcome.ambiguous:
+            log.warning("event outcome unknown; not re-sent", destination=self.name, event_key=call.key)
+            return None
+        return _Park(
+            f"{call.kind} failed after {self.settings.max_attempts} attempts: {outcome.reason}", outcome.body
+        )
+
+    async def _reconcile_create(self, conn: Conn, row: DeliveryRow) -> _Park | None:
+        """A create may have happened: adopt the existing Omneo order, or clear the intent."""
+        assert isinstance(self.destination, OmneoDestination)
+        found = await call_with_retries(
+            lambda: self.destination.find_order(row.order_id),  # type: ignore[attr-defined]
+            budget=self.budget,
+            settings=self.settings,
+            closing=self.closing,
+            on_outcome=self._count,
+        )
+        if isinstance(found, AuthFailure):
+            raise Halted(found)
+        if not isinstance(found, Success):
+            return _Park(
+                "omneo order create outcome unknown and the lookup by external_id failed;"
+                " check Omneo for the order, then redrive",
+                getattr(found, "body", None),
+            )
+        if found.remote_id:
+            log.info("adopted existing Omneo order", order_id=row.order_id, remote_id=found.remote_id)
+            row.remote_id = found.remote_id
+            row.remote_exists = True
+        row.status = "ok"
+        await self.store.save(conn, row)
+        return None
+
+    async def _park(
+        self,
+        conn: Conn,
+        order_id: str,
+        items: Sequence[Item],
+        reason: str,
+        detail: Any = None,
+        *,
+        queued: bool = False,
+    ) -> None:
+        rows = [(i.event_id, i.version, i.position, i.raw) for i in items]
+        if queued:
+            for r in rows:
+                await self.store.park(conn, order_id, [r], reason)
+        else:
+            await self.store.park(conn, order_id, rows, reason, detail)
+            log.warning("order parked", destination=self.name, order_id=order_id, reason=reason)
+        await self._update_parked_gauge()
+
+    async def _update_parked_gauge(self) -> None:
+        self.metrics.parked_orders.labels(self.name).set(await self.store.parked_count())

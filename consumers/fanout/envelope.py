@@ -1,0 +1,118 @@
+"""What a fan-out worker reads (the `orders.events` envelope) and what a mapping returns (calls).
+
+Why a parsed envelope with the domain `Order`: mappings are pure functions of the event and
+the order state after it (DESIGN §6 event-carried state), so workers need no database read to
+map, and replay can build the same value from the Postgres log (`from_order`).
+Why `DestinationCall` is data: the worker executes the list and tests assert on it; the mapper
+never does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from ledger.domain.state import Order
+from ledger.domain.views import order_from_json
+
+__all__ = ["REMOTE_ID", "CallKind", "DestinationCall", "Envelope", "EnvelopeError"]
+
+REMOTE_ID = "{remote_id}"
+"""Placeholder for the destination's id of the order (Omneo's numeric id), filled in by the worker
+from delivery state or from the create call made just before (paths and body values)."""
+
+CallKind = Literal[
+    "omneo.order.create",
+    "omneo.order.update",
+    "omneo.order.delete",
+    "omneo.transaction.upsert",
+    "omnisend.order.create",
+    "omnisend.order.replace",
+    "omnisend.order.patch",
+    "omnisend.order.delete",
+    "omnisend.event",
+]
+
+
+class EnvelopeError(ValueError):
+    """A message that is not a readable envelope (parked as poison, never retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationCall:
+    """One HTTP call to a destination.
+
+    `key` is the idempotency/dedupe key (Omneo transaction external_id, Omnisend orderID or
+    eventID). `remember` holds digests the worker stores in delivery state once the call
+    succeeded, so an unchanged record is not re-sent. `notes` record lossy mapping decisions (F22).
+    """
+
+    kind: CallKind
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+    path: str
+    body: dict[str, Any] | None
+    key: str
+    remember: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def needs_remote_id(self) -> bool:
+        """True when the path or body refers to the order's remote id."""
+        return REMOTE_ID in self.path or (self.body is not None and REMOTE_ID in self.body.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event with the order state after it (the domain `Order`, rebuilt from the view)."""
+
+    event_id: str
+    order_id: str
+    version: int
+    position: int
+    type: str
+    data: dict[str, Any]
+    recorded_at: datetime
+    order: Order
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Envelope:
+        """Parse a Kafka value; raises EnvelopeError for anything unreadable."""
+        try:
+            # Decimal, not float: the order view's money must convert back exactly.
+            obj = json.loads(raw, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise EnvelopeError(f"not JSON: {exc}") from exc
+        return cls.from_json(obj)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Envelope:
+        """Parse a decoded envelope; the `order` view goes through `ledger.domain.order_from_json`."""
+        if not isinstance(obj, dict):
+            raise EnvelopeError("an envelope is a JSON object")
+        try:
+            order = order_from_json(obj["order"])
+            return cls(
+                event_id=str(obj["event_id"]),
+                order_id=str(obj["order_id"]),
+                version=int(obj["version"]),
+                position=int(obj["position"]),
+                type=str(obj["type"]),
+                data=dict(obj.get("data") or {}),
+                recorded_at=datetime.fromisoformat(str(obj["recorded_at"])),
+                order=order,
+                metadata=dict(obj.get("metadata") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EnvelopeError(f"bad envelope: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def from_order(
+        cls, *, event_id: str, version: int, position: int, type_: str, recorded_at: datetime, order: Order
+    ) -> Envelope:
+        """An envelope rebuilt from the store (replay): same shape, no JSON round trip."""
+        return cls(event_id, str(order.id), version, position, type_, {}, recorded_at, order)

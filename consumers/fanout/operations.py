@@ -1,0 +1,145 @@
+"""Operator actions outside the worker loop: redrive parked orders, replay after a mapping fix.
+
+Redrive: the park queue in Postgres holds each parked order's events in order; redrive feeds
+them, oldest first, through the same `Deliverer` the worker uses (same inbox, same state, same
+per-order advisory lock, so a running worker and a redrive never deliver one order at once).
+
+Replay: re-delivery from the source of truth, not from Kafka (retention may have dropped it):
+the order's stream is read from the Postgres log (`ledger.store` reads) and folded with the
+domain, and the latest state is sent again with the destination's `sent` digests cleared, so
+every field group, transaction or order body goes out once more regardless of the inbox.
+Both mappings are snapshot-based, so "latest state" is the whole effect of the events
+(Omneo: PUT + update-create by external_id; Omnisend orders: PUT/POST). In Omnisend events
+mode the order's events are sent again with the same eventIDs (the vendor dedupes those only
+for historical loads: pause automations first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+
+from consumers.fanout.delivery import Deliverer
+from consumers.fanout.destinations import build_destination
+from consumers.fanout.envelope import Envelope
+from consumers.fanout.state import FanoutStore
+from consumers.fanout.worker import destination_settings
+from ledger.domain import Order, decode_event, evolve
+from ledger.observability import METRICS, Metrics
+from ledger.settings import Settings
+from ledger.store.reads import read_stream
+
+__all__ = ["RedriveResult", "redrive", "replay"]
+
+DESTINATIONS = ("omneo", "omnisend")
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveResult:
+    destination: str
+    order_id: str
+    delivered: int
+    stopped: str | None
+
+
+async def redrive(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    destination: str | None = None,
+    order_id: str | None = None,
+    drop_unreadable: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    metrics: Metrics = METRICS,
+) -> list[RedriveResult]:
+    """Retry parked orders (optionally one destination / one order), each in event order."""
+    results = []
+    for name in [destination] if destination else list(DESTINATIONS):
+        rows = await pool.fetch(
+            "SELECT DISTINCT order_id FROM fanout_parked WHERE destination = $1"
+            " AND ($2::text IS NULL OR order_id = $2) ORDER BY order_id",
+            name,
+            order_id,
+        )
+        if not rows:
+            continue
+        dest = destination_settings(settings, name)
+        adapter, http = build_destination(name, dest, transport=transport)
+        try:
+            deliverer = Deliverer(adapter, FanoutStore(pool, name), dest, metrics)
+            for row in rows:
+                done, stopped = await deliverer.redrive(row["order_id"], drop_unreadable=drop_unreadable)
+                results.append(RedriveResult(name, row["order_id"], done, stopped))
+        finally:
+            await http.aclose()
+    return results
+
+
+async def _envelopes(pool: asyncpg.Pool, order_id: str) -> list[Envelope]:
+    """Every event of the order with the state after it, folded from the Postgres log."""
+    state: Order | None = None
+    out = []
+    for rec in await read_stream(pool, f"order-{order_id}"):
+        event = decode_event(rec.type, rec.data, schema_version=rec.schema_version)
+        state = evolve(state, event, version=rec.version, recorded_at=rec.recorded_at)
+        out.append(
+            Envelope.from_order(
+                event_id=str(rec.event_id),
+                version=rec.version,
+                position=rec.position,
+                type_=rec.type,
+                recorded_at=rec.recorded_at,
+                order=state,
+            )
+        )
+    return out
+
+
+async def replay(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    destination: str,
+    order_id: str | None = None,
+    from_position: int | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    metrics: Metrics = METRICS,
+) -> dict[str, int]:
+    """Re-send orders to `destination`: one order, or every order with an event at >= position."""
+    if (order_id is None) == (from_position is None):
+        raise ValueError("give exactly one of order_id or from_position")
+    if order_id is not None:
+        orders = [order_id]
+    else:
+        rows = await pool.fetch(
+            "SELECT substr(stream_id, 7) AS order_id, min(position) AS first FROM events"
+            " WHERE position >= $1 AND stream_id LIKE 'order-%' GROUP BY stream_id ORDER BY first",
+            from_position,
+        )
+        orders = [r["order_id"] for r in rows]
+    dest = destination_settings(settings, destination)
+    adapter, http = build_destination(destination, dest, transport=transport)
+    store = FanoutStore(pool, destination)
+    summary = {"orders": 0, "calls": 0, "skipped_parked": 0}
+    try:
+        deliverer = Deliverer(adapter, store, dest, metrics)
+        for oid in orders:
+            envs = await _envelopes(pool, oid)
+            if not envs:
+                continue
+            async with store.order_lock(oid) as conn:
+                parked = await store.is_parked(conn, oid)
+            if parked:
+                summary["skipped_parked"] += 1
+                continue
+            if from_position is not None and destination == "omnisend" and dest.mode == "events":
+                envs = [e for e in envs if e.position >= from_position]
+            elif destination == "omneo" or dest.mode != "events":
+                envs = envs[-1:]
+            summary["calls"] += await deliverer.replay(oid, envs)
+            summary["orders"] += 1
+    finally:
+        await http.aclose()
+    return summary

@@ -1,0 +1,273 @@
+"""PostgreSQL side of the fan-out: delivery state, inbox, park queue, halts (migration 0060).
+
+Why Postgres and not Kafka offsets: the destination's effect and our record of it must agree
+after any crash. The inbox row and the delivery state are written in one transaction, before
+the offset commit, so a redelivered event is recognised and causes no second effect (F10).
+Per-order work is serialised by a session advisory lock so a worker and a `redrive` never
+deliver the same order at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+__all__ = ["Conn", "DeliveryRow", "FanoutStore", "ParkedRow"]
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+"""A plain connection or one held from the pool."""
+
+
+@dataclass(slots=True)
+class DeliveryRow:
+    """What a destination has for one order; mutated in memory, then saved."""
+
+    destination: str
+    order_id: str
+    remote_id: str | None = None
+    remote_exists: bool = False
+    status: str = "ok"
+    last_version: int = 0
+    last_position: int = 0
+    sent: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRow:
+    destination: str
+    event_id: str
+    order_id: str
+    version: int
+    position: int
+    envelope: bytes
+    reason: str
+    detail: Any
+    attempts: int
+    parked_at: datetime
+
+
+def _lock_key(destination: str, order_id: str) -> int:
+    digest = hashlib.blake2b(f"fanout:{destination}:{order_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class FanoutStore:
+    """All fan-out SQL in one place; every method takes the pool or a held connection."""
+
+    def __init__(self, pool: asyncpg.Pool, destination: str) -> None:
+        self.pool = pool
+        self.destination = destination
+
+    @asynccontextmanager
+    async def order_lock(self, order_id: str) -> AsyncIterator[Conn]:
+        """Hold the per-(destination, order) advisory lock on a connection for the whole delivery."""
+        key = _lock_key(self.destination, order_id)
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", key)
+            try:
+                yield conn
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+    async def load(self, conn: Conn, order_id: str) -> DeliveryRow:
+        row = await conn.fetchrow(
+            "SELECT remote_id, remote_exists, status, last_version, last_position, sent"
+            " FROM fanout_delivery WHERE destination = $1 AND order_id = $2",
+            self.destination,
+            order_id,
+        )
+        if row is None:
+            return DeliveryRow(self.destination, order_id)
+        return DeliveryRow(
+            self.destination,
+            order_id,
+            row["remote_id"],
+            row["remote_exists"],
+            row["status"],
+            row["last_version"],
+            row["last_position"],
+            dict(row["sent"]),
+        )
+
+    async def snapshot(
+        self, conn: Conn, order_id: str, event_ids: Sequence[str]
+    ) -> tuple[DeliveryRow, set[str], bool]:
+        """Delivery state, already-seen event ids and whether the order is parked, in ONE round trip."""
+        row = await conn.fetchrow(
+            "SELECT d.remote_id, d.remote_exists, d.status, d.last_version, d.last_position, d.sent,"
+            " ARRAY(SELECT event_id FROM fanout_inbox WHERE destination = $1 AND event_id = ANY($3::text[])"
+            "  UNION SELECT event_id FROM fanout_parked WHERE destination = $1 AND event_id = ANY($3::text[])) AS seen,"
+            " EXISTS (SELECT 1 FROM fanout_parked WHERE destination = $1 AND order_id = $2) AS parked"
+            " FROM (SELECT 1) AS one LEFT JOIN fanout_delivery d ON d.destination = $1 AND d.order_id = $2",
+            self.destination,
+            order_id,
+            list(event_ids),
+        )
+        assert row is not None  # the LEFT JOIN always yields one row
+        delivery = DeliveryRow(self.destination, order_id)
+        if row["status"] is not None:
+            delivery = DeliveryRow(
+                self.destination,
+                order_id,
+                row["remote_id"],
+                row["remote_exists"],
+                row["status"],
+                row["last_version"],
+                row["last_position"],
+                dict(row["sent"]),
+            )
+        return delivery, set(row["seen"]), bool(row["parked"])
+
+    async def seen(self, conn: Conn, event_ids: Sequence[str]) -> set[str]:
+        """Event ids already handled (inbox) or already waiting in the park queue."""
+        rows = await conn.fetch(
+            "SELECT event_id FROM fanout_inbox WHERE destination = $1 AND event_id = ANY($2::text[])"
+            " UNION SELECT event_id FROM fanout_parked WHERE destination = $1 AND event_id = ANY($2::text[])",
+            self.destination,
+            list(event_ids),
+        )
+        return {r["event_id"] for r in rows}
+
+    async def is_parked(self, conn: Conn, order_id: str) -> bool:
+        value = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM fanout_parked WHERE destination = $1 AND order_id = $2)",
+            self.destination,
+            order_id,
+        )
+        return bool(value)
+
+    async def save(self, conn: Conn, row: DeliveryRow) -> None:
+        """Upsert the delivery state (used alone for intents and after each successful call)."""
+        await conn.execute(
+            "INSERT INTO fanout_delivery AS d (destination, order_id, remote_id, remote_exists, status,"
+            " last_version, last_position, sent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (destination, order_id) DO UPDATE SET remote_id = EXCLUDED.remote_id,"
+            " remote_exists = EXCLUDED.remote_exists, status = EXCLUDED.status,"
+            " last_version = EXCLUDED.last_version, last_position = EXCLUDED.last_position,"
+            " sent = EXCLUDED.sent, updated_at = now()",
+            row.destination,
+            row.order_id,
+            row.remote_id,
+            row.remote_exists,
+            row.status,
+            row.last_version,
+            row.last_position,
+            row.sent,
+        )
+
+    async def record(
+        self,
+        conn: Conn,
+        row: DeliveryRow,
+        inbox: Iterable[tuple[str, int, str, int]],
+    ) -> None:
+        """Delivery state + inbox rows `(event_id, version, outcome, calls)` in ONE transaction."""
+        async with conn.transaction():
+            await self.save(conn, row)
+            await conn.executemany(
+                "INSERT INTO fanout_inbox (destination, event_id, order_id, version, outcome, calls)"
+                " VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (destination, event_id) DO UPDATE SET outcome = EXCLUDED.outcome,"
+                " calls = EXCLUDED.calls, processed_at = now()",
+                [(self.destination, e, row.order_id, v, o, c) for e, v, o, c in inbox],
+            )
+
+    async def park(
+        self,
+        conn: Conn,
+        order_id: str,
+        items: Sequence[tuple[str, int, int, bytes]],
+        reason: str,
+        detail: Any = None,
+    ) -> None:
+        """Queue `(event_id, version, position, envelope)` behind (or as) the order's parked head.
+
+        The first item gets `reason`; the others wait ('waiting behind ...'). Re-parking an event
+        already queued updates its reason (redrive failed again) and counts the attempt.
+        """
+        async with conn.transaction():
+            for i, (event_id, version, position, raw) in enumerate(items):
+                why = reason if i == 0 else f"waiting behind parked event {items[0][0]}"
+                await conn.execute(
+                    "INSERT INTO fanout_parked (destination, event_id, order_id, version, position,"
+                    " envelope, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    " ON CONFLICT (destination, event_id) DO UPDATE SET reason = EXCLUDED.reason,"
+                    " detail = EXCLUDED.detail, attempts = fanout_parked.attempts + 1",
+                    self.destination,
+                    event_id,
+                    order_id,
+                    version,
+                    position,
+                    raw,
+                    why,
+                    detail if i == 0 else None,
+                )
+
+    async def parked_events(self, conn: Conn, order_id: str) -> list[ParkedRow]:
+        rows = await conn.fetch(
+            "SELECT destination, event_id, order_id, version, position, envelope, reason, detail,"
+            " attempts, parked_at FROM fanout_parked WHERE destination = $1 AND order_id = $2"
+            " ORDER BY version, position",
+            self.destination,
+            order_id,
+        )
+        return [ParkedRow(*r) for r in rows]
+
+    async def unpark(self, conn: Conn, event_ids: Sequence[str]) -> None:
+        await conn.execute(
+            "DELETE FROM fanout_parked WHERE destination = $1 AND event_id = ANY($2::text[])",
+            self.destination,
+            list(event_ids),
+        )
+
+    async def parked_count(self) -> int:
+        value = await self.pool.fetchval(
+            "SELECT count(DISTINCT order_id) FROM fanout_parked WHERE destination = $1", self.destination
+        )
+        return int(value or 0)
+
+    async def halt(self, status: int | None, reason: str, detail: Any) -> None:
+        await self.pool.execute(
+            "INSERT INTO fanout_halts (destination, status, reason, detail) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (destination) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason,"
+            " detail = EXCLUDED.detail, halted_at = now()",
+            self.destination,
+            status,
+            reason,
+            detail,
+        )
+
+    async def clear_halt(self) -> Mapping[str, Any] | None:
+        row = await self.pool.fetchrow(
+            "DELETE FROM fanout_halts WHERE destination = $1 RETURNING status, reason, halted_at",
+            self.destination,
+        )
+        return None if row is None else dict(row)
+
+
+async def list_parked(
+    pool: asyncpg.Pool, destination: str | None = None, order_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Parked orders with their head event's reason and how many events wait (for the CLI)."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (destination, order_id) destination, order_id, event_id, version, reason,"
+        " detail, attempts, parked_at,"
+        " count(*) OVER (PARTITION BY destination, order_id) AS waiting"
+        " FROM fanout_parked WHERE ($1::text IS NULL OR destination = $1)"
+        " AND ($2::text IS NULL OR order_id = $2)"
+        " ORDER BY destination, order_id, version, position",
+        destination,
+        order_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def list_halts(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    return [dict(r) for r in await pool.fetch("SELECT * FROM fanout_halts ORDER BY destination")]

@@ -1,0 +1,207 @@
+"""The fan-out worker process: a FastStream KafkaBroker, one consumer group per destination.
+
+Why a batch subscriber with AckPolicy.MANUAL: offsets are committed only after every event of
+the fetched batch has a recorded outcome (delivered, coalesced, parked or skipped) in Postgres
+(never auto-commit-before-processing, STYLE B1), and a batch lets one order's pending events
+coalesce into one call (Omnisend PUT: only the latest state matters). Orders in a batch are
+delivered concurrently, each order's events in log order (same key = same partition).
+401/403 halts the destination: nothing more is committed, the worker exits (code 3) instead of
+retry-storming. SIGTERM: the in-flight batch finishes (or, if it is waiting on retries, is left
+uncommitted for redelivery), the offsets are committed, the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka.errors import CommitFailedError, KafkaError  # type: ignore[import-untyped]
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from consumers.fanout.budget import Closing
+from consumers.fanout.delivery import Deliverer, Halted, Item
+from consumers.fanout.destinations import build_destination
+from consumers.fanout.state import FanoutStore
+from ledger.observability import METRICS, Metrics, get_logger, serve_metrics
+from ledger.settings import DestinationSettings, Settings
+
+__all__ = ["EXIT_HALTED", "destination_settings", "run_worker"]
+
+log = get_logger(__name__)
+
+EXIT_HALTED = 3
+KILL_AFTER_ENV = "LEDGER_FANOUT_TEST_KILL_AFTER_SUCCESS"
+"""Test hook (fault tests only): SIGKILL this process right after the Nth successful call."""
+
+MAX_RECORDS = 500
+ORDER_CONCURRENCY = 16
+
+
+def destination_settings(settings: Settings, destination: str) -> DestinationSettings:
+    if destination == "omneo":
+        return settings.omneo
+    if destination == "omnisend":
+        return settings.omnisend
+    raise ValueError(f"unknown destination {destination!r} (omneo or omnisend)")
+
+
+def _kill_hook() -> Callable[[], None] | None:
+    raw = os.environ.get(KILL_AFTER_ENV)
+    if not raw:
+        return None
+    remaining = [int(raw)]
+
+    def after_success() -> None:
+        remaining[0] -= 1
+        if remaining[0] <= 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return after_success
+
+
+async def _deliver_batch(deliverer: Deliverer, records: tuple[Any, ...]) -> None:
+    """Group by order (Kafka key, else the envelope's order id), deliver groups concurrently."""
+    groups: OrderedDict[str, list[Item]] = OrderedDict()
+    for record in records:
+        fallback = f"{record.topic}:{record.partition}:{record.offset}"
+        item = Item.from_raw(record.value or b"", fallback_id=fallback)
+        key = record.key.decode("utf-8", "replace") if record.key else None
+        order_id = key or (item.env.order_id if item.env is not None else fallback)
+        groups.setdefault(order_id, []).append(item)
+    gate = asyncio.Semaphore(ORDER_CONCURRENCY)
+
+    async def one(order_id: str, items: list[Item]) -> None:
+        async with gate:
+            await deliverer.handle(order_id, items)
+
+    results = await asyncio.gather(*(one(o, i) for o, i in groups.items()), return_exceptions=True)
+    for result in results:
+        if isinstance(result, Halted | Closing):
+            raise result
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def run_worker(
+    destination: str,
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    pool: asyncpg.Pool | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    metrics: Metrics = METRICS,
+    started: asyncio.Event | None = None,
+    topic: str | None = None,
+) -> int:
+    """Run one destination's worker until `stop` is set (0) or the destination halts (3)."""
+    dest = destination_settings(settings, destination)
+    stop = stop or asyncio.Event()
+    closing = asyncio.Event()
+    halted: list[Halted] = []
+    own_pool = pool is None
+    if pool is None:
+        from ledger.store.pool import create_pool
+
+        pool = await create_pool(
+            settings.database_url, settings.store, application_name=f"fanout-{destination}"
+        )
+    adapter, http = build_destination(destination, dest, transport=transport)
+    store = FanoutStore(pool, destination)
+    deliverer = Deliverer(adapter, store, dest, metrics, closing=closing, after_success=_kill_hook())
+    previous = await store.clear_halt()
+    if previous is not None:
+        log.warning(
+            "destination was halted before; resuming after restart", destination=destination, **previous
+        )
+    metrics.parked_orders.labels(destination).set(await store.parked_count())
+
+    broker = KafkaBroker(settings.bootstrap_servers, graceful_timeout=30.0, logger=None)
+    subscriber = broker.subscriber(
+        topic or settings.kafka.events_topic,
+        batch=True,
+        group_id=dest.group_id or f"ledger-fanout-{destination}",
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+        max_records=MAX_RECORDS,
+        batch_timeout_ms=100,
+        # A dead worker's partitions move to a live one after ~6 s instead of 10 s (heartbeats
+        # run beside the handler; long retry loops are bounded by max_poll_interval_ms).
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=2000,
+    )
+
+    @subscriber
+    async def handle(msg: KafkaMessage) -> None:
+        if closing.is_set():
+            return  # shutting down or halted: leave it uncommitted
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        try:
+            await _deliver_batch(deliverer, records)
+        except Halted as exc:
+            log.error(
+                "destination refused credentials; stopping",
+                destination=destination,
+                status=exc.outcome.status,
+            )
+            await store.halt(exc.outcome.status, str(exc), exc.outcome.body)
+            halted.append(exc)
+            closing.set()
+            return
+        except Closing:
+            return
+        except Exception:
+            log.exception("batch failed; it will be read again", destination=destination)
+            await asyncio.sleep(1.0)
+            await msg.nack()
+            return
+        try:
+            await msg.ack()
+        except (CommitFailedError, KafkaError) as exc:  # rebalanced: the inbox dedupes the redelivery
+            log.warning("offset commit failed", destination=destination, error=str(exc))
+
+    try:
+        await broker.start()
+        if started is not None:
+            started.set()
+        log.info("fan-out worker started", destination=destination, group=dest.group_id)
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(closing.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+    finally:
+        if halted:
+            closing.set()
+        await broker.stop()  # waits for the in-flight handler (which commits its batch)
+        closing.set()
+        await http.aclose()
+        if own_pool:
+            await pool.close()
+    return EXIT_HALTED if halted else 0
+
+
+def main(destination: str, settings: Settings | None = None, *, metrics_port: int | None = None) -> int:
+    """Process entry: SIGTERM/SIGINT set the stop event; returns the exit code."""
+    settings = settings or Settings()
+    if metrics_port:
+        serve_metrics(metrics_port)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        return await run_worker(destination, settings, stop=stop)
+
+    return asyncio.run(run())

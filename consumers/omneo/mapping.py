@@ -1,0 +1,208 @@
+"""Ledger envelope -> Omneo calls (CONNECTORS §2, §5), as pure functions.
+
+Omneo keeps two records: the mutable Order (no upsert: POST once, then PUT merges) and one
+immutable Transaction per paid shipment (`update-create` by a deterministic `external_id`,
+so re-sending is harmless). Both are derived from the order state after the event, not from
+the event alone, so a redelivered, replayed or coalesced event maps to the same calls.
+
+`sent` (from delivery state) holds digests of what Omneo already has: per order field group
+and per transaction. Only what changed is sent: PUT carries the changed fields (Omneo's PUT is
+a merge, and whether `items` replace or append is unconfirmed [X], so items go out only when
+the lines changed), and a transaction is upserted when it is new or changed (a full refund
+voids it: same external_id, `is_void: true`).
+
+Paths and bodies refer to the Omneo order id through `REMOTE_ID`; the worker fills it in
+from delivery state or from the create made just before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from decimal import Decimal
+from typing import Any
+
+from consumers.fanout.envelope import REMOTE_ID, DestinationCall, Envelope
+from ledger.domain.money import to_major
+from ledger.domain.state import Order
+from ledger.domain.statuses import fulfillment_status, payment_status
+from ledger.domain.transactions import Transaction, derive_transactions
+
+__all__ = ["OmneoState", "map_batch", "map_event", "omneo_status", "order_body", "transaction_body"]
+
+_FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    "status": ("status",),
+    "money": ("total", "currency"),
+    "items": ("items",),
+    "customer": ("profile_id",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OmneoState:
+    """What Omneo already has for this order: its numeric id and digests of what was sent."""
+
+    remote_id: str | None = None
+    sent: Mapping[str, str] = field(default_factory=dict)
+
+
+def digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _local(dt: Any) -> str:
+    """Omneo's `YYYY-MM-DD HH:MM:SS` wall clock; the ledger works in UTC and says so in `timezone`."""
+    text: str = dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return text
+
+
+def _money(minor: int, currency: str) -> Decimal:
+    return to_major(minor, currency)
+
+
+def omneo_status(order: Order) -> str:
+    """Omneo's free-text status: the producer's own, except the ledger's terminal facts."""
+    if order.canceled:
+        return "cancelled"
+    if payment_status(order) == "refunded":
+        return "refunded"
+    fulfil = fulfillment_status(order)
+    if fulfil in ("fulfilled", "delivered") and payment_status(order) == "paid":
+        return fulfil
+    return order.status
+
+
+def _items(order: Order) -> list[dict[str, Any]]:
+    c = order.currency
+    out = []
+    for line in order.lines:
+        item: dict[str, Any] = {
+            "name": line.name,
+            "external_id": line.line_id,
+            "quantity": line.quantity,
+            "price_current": _money(line.price_current, c),
+            "price_sell": _money(line.price_sell, c),
+            "price_original": _money(line.price_original, c),
+        }
+        if isinstance(line.variant_id, int) and not isinstance(line.variant_id, bool):
+            item["product_variant_id"] = line.variant_id
+        elif line.variant_id is not None:
+            item["variant_external_id"] = str(line.variant_id)
+        if line.sku:
+            item["sku"] = line.sku
+        if line.tax:
+            item["price_tax"] = _money(line.tax, c)
+        if line.discount:
+            item["discounts"] = [{"amount": _money(line.discount, c), "reason_desc": "discount"}]
+        out.append(item)
+    return out
+
+
+def order_body(order: Order) -> dict[str, Any]:
+    """The full Omneo order (create body; PUT sends the changed groups of it)."""
+    body: dict[str, Any] = {
+        "external_id": str(order.id),
+        "status": omneo_status(order),
+        "total": _money(order.amounts.total, order.currency),
+        "currency": order.currency,
+        "occurred_at": _local(order.created_at),
+        "timezone": "UTC",
+        "items": _items(order),
+    }
+    if order.external_id:
+        body["order_number"] = order.external_id
+    if order.customer.profile_id:
+        body["profile_id"] = order.customer.profile_id
+    return body
+
+
+def transaction_body(tx: Transaction, order: Order) -> dict[str, Any]:
+    """One paid shipment for `update-create`; `order_id` links it to the Omneo order."""
+    c = tx.currency
+    body: dict[str, Any] = {
+        "external_id": tx.external_id,
+        "order_id": REMOTE_ID,
+        "external_order_id": str(order.id),
+        "total": _money(tx.total, c),
+        "currency": c,
+        "transacted_at": _local(tx.transacted_at),
+        "timezone": "UTC",
+        "items": [
+            {
+                "name": line.name,
+                "external_id": line.line_id,
+                "quantity": line.quantity,
+                "price_current": _money(line.price_sell, c),
+                "price_sell": _money(line.price_sell, c),
+                **({"sku": line.sku} if line.sku else {}),
+            }
+            for line in tx.lines
+        ],
+    }
+    if order.external_id:
+        body["order_number"] = order.external_id
+    if order.customer.profile_id:
+        body["profile_id"] = order.customer.profile_id
+    if tx.location_id:
+        body["location_id"] = tx.location_id
+    if tx.voided:
+        body["is_void"] = True  # never send null (Omneo rejects is_void: null)
+    return body
+
+
+def _group_digests(body: Mapping[str, Any]) -> dict[str, str]:
+    return {f"order.{group}": digest([body.get(k) for k in keys]) for group, keys in _FIELD_GROUPS.items()}
+
+
+def _calls(order: Order, state: OmneoState) -> list[DestinationCall]:
+    order_id = str(order.id)
+    path = f"/api/v3/orders/{REMOTE_ID}"
+    if order.deleted:
+        if state.remote_id is None:
+            return []
+        return [DestinationCall("omneo.order.delete", "DELETE", path, None, order_id, {"order.deleted": "1"})]
+    body = order_body(order)
+    groups = _group_digests(body)
+    calls: list[DestinationCall] = []
+    if state.remote_id is None:
+        calls.append(DestinationCall("omneo.order.create", "POST", "/api/v3/orders", body, order_id, groups))
+    else:
+        changed = [g for g, d in groups.items() if state.sent.get(g) != d]
+        if changed:
+            update = {
+                k: body[k] for g in changed for k in _FIELD_GROUPS[g.removeprefix("order.")] if k in body
+            }
+            remember = {g: groups[g] for g in changed}
+            if update:
+                calls.append(DestinationCall("omneo.order.update", "PUT", path, update, order_id, remember))
+    for tx in derive_transactions(order):
+        tx_body = transaction_body(tx, order)
+        d = digest(tx_body)
+        if state.sent.get(f"tx:{tx.external_id}") == d:
+            continue
+        calls.append(
+            DestinationCall(
+                "omneo.transaction.upsert",
+                "POST",
+                "/api/v3/transactions/update-create",
+                tx_body,
+                tx.external_id,
+                {f"tx:{tx.external_id}": d},
+            )
+        )
+    return calls
+
+
+def map_event(env: Envelope, state: OmneoState) -> list[DestinationCall]:
+    """The calls one event causes, given what Omneo already has."""
+    return _calls(env.order, state)
+
+
+def map_batch(envs: Sequence[Envelope], state: OmneoState) -> list[DestinationCall]:
+    """Several pending events of ONE order: the latest state is enough (the mapping is a diff
+    of state against what was sent, and update-create/PUT-merge only care about the result)."""
+    return _calls(envs[-1].order, state) if envs else []

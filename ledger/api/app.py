@@ -1,0 +1,290 @@
+"""Composition root of the HTTP API: `create_app(settings)` wires pool, store, service, auth.
+
+Every error leaves as RFC 9457 problem+json: our own `Problem`s, FastAPI's parameter errors
+(422), routing errors (404/405), domain errors (422/404/409/410), service refusals (409/422),
+database outages (503 with Retry-After) and, as a last resort, a 500 that names no internals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import asyncpg
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledger.api import audit, orders
+from ledger.api.auth import TokenStore
+from ledger.api.deps import BODY_MODELS, AppState, require, state_of
+from ledger.api.jsonbody import dumps
+from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
+from ledger.domain.errors import DomainError
+from ledger.domain.events import EVENT_TYPES, UPCASTERS
+from ledger.observability import get_logger
+from ledger.observability.metrics import Metrics
+from ledger.service import (
+    DuplicateExternalId,
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    OrderDeleted,
+    OrderNotFound,
+    OrderService,
+    ServiceError,
+    VersionConflict,
+)
+from ledger.settings import Settings
+from ledger.store import EventRegistry, EventStore, InvalidInput, StoreError, create_pool, pending_migrations
+from projections.routes import make_router
+
+log = get_logger(__name__)
+
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+_DOMAIN_STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "gone": 410}
+
+
+def event_registry() -> EventRegistry:
+    """The domain's events and upcasters as a store registry."""
+    registry = EventRegistry()
+    for name, model in EVENT_TYPES.items():
+        registry.register(model, name)
+    for (name, version), fn in UPCASTERS.items():
+        registry.register_upcaster(name, version, fn)
+    return registry
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> Response:
+    """Render a `Problem` as application/problem+json."""
+    instance = request.url.path if request is not None else None
+    return Response(
+        dumps(problem.to_dict(instance)),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=problem.headers,
+    )
+
+
+def to_problem(exc: Exception) -> Problem | None:
+    """The problem for a known exception, or None (the caller then answers 500)."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, DomainError):
+        errors = [{"loc": ["body", *e.loc], "msg": e.msg, "type": e.code} for e in exc.field_errors]
+        status = _DOMAIN_STATUS.get(exc.kind, 422)
+        slug = {404: "not-found", 409: "version-conflict", 410: "gone"}.get(status, "domain-rule")
+        extra: dict[str, Any] = {"code": exc.code}
+        if errors:
+            extra["errors"] = errors
+        return Problem(status, slug, exc.reason, **extra)
+    if isinstance(exc, VersionConflict):
+        return Problem(
+            409,
+            "version-conflict",
+            str(exc),
+            current_version=exc.current_version,
+            headers={"ETag": f'"{exc.current_version}"'},
+        )
+    if isinstance(exc, OrderNotFound):
+        return Problem(404, "not-found", str(exc))
+    if isinstance(exc, OrderDeleted):
+        return Problem(410, "gone", str(exc), version=exc.version)
+    if isinstance(exc, DuplicateExternalId):
+        return Problem(
+            409,
+            "duplicate-external-id",
+            str(exc),
+            existing_order_id=exc.existing_order_id,
+            headers={"Location": f"/api/v3/orders/{exc.existing_order_id}"},
+        )
+    if isinstance(exc, IdempotencyMismatch):
+        return Problem(422, "idempotency-key-reused", str(exc))
+    if isinstance(exc, IdempotencyInProgress):
+        return Problem(409, "idempotency-in-progress", str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, InvalidInput):
+        return Problem(422, "validation-error", str(exc))
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return Problem(
+            503,
+            "read-model-unavailable",
+            "the read models are not installed yet: run `ledger migrate`",
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, _UNAVAILABLE):
+        return Problem(
+            503, "service-unavailable", "the database is unavailable", headers={"Retry-After": "2"}
+        )
+    return None
+
+
+class MetricsMiddleware:
+    """Counts requests by method, route template and status (pure ASGI: no body buffering)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def wrapped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.http_requests.labels(scope["method"], template, str(status)).inc()
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = field_errors(exc.errors(), prefix=())
+        return problem_response(
+            Problem(422, "validation-error", "invalid parameters", errors=errors), request
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "bad-request")
+        headers = dict(exc.headers or {})
+        return problem_response(Problem(exc.status_code, slug, str(exc.detail), headers=headers), request)
+
+    async def _known(request: Request, exc: Exception) -> Response:
+        problem = to_problem(exc)
+        if problem is None:
+            log.error("unhandled error", path=request.url.path, error=repr(exc))
+            problem = Problem(500, "internal-error", "unexpected error; it was logged")
+        elif problem.status == 503:
+            log.warning("database unavailable", error=repr(exc))
+        return problem_response(problem, request)
+
+    # Specific classes go to Starlette's ExceptionMiddleware (answered, not re-raised); a truly
+    # unexpected exception still reaches ServerErrorMiddleware and is logged as a bug.
+    for cls in (
+        DomainError,
+        ServiceError,
+        StoreError,
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ):
+        app.add_exception_handler(cls, _known)
+
+
+def _ops_routes(app: FastAPI) -> None:
+    @app.get("/healthz", include_in_schema=True, tags=["ops"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: database reachable and migrated")
+    async def readyz(request: Request) -> Response:
+        try:
+            async with state_of(request).pool.acquire(timeout=2) as conn:
+                pending = await pending_migrations(cast("asyncpg.Connection", conn))
+        except Exception as exc:  # any failure means "not ready"
+            body: dict[str, Any] = {"status": "unavailable", "reason": f"database: {type(exc).__name__}"}
+            return Response(
+                dumps(body), status_code=503, media_type="application/json", headers={"Retry-After": "2"}
+            )
+        if pending:
+            body = {"status": "unavailable", "reason": "migrations pending", "pending": pending}
+            return Response(dumps(body), status_code=503, media_type="application/json")
+        return Response(dumps({"status": "ok"}), media_type="application/json")
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(state_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _custom_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, model in BODY_MODELS.items():
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for def_name, definition in body.pop("$defs", {}).items():
+                components.setdefault(def_name, definition)
+            components[name] = body
+        schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schema["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    metrics: Metrics | None = None,
+    service: OrderService | None = None,
+) -> FastAPI:
+    """The API app. Without `pool`, the lifespan creates one from `settings` (and closes it)."""
+    metrics = metrics or Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_pool = pool is None
+        db = pool or await create_pool(settings.database_url, settings.store, application_name="ledger-api")
+        store = EventStore(db, event_registry(), settings.store)
+        svc = service or OrderService(store)
+        app.state.ledger = AppState(settings, db, store, svc, TokenStore(db), metrics)
+        started = time.monotonic()
+        log.info("api started", pool_size=db.get_max_size())
+        try:
+            yield
+        finally:
+            await store.aclose()
+            if own_pool:
+                await db.close()
+            log.info("api stopped", uptime_s=round(time.monotonic() - started, 1))
+
+    app = FastAPI(
+        title="order-ledger",
+        version="3.0.0",
+        description="Event-sourced order ledger. Omneo-shaped order API; money is JSON decimal numbers "
+        "in major units; errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _install_handlers(app)
+    _ops_routes(app)
+    app.include_router(orders.router, tags=["orders"])
+    app.include_router(audit.router, tags=["audit"])
+    app.include_router(make_router(require), tags=["read models"])
+    _custom_openapi(app)
+    return app

@@ -1,0 +1,296 @@
+"""Kafka command intake: `orders.intake` -> `OrderService` (the same one the HTTP API runs).
+
+Delivery rules:
+- Offsets are committed by hand (`AckPolicy.MANUAL`), only after the outcome is recorded: the
+  events appended (or found already appended: idempotency replay), or the rejection published
+  on `orders.intake.rejected` and acknowledged by the broker.
+- A command the ledger refuses (bad JSON, schema, domain rule, version conflict, duplicate
+  external id, key reuse) is rejected with the reason and the original message; never dropped.
+- An infrastructure failure (database down, broker refusing the rejection) commits nothing:
+  the consumer seeks back to the message and backs off, so it is processed again later.
+- Redelivery is harmless: the idempotency key (envelope field, else the `idempotency-key`
+  header, else topic:partition:offset) makes the second run a replay that appends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.specification import AsyncAPI
+from pydantic import BaseModel, ValidationError
+
+from ledger.api.app import event_registry, to_problem
+from ledger.api.jsonbody import BodyError, dumps, parse_json
+from ledger.api.problems import Problem, field_errors
+from ledger.domain.errors import DomainError
+from ledger.intake.schemas import COMMANDS, ROUTES, EventEnvelope, IntakeEnvelope, RejectedCommand
+from ledger.observability import get_logger
+from ledger.observability.metrics import Metrics
+from ledger.service import Actor, IdempotencyInProgress, OrderService, RequestMeta, ServiceError
+from ledger.settings import Settings
+from ledger.store import EventStore, StoreError, create_pool
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What the handler needs from a Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value.decode("utf-8", "replace")
+        return None
+
+
+def _text_or_b64(raw: bytes | None) -> tuple[str | None, bool]:
+    if raw is None:
+        return None, False
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode(), True
+
+
+def rejection(record: Received, problem: Problem) -> dict[str, Any]:
+    """The `RejectedCommand` body for a refused record."""
+    key, key_b64 = _text_or_b64(record.key)
+    value, value_b64 = _text_or_b64(record.value)
+    return {
+        "problem": problem.to_dict(f"kafka://{record.topic}/{record.partition}/{record.offset}"),
+        "original": {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": key,
+            "key_base64": key_b64,
+            "value": value,
+            "value_base64": value_b64,
+            "headers": {k: v.decode("utf-8", "replace") for k, v in record.headers},
+        },
+        "rejected_at": datetime.now(UTC).isoformat(),
+    }
+
+
+class Retry(Exception):
+    """Transient: leave the offset uncommitted and process the record again after a pause."""
+
+
+async def decide_record(service: OrderService, record: Received, max_lines: int) -> str:
+    """Run one record through the service; returns `applied` or `replayed`.
+
+    Raises `Problem` for a refusal (the caller rejects it) and `Retry` for transient failures.
+    """
+    try:
+        envelope = IntakeEnvelope.model_validate(parse_json(record.value))
+    except BodyError as exc:
+        raise Problem(
+            exc.status, "malformed-json" if exc.status == 400 else "validation-error", exc.reason
+        ) from None
+    except ValidationError as exc:
+        raise Problem(
+            422,
+            "validation-error",
+            "the envelope does not match IntakeEnvelope",
+            errors=field_errors(exc.errors(), prefix=()),
+        ) from None
+    model = COMMANDS[envelope.command]
+    if envelope.command != "place_order" and envelope.order_id is None:
+        raise Problem(
+            422,
+            "validation-error",
+            f"{envelope.command} needs order_id",
+            errors=[{"loc": ["order_id"], "msg": "required", "type": "missing"}],
+        )
+    try:
+        command: BaseModel = model.model_validate(envelope.body, context={"max_lines": max_lines})
+    except ValidationError as exc:
+        raise Problem(
+            422,
+            "validation-error",
+            f"body does not match {model.__name__}",
+            errors=field_errors(exc.errors()),
+        ) from None
+    client = envelope.client_id or "kafka"
+    key = (
+        envelope.idempotency_key
+        or record.header("idempotency-key")
+        or (f"kafka:{record.topic}:{record.partition}:{record.offset}")
+    )
+    request_id = record.header("request-id") or f"{record.topic}:{record.partition}:{record.offset}"
+    try:
+        outcome = await service.handle(
+            command,
+            order_id=None if envelope.command == "place_order" else envelope.order_id,
+            expected_version=envelope.expected_version,
+            actor=Actor(name=f"kafka:{client}", client_id=client),
+            idempotency_key=key,
+            meta=RequestMeta(
+                source="kafka",
+                request_id=request_id,
+                route=ROUTES[envelope.command],
+                correlation_id=record.header("correlation-id"),
+                causation_id=record.header("causation-id"),
+            ),
+        )
+    except IdempotencyInProgress:
+        raise Retry("the same key is being handled elsewhere") from None
+    except (DomainError, ServiceError, StoreError) as exc:
+        problem = to_problem(exc)
+        if problem is None or problem.status >= 500:
+            raise Retry(str(exc)) from exc
+        raise problem from None
+    return "replayed" if outcome.replayed else "applied"
+
+
+class Intake:
+    """The intake process: a FastStream app with one manual-ack subscriber and a rejected publisher."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service: OrderService | None = None,
+        metrics: Metrics | None = None,
+        backoff_s: Callable[[int], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.metrics = metrics or Metrics()
+        self._backoff = backoff_s or (lambda attempt: min(0.2 * 2**attempt, 10.0))
+        self._failures = 0
+        self._pool: asyncpg.Pool | None = None
+        self.on_outcome: Callable[[Received, str], Awaitable[None]] | None = None
+        kafka = settings.kafka
+        self.broker = KafkaBroker(settings.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms)
+        self.rejected = self.broker.publisher(
+            kafka.rejected_topic,
+            title="orders.intake.rejected",
+            description="Commands the ledger refused, with the reason and the original message.",
+            schema=RejectedCommand,
+        )
+        self.events_doc = self.broker.publisher(
+            kafka.events_topic,
+            title="orders.events",
+            description="Every appended event with the order's state after it (published by `ledger relay`).",
+            schema=EventEnvelope,
+        )
+        self.subscriber = self.broker.subscriber(
+            kafka.intake_topic,
+            group_id=kafka.intake_group,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+            title="orders.intake",
+            description="Order commands (IntakeEnvelope); same bodies as the HTTP API.",
+        )
+        self.subscriber(self._on_message)
+        self.app = FastStream(
+            self.broker,
+            specification=AsyncAPI(
+                title="order-ledger Kafka interface",
+                version="1.0.0",
+                description="Command intake, rejections, and the order event stream.",
+            ),
+            on_startup=[self._startup],
+            on_shutdown=[self._shutdown],
+        )
+
+    async def _startup(self) -> None:
+        if self.service is None:
+            self._pool = await create_pool(
+                self.settings.database_url, self.settings.store, application_name="ledger-intake"
+            )
+            store = EventStore(self._pool, event_registry(), self.settings.store)
+            self.service = OrderService(store)
+
+    async def _shutdown(self) -> None:
+        if self._pool is not None:  # only what _startup created
+            if self.service is not None:
+                await self.service.store.aclose()
+            await self._pool.close()
+
+    async def start(self) -> None:
+        """Start without the FastStream runner (tests, embedding in `ledger dev`)."""
+        await self._startup()
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        await self._shutdown()
+
+    async def _on_message(self, message: KafkaMessage) -> None:
+        raw = message.raw_message
+        assert not isinstance(raw, tuple)
+        record = Received(
+            raw.topic, raw.partition, raw.offset, raw.key, raw.value or b"", tuple(raw.headers or ())
+        )
+        assert self.service is not None
+        try:
+            outcome = await decide_record(self.service, record, self.settings.api.max_lines)
+        except Problem as problem:
+            try:
+                await self.rejected.publish(
+                    dumps(rejection(record, problem)),
+                    key=record.key,
+                    headers={"content-type": "application/json", "problem-type": problem.to_dict()["type"]},
+                )
+            except Exception as exc:
+                await self._retry(message, record, f"rejected publish failed: {exc!r}")
+                return
+            outcome = "rejected"
+            log.info("intake rejected", offset=record.offset, problem=problem.slug, detail=problem.detail)
+        except (Retry, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await self._retry(message, record, repr(exc))
+            return
+        self._failures = 0
+        if self.on_outcome is not None:
+            await self.on_outcome(record, outcome)
+        await message.ack()
+        self.metrics.intake_commands.labels(outcome).inc()
+
+    async def _retry(self, message: KafkaMessage, record: Received, reason: str) -> None:
+        delay = self._backoff(self._failures)
+        self._failures += 1
+        self.metrics.intake_commands.labels("retry").inc()
+        log.warning("intake will retry", offset=record.offset, reason=reason, delay_s=delay)
+        await message.nack()
+        await asyncio.sleep(delay)
+
+
+def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
+    """The AsyncAPI document of the Kafka interface, generated from the FastStream app.
+
+    FastStream derives a subscriber's payload from the handler's body parameter; ours takes the
+    raw message (to reject undecodable input itself), so the intake payload is set to
+    `IntakeEnvelope`'s schema here.
+    """
+    intake = Intake(settings or Settings())
+    doc: dict[str, Any] = intake.app.schema.to_specification().to_jsonable()
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    envelope = IntakeEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in envelope.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schemas["IntakeEnvelope"] = envelope
+    for name, message in doc.get("components", {}).get("messages", {}).items():
+        if name.startswith("orders.intake:") and "rejected" not in name:
+            message["payload"] = {"$ref": "#/components/schemas/IntakeEnvelope"}
+            message["title"] = "IntakeEnvelope"
+    return doc

@@ -1,0 +1,141 @@
+"""The `orders.events` message of one stored event (DESIGN §6), serialized deterministically.
+
+At-least-once delivery means a crash can re-publish an event, and consumers may compare a
+duplicate with what they already saw; so the same event must always give the same bytes.
+That holds because:
+
+- the envelope's keys are written in one fixed order (the documented one);
+- `data`, `metadata` and `order` are serialized with sorted keys (their dict order depends on
+  where they came from: jsonb, pydantic, a cache hit or a re-fold after a restart);
+- `Decimal` (money in the order view, major units) is written as a JSON *number* from its
+  digits, in plain fixed-point notation with the currency's decimals (`19.90`, `1500` for JPY):
+  never through a float, never in exponent notation (as `ledger.domain.views` asks, so the
+  envelope's `order` reads like the HTTP API's). Read it exactly with
+  `json.loads(s, parse_float=Decimal)`;
+- datetimes are ISO 8601 with their offset (`+00:00`, as in the order view); UUIDs are
+  canonical lower-case strings;
+- the Kafka record timestamp is the event's `recorded_at`, not the publish time.
+
+`data` is published in the event type's *current* schema version (old stored rows are upcast),
+with that version in `schema_version`: consumers only ever need to understand current shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from ledger.domain.views import MoneyFormat
+from ledger.store.records import Checkpoint, RecordedEvent
+
+ORDER_STREAM_PREFIX = "order-"
+CONTENT_TYPE = b"application/json"
+_NESTED = orjson.OPT_SORT_KEYS
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+#: `(type, stored schema_version, data) -> (current schema_version, data)`.
+Upcast = Callable[[str, int, dict[str, Any]], tuple[int, dict[str, Any]]]
+
+
+def decimal_fragment(value: Decimal) -> orjson.Fragment:
+    """A Decimal as a JSON number: its plain fixed-point digits, never a float or an exponent."""
+    text = str(value)  # money from `to_major` never has a positive exponent: plain digits
+    if "E" in text or "N" in text or "I" in text:  # exponent, NaN, Infinity
+        if not value.is_finite():
+            raise TypeError(f"non-finite Decimal {value} in an envelope")
+        text = format(value, "f")
+    return orjson.Fragment(text)
+
+
+#: Money of the envelope's order view, pre-serialized by `decimal_fragment` (memoized per
+#: amount): the same bytes as the `_default` callback, without one Python call per amount.
+ENVELOPE_MONEY = MoneyFormat(decimal_fragment)
+
+
+def _default(obj: object) -> object:
+    """orjson fallback for types it does not serialize natively."""
+    if isinstance(obj, Decimal):
+        return decimal_fragment(obj)
+    if isinstance(obj, frozenset | set):
+        return sorted(obj, key=lambda item: orjson.dumps(item, default=_default, option=_NESTED))
+    raise TypeError(f"type {type(obj).__name__} is not JSON serializable")
+
+
+def dumps_canonical(value: object) -> bytes:
+    """JSON bytes with sorted keys and exact decimals (see the module docstring)."""
+    return orjson.dumps(value, default=_default, option=_NESTED)
+
+
+def order_id_of(stream_id: str) -> str | None:
+    """The order id of an `order-<uuid>` stream; None for any other stream."""
+    if stream_id.startswith(ORDER_STREAM_PREFIX):
+        return stream_id[len(ORDER_STREAM_PREFIX) :]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """One Kafka record ready to send, with the log checkpoint it stands for."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int
+    checkpoint: Checkpoint
+    event_id: str
+    stream_id: str
+    version: int
+
+
+def identity_upcast(type_: str, schema_version: int, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """No upcasting: publish stored data as is."""
+    return schema_version, data
+
+
+def build_message(
+    event: RecordedEvent,
+    order: Mapping[str, Any] | None,
+    *,
+    upcast: Upcast = identity_upcast,
+) -> OutMessage:
+    """The record of `event`; `order` is the order view after it (None if it has none)."""
+    order_id = order_id_of(event.stream_id)
+    schema_version, data = upcast(event.type, event.schema_version, event.data)
+    event_id = str(event.event_id)
+    envelope = {
+        "event_id": event_id,
+        "order_id": order_id,
+        "stream_id": event.stream_id,
+        "version": event.version,
+        "position": event.position,
+        "type": event.type,
+        "schema_version": schema_version,
+        "data": orjson.Fragment(dumps_canonical(data)),
+        "metadata": orjson.Fragment(dumps_canonical(event.metadata)),
+        "recorded_at": event.recorded_at,
+        "order": None if order is None else orjson.Fragment(dumps_canonical(order)),
+    }
+    value = orjson.dumps(envelope)
+    headers = [
+        ("event_id", event_id.encode()),
+        ("type", event.type.encode()),
+        ("schema_version", str(schema_version).encode()),
+        ("content-type", CONTENT_TYPE),
+    ]
+    key = (order_id if order_id is not None else event.stream_id).encode()
+    return OutMessage(
+        key=key,
+        value=value,
+        headers=headers,
+        timestamp_ms=(event.recorded_at - _EPOCH) // _MS,
+        checkpoint=event.checkpoint,
+        event_id=event_id,
+        stream_id=event.stream_id,
+        version=event.version,
+    )

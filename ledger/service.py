@@ -1,0 +1,387 @@
+"""Command handling shared by the HTTP API and the Kafka intake: load, decide, append.
+
+One `OrderService.handle` call turns a validated command into events and an `Outcome`:
+
+1. With an idempotency key: return the stored outcome if the key was already answered (422 if
+   the request differs), else claim the key as in flight (409 for a concurrent duplicate).
+2. Load the stream, fold it, check `expected_version` (If-Match), `decide`.
+3. Compute the outcome (status and the order view after the events) *before* appending, so
+   it is stored with the events in the same transaction and replayed verbatim to retries.
+4. Append with the version the decision was based on. Event ids are derived from the
+   idempotency key, so even a retry that slips past the key check dedupes at the event level.
+
+Without If-Match a lost race is retried transparently (the client asked for no particular
+version); with If-Match it is the client's `VersionConflict`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+import asyncpg
+import orjson
+from pydantic import BaseModel
+
+from ledger.api.jsonbody import MONEY, dumps
+from ledger.domain.commands import PlaceOrder
+from ledger.domain.decide import decide
+from ledger.domain.errors import DomainError
+from ledger.domain.events import decode_event, event_data
+from ledger.domain.state import Order, evolve
+from ledger.domain.views import order_to_json
+from ledger.store import ConcurrencyConflict, EventStore, IdempotencyKeyReused, IdempotencyRequest, NewEvent
+
+__all__ = [
+    "Actor",
+    "DuplicateExternalId",
+    "IdempotencyInProgress",
+    "IdempotencyMismatch",
+    "OrderDeleted",
+    "OrderNotFound",
+    "OrderService",
+    "Outcome",
+    "RequestMeta",
+    "ServiceError",
+    "VersionConflict",
+    "stream_id_of",
+]
+
+_NS = uuid5(NAMESPACE_URL, "urn:order-ledger:commands")
+_CLAIM_STALE_S = 60.0
+_RACE_RETRIES = 5
+_EXTERNAL_ID_SQLSTATE = "LX409"
+
+_CLAIM_SQL = """
+WITH stored AS (
+    SELECT fingerprint, outcome FROM idempotency_keys WHERE client_id = $1 AND key = $2
+), claim AS (
+    INSERT INTO idempotency_inflight (client_id, key, claim_id)
+    SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM stored)
+    ON CONFLICT (client_id, key) DO UPDATE SET claim_id = excluded.claim_id, started_at = clock_timestamp()
+        WHERE idempotency_inflight.started_at < clock_timestamp() - make_interval(secs => $4)
+    RETURNING claim_id
+)
+SELECT (SELECT fingerprint FROM stored) AS fingerprint, (SELECT outcome FROM stored) AS outcome,
+       (SELECT claim_id FROM claim) AS claim_id
+"""
+_RELEASE_SQL = "DELETE FROM idempotency_inflight WHERE client_id = $1 AND key = $2 AND claim_id = $3"
+_EXTERNAL_SQL = "SELECT stream_id FROM order_external_ids WHERE source = $1 AND external_id = $2"
+
+
+def stream_id_of(order_id: UUID) -> str:
+    """The event-store stream of an order."""
+    return f"order-{order_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who issued a command: `name` is recorded as the events' actor, `client_id` scopes keys."""
+
+    name: str
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """Where a command came from, recorded in every event's metadata."""
+
+    source: str
+    request_id: str
+    route: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A command's answer: HTTP-like status, the response body (JSON bytes), the order's version.
+
+    `replayed` is True when the outcome was stored by an earlier request with the same key.
+    """
+
+    status: int
+    body: bytes
+    order_id: UUID
+    version: int
+    replayed: bool = False
+    appended: int = 0
+
+    def to_stored(self) -> dict[str, Any]:
+        """The JSON-able form stored with the idempotency key."""
+        return {
+            "status": self.status,
+            "body": self.body.decode(),
+            "order_id": str(self.order_id),
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> Outcome:
+        """Rebuild a stored outcome (for a replay)."""
+        return cls(
+            status=int(stored["status"]),
+            body=str(stored["body"]).encode(),
+            order_id=UUID(str(stored["order_id"])),
+            version=int(stored["version"]),
+            replayed=True,
+        )
+
+
+class ServiceError(Exception):
+    """Base of the service's own refusals (domain errors stay `DomainError`)."""
+
+
+class OrderNotFound(ServiceError):
+    def __init__(self, order_id: UUID) -> None:
+        super().__init__(f"order {order_id} does not exist")
+        self.order_id = order_id
+
+
+class OrderDeleted(ServiceError):
+    def __init__(self, order_id: UUID, version: int) -> None:
+        super().__init__(f"order {order_id} was deleted")
+        self.order_id = order_id
+        self.version = version
+
+
+class VersionConflict(ServiceError):
+    def __init__(self, order_id: UUID, expected: int, current: int) -> None:
+        super().__init__(f"order {order_id} is at version {current}, not {expected}")
+        self.order_id = order_id
+        self.expected = expected
+        self.current_version = current
+
+
+class DuplicateExternalId(ServiceError):
+    def __init__(self, external_id: str, existing_order_id: str) -> None:
+        super().__init__(f"external_id {external_id!r} already belongs to order {existing_order_id}")
+        self.external_id = external_id
+        self.existing_order_id = existing_order_id
+
+
+class IdempotencyMismatch(ServiceError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used for a different request")
+        self.key = key
+
+
+class IdempotencyInProgress(ServiceError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"a request with idempotency key {key!r} is still in progress; retry later")
+        self.key = key
+
+
+def fingerprint(command: BaseModel, route: str, order_id: UUID | None) -> str:
+    """sha256 over the canonical command, its route and target order: what "same request" means."""
+    canonical = orjson.dumps(
+        {
+            "route": route,
+            "order_id": str(order_id) if order_id else None,
+            "command": type(command).__name__,
+            "body": command.model_dump(mode="json", exclude_unset=True),
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def order_view(state: Order) -> dict[str, Any]:
+    """The API's JSON view of an order (money pre-serialized for `jsonbody.dumps`)."""
+    return order_to_json(state, money=MONEY)
+
+
+@dataclass
+class OrderService:
+    """Runs commands against the event store; the same object serves HTTP and Kafka."""
+
+    store: EventStore
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    id_factory: Callable[[], UUID] = field(default=uuid4)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def load(
+        self, order_id: UUID, *, to_version: int | None = None, as_of: datetime | None = None
+    ) -> Order | None:
+        """The folded order (optionally as of a version or a time), or None if it has no events."""
+        rows = await self.store.read_stream(stream_id_of(order_id), 1, to_version, as_of)
+        state: Order | None = None
+        for row in rows:
+            event = decode_event(row.type, row.data, schema_version=row.schema_version)
+            state = evolve(state, event, version=row.version, recorded_at=row.recorded_at)
+        return state
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def handle(
+        self,
+        command: BaseModel,
+        *,
+        order_id: UUID | None,
+        expected_version: int | None,
+        actor: Actor,
+        idempotency_key: str | None,
+        meta: RequestMeta,
+    ) -> Outcome:
+        """Decide and append one command; see the module docstring for the steps."""
+        if idempotency_key is None:  # the fingerprint only serves idempotency keys: skip it
+            return await self._run(
+                command=command,
+                order_id=order_id,
+                expected_version=expected_version,
+                actor=actor,
+                key=None,
+                fp="",
+                meta=meta,
+            )
+        fp = fingerprint(command, meta.route, order_id)
+        claim = uuid4()
+        row = await self.store.pool.fetchrow(
+            _CLAIM_SQL, actor.client_id, idempotency_key, claim, _CLAIM_STALE_S
+        )
+        assert row is not None
+        if row["outcome"] is not None:
+            if row["fingerprint"] != fp:
+                raise IdempotencyMismatch(idempotency_key)
+            return Outcome.from_stored(row["outcome"])
+        if row["claim_id"] is None:
+            raise IdempotencyInProgress(idempotency_key)
+        try:
+            return await self._run(
+                command=command,
+                order_id=order_id,
+                expected_version=expected_version,
+                actor=actor,
+                key=idempotency_key,
+                fp=fp,
+                meta=meta,
+            )
+        finally:
+            await self.store.pool.execute(_RELEASE_SQL, actor.client_id, idempotency_key, claim)
+
+    async def _run(
+        self,
+        *,
+        command: BaseModel,
+        order_id: UUID | None,
+        expected_version: int | None,
+        actor: Actor,
+        key: str | None,
+        fp: str,
+        meta: RequestMeta,
+    ) -> Outcome:
+        placing = isinstance(command, PlaceOrder)
+        if placing:
+            order_id = uuid5(_NS, f"order\n{actor.client_id}\n{key}") if key else self.id_factory()
+            if command.source is None:  # type: ignore[attr-defined]
+                command = command.model_copy(update={"source": actor.client_id})
+        assert order_id is not None
+        for _ in range(_RACE_RETRIES):
+            try:
+                return await self._attempt(
+                    command=command,
+                    order_id=order_id,
+                    expected_version=expected_version,
+                    actor=actor,
+                    key=key,
+                    fp=fp,
+                    meta=meta,
+                )
+            except ConcurrencyConflict as exc:
+                if expected_version is not None or placing:
+                    raise VersionConflict(order_id, expected_version or 0, exc.current_version) from None
+        raise VersionConflict(
+            order_id, expected_version or 0, await self.store.stream_version(stream_id_of(order_id))
+        )
+
+    async def _attempt(
+        self,
+        *,
+        command: BaseModel,
+        order_id: UUID,
+        expected_version: int | None,
+        actor: Actor,
+        key: str | None,
+        fp: str,
+        meta: RequestMeta,
+    ) -> Outcome:
+        stream = stream_id_of(order_id)
+        # A fresh random id (no key) names no stream yet: skip the read (one round trip less).
+        fresh = isinstance(command, PlaceOrder) and key is None
+        state = None if fresh else await self.load(order_id)
+        current = state.version if state is not None else 0
+        if expected_version is not None and expected_version != current:
+            raise VersionConflict(order_id, expected_version, current)
+        if state is None and not isinstance(command, PlaceOrder):
+            raise OrderNotFound(order_id)
+        if state is not None and state.deleted:
+            raise OrderDeleted(order_id, current)
+        now = self.clock()
+        events = decide(command, state, now=now, ids=lambda: order_id)  # type: ignore[arg-type]
+        if not events:  # a no-op (e.g. PUT of what is already there): nothing to append
+            assert state is not None
+            body = dumps({"data": order_view(state)})
+            return Outcome(200, body, order_id, current)
+        if isinstance(command, PlaceOrder):
+            await self._check_external_id(events[0], stream)
+        new_state = state
+        for i, event in enumerate(events, start=1):
+            new_state = evolve(new_state, event, version=current + i, recorded_at=now)
+        assert new_state is not None
+        status = 201 if type(command).__name__ in _CREATES else 200
+        outcome = Outcome(status, dumps({"data": order_view(new_state)}), order_id, new_state.version)
+        metadata = {
+            "actor": actor.name,
+            "client_id": actor.client_id,
+            "source": meta.source,
+            "correlation_id": meta.correlation_id or meta.request_id,
+            "causation_id": meta.causation_id or meta.request_id,
+            "idempotency_key": key,
+            "request_id": meta.request_id,
+        }
+        new_events = [
+            NewEvent(
+                type=event.type,
+                data=event_data(event),
+                metadata=metadata,
+                event_id=uuid5(_NS, f"{actor.client_id}\n{key}\n{fp}\n{i}") if key else self.id_factory(),
+                schema_version=event.schema_version,
+            )
+            for i, event in enumerate(events)
+        ]
+        idem = IdempotencyRequest(actor.client_id, key, fp, outcome.to_stored()) if key else None
+        try:
+            result = await self.store.append(stream, new_events, current, idempotency=idem)
+        except IdempotencyKeyReused:
+            raise IdempotencyMismatch(key or "") from None
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == _EXTERNAL_ID_SQLSTATE:
+                existing = str(getattr(exc, "detail", "") or "")
+                raise DuplicateExternalId(
+                    str(getattr(events[0], "external_id", "")), existing.removeprefix("order-")
+                ) from None
+            raise
+        if result.replayed:
+            if result.outcome is not None:
+                return Outcome.from_stored(result.outcome)
+            return Outcome(outcome.status, outcome.body, order_id, result.version, replayed=True)
+        return Outcome(outcome.status, outcome.body, order_id, outcome.version, appended=len(new_events))
+
+    async def _check_external_id(self, placed: Any, stream: str) -> None:
+        """Fast path of the external-id rule (the trigger of migration 0021 closes the race)."""
+        external = getattr(placed, "external_id", None)
+        if not external:
+            return
+        existing = await self.store.pool.fetchval(_EXTERNAL_SQL, placed.source or "", external)
+        if existing is not None and existing != stream:
+            raise DuplicateExternalId(external, str(existing).removeprefix("order-"))
+
+
+_CREATES = frozenset({"PlaceOrder", "RecordPayment", "DispatchShipment"})
+
+__all__ += ["DomainError"]

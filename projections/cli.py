@@ -1,0 +1,217 @@
+"""`ledger projections run|rebuild|rollback|status` (a typer sub-app the `ledger` CLI mounts).
+
+Exit codes: 0 done; 1 verification refused the swap; 2 the deploy is refused (changed code
+under an unchanged version, version not built, nothing to roll back), with the message saying
+what to do. Typer has no async commands, so each command wraps one `asyncio.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ledger.observability.logs import configure_logging
+from ledger.observability.metrics import METRICS, serve_metrics
+from ledger.settings import Settings
+from ledger.store.pool import create_pool
+from projections import catalog, registry
+from projections.db import connection
+from projections.rebuild import VerificationFailed, rebuild
+from projections.runner import run_projections
+from projections.status import projection_status
+
+app = typer.Typer(help="Projection runners and blue/green rebuilds of the read models.", no_args_is_help=True)
+console = Console(stderr=True)
+T = TypeVar("T")
+
+DatabaseUrl = Annotated[str | None, typer.Option(help="PostgreSQL URL (default: LEDGER_DATABASE_URL).")]
+
+
+def _settings(database_url: str | None) -> Settings:
+    settings = Settings()
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
+    return settings
+
+
+async def _with_pool(settings: Settings, role: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    pool = await create_pool(
+        settings.database_url, settings.store, application_name=f"ledger-projections-{role}"
+    )
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except registry.ProjectionError as exc:
+        if isinstance(exc, VerificationFailed):
+            console.print(f"[red]verification failed:[/red] {exc}")
+            raise typer.Exit(1) from None
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except KeyError as exc:
+        console.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    names: Annotated[list[str] | None, typer.Argument(help="Projections to run (default: all).")] = None,
+    database_url: DatabaseUrl = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+) -> None:
+    """Run projection runners (standby while another instance of a version is active)."""
+    settings = _settings(database_url)
+    configure_logging(settings.log_level, settings.log_json)
+    projections = [catalog.get(n) for n in names] if names else list(catalog.PROJECTIONS.values())
+    port = metrics_port or settings.projections.metrics_port
+    if port:
+        serve_metrics(port, METRICS)
+
+    async def main(pool: asyncpg.Pool) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_projections(pool, projections, batch_size=settings.projections.batch_size, stop=stop)
+
+    _run(_with_pool(settings, "run", main))
+
+
+class _Rate(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f}/s", style="cyan")
+
+
+class _RichSink:
+    """Rebuild progress as a rich bar: events (bulk) or orders (write, verify) per second and ETA."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        if self.task is not None:
+            done = self.progress.tasks[-1]
+            finished = done.total if done.total is not None else 1
+            self.progress.update(self.task, total=finished, completed=finished)
+            self.progress.stop_task(self.task)
+        unit = "events" if name == "bulk" else "orders" if name == "verify" else ""
+        self.task = self.progress.add_task(f"{name} {unit}".strip(), total=total)
+
+    def advance(self, events: int, total: int | None = None) -> None:
+        if total is not None:
+            self.progress.update(self.task, total=total)
+        self.progress.advance(self.task, events)
+
+
+@app.command(name="rebuild")
+def rebuild_command(
+    name: Annotated[str, typer.Argument(help="Projection to rebuild (e.g. order_state).")],
+    database_url: DatabaseUrl = None,
+    page_size: Annotated[int | None, typer.Option(help="Events per bulk page.")] = None,
+    workers: Annotated[
+        int, typer.Option(help="Processes folding parts of the log (default: CPU count).")
+    ] = 0,
+    swap: Annotated[bool, typer.Option(help="Swap the views to the new version once verified.")] = True,
+) -> None:
+    """Build this deploy's version beside the live one, verify it against the log, swap."""
+    settings = _settings(database_url)
+    projection = catalog.get(name)
+    columns = (
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        report = _run(
+            _with_pool(
+                settings,
+                "rebuild",
+                lambda pool: rebuild(
+                    pool,
+                    projection,
+                    dsn=settings.database_url,
+                    workers=workers or os.cpu_count() or 1,
+                    page_size=page_size or settings.projections.rebuild_page_size,
+                    batch_size=settings.projections.batch_size,
+                    progress=_RichSink(progress),
+                    swap=swap,
+                ),
+            )
+        )
+    console.print(
+        f"[green]{name} v{report.version} built[/green]: {report.bulk_events:,} events bulk "
+        f"({report.build_rate:,.0f} events/s) + {report.catchup_events:,} caught up, {report.orders:,} orders; "
+        + ("verified and swapped" if report.swapped else "verified, not swapped")
+        + (f"; v{report.previous} kept for rollback" if report.previous else "")
+    )
+
+
+@app.command()
+def rollback(name: Annotated[str, typer.Argument()], database_url: DatabaseUrl = None) -> None:
+    """Serve the previous version again (the current one becomes `previous`)."""
+    settings = _settings(database_url)
+    projection = catalog.get(name)
+
+    async def main(pool: asyncpg.Pool) -> registry.Rollback:
+        async with connection(pool) as conn:
+            return await registry.rollback(conn, projection)
+
+    done = _run(_with_pool(settings, "rollback", main))
+    console.print(f"{name}: v{done.to_version} is live again (v{done.from_version} kept as previous)")
+
+
+@app.command()
+def status(database_url: DatabaseUrl = None) -> None:
+    """Each projection's versions: registry status, checkpoint, lag in events, runner state."""
+    settings = _settings(database_url)
+
+    async def main(pool: asyncpg.Pool) -> list[Any]:
+        return [line for p in catalog.PROJECTIONS.values() for line in await projection_status(pool, p)]
+
+    lines = _run(_with_pool(settings, "status", main))
+    table = Table("projection", "version", "status", "state", "checkpoint", "lag (events)", "code")
+    for line in lines:
+        table.add_row(
+            line.projection,
+            f"v{line.version}",
+            line.status,
+            line.state
+            + (f" (+{line.standbys} standby)" if line.standbys and line.state == "running" else ""),
+            "-" if line.checkpoint is None else f"{line.checkpoint[0]}:{line.checkpoint[1]}",
+            "-" if line.lag_events is None else f"{line.lag_events:,}",
+            "ok" if line.code_matches else "[red]changed: bump version[/red]",
+        )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,235 @@
+"""Blue/green rebuild: build a new version beside the live one, verify it, swap, keep the old.
+
+Phases (EVENTSTORES §3):
+1. bulk: read the whole fenced log in large pages (server-side cursor), fold every order in
+   memory, COPY the rows into bare tables, then add keys and indexes and ANALYZE;
+2. catch-up: the live runner's own batch code, on this version, until near the head (the
+   fold cache carries over from the bulk phase, so no order is refolded);
+3. verify at that checkpoint against an independent per-stream fold (`verify.py`); any
+   difference marks the version `failed`, keeps its tables for inspection and refuses the swap;
+4. catch up again and swap the views in one transaction; the old version becomes `previous`
+   (for `rollback`) and its runner, if still deployed, keeps it fresh.
+
+The rebuild holds the version's runner lock throughout, so a runner of the new code started
+early waits as standby and takes over right after the swap. Live traffic keeps writing and
+reading the old version the whole time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from ledger.store import reads
+from ledger.store.store import save_checkpoint
+from projections import bulk, registry, tables
+from projections.db import connection
+from projections.definition import Projection
+from projections.fold import OrderFolder
+from projections.runner import catch_up
+from projections.verify import VerifyReport, verify
+
+BeforeVerify = Callable[[asyncpg.Connection, Projection, int], Awaitable[None]]
+
+
+class ProgressSink(Protocol):
+    """Where a rebuild reports progress (the CLI draws a rich progress bar from it)."""
+
+    def phase(self, name: str, total: int | None = None) -> None: ...
+
+    def advance(self, events: int, total: int | None = None) -> None: ...
+
+
+class _NoProgress:
+    def phase(self, name: str, total: int | None = None) -> None:
+        return None
+
+    def advance(self, events: int, total: int | None = None) -> None:
+        return None
+
+
+class VerificationFailed(registry.RebuildRefused):
+    """The built version does not match the fold of the log; the swap was refused."""
+
+    def __init__(self, report: VerifyReport) -> None:
+        self.report = report
+        shown = ", ".join(f"{d.table}:{d.order_id}:{d.kind}" for d in report.differences[:5])
+        super().__init__(
+            f"projection {report.projection!r} v{report.version} failed verification at "
+            f"{tuple(report.checkpoint)}: {report.difference_count} difference(s) "
+            f"(rows expected {report.expected_rows}, found {report.actual_rows}; e.g. {shown}). "
+            "Swap refused; the live version keeps serving."
+        )
+
+
+@dataclass
+class RebuildReport:
+    projection: str
+    version: int
+    previous: int | None = None
+    bulk_events: int = 0
+    catchup_events: int = 0
+    orders: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    verification: VerifyReport | None = None
+    swapped: bool = False
+
+    @property
+    def build_rate(self) -> float:
+        """Events per second of the build (bulk read, fold and COPY, indexes), verification excluded."""
+        build = sum(self.seconds.get(k, 0.0) for k in ("bulk", "index"))
+        return self.bulk_events / build if build else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "projection": self.projection,
+            "version": self.version,
+            "previous": self.previous,
+            "bulk_events": self.bulk_events,
+            "catchup_events": self.catchup_events,
+            "orders": self.orders,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "build_rate": round(self.build_rate),
+            "verification": None if self.verification is None else self.verification.as_json(),
+            "swapped": self.swapped,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    dsn: str | None
+    workers: int
+    page_size: int
+    batch_size: int
+    copy_chunk: int
+    before_verify: BeforeVerify | None
+    swap: bool
+
+
+async def rebuild(
+    pool: asyncpg.Pool,
+    projection: Projection,
+    *,
+    dsn: str | None = None,
+    workers: int = 1,
+    page_size: int = 20_000,
+    batch_size: int = 1000,
+    copy_chunk: int = 5000,
+    progress: ProgressSink | None = None,
+    before_verify: BeforeVerify | None = None,
+    swap: bool = True,
+) -> RebuildReport:
+    """Build, verify and (if `swap`) swap in this deploy's version; see the module docstring.
+
+    `workers > 1` folds parts of the log in that many processes, which connect with `dsn`.
+    Raises `registry.RebuildRefused` (live version, lock held elsewhere) and
+    `VerificationFailed` (with the report; the version is left `failed`).
+    """
+    if workers > 1 and dsn is None:
+        raise ValueError("a parallel rebuild needs the database URL for its worker processes")
+    options = _Options(dsn, workers, page_size, batch_size, copy_chunk, before_verify, swap)
+    sink: ProgressSink = progress or _NoProgress()
+    version = projection.version
+    report = RebuildReport(projection.name, version)
+    async with connection(pool) as conn:
+        await conn.execute("SET statement_timeout = 0")
+        report.previous = await registry.begin_build(conn, projection)
+        key = projection.lock_key()
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            raise registry.RebuildRefused(
+                f"projection {projection.name!r} v{version} is held by another runner or rebuild"
+            )
+        await conn.execute(f"SET application_name = '{registry.application_name(projection, 'rebuilding')}'")
+        try:
+            await _build(conn, projection, report, sink, options)
+        finally:
+            if not conn.is_closed():
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    return report
+
+
+async def _build(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    report: RebuildReport,
+    sink: ProgressSink,
+    options: _Options,
+) -> None:
+    version = projection.version
+    timer = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal timer
+        now = time.perf_counter()
+        report.seconds[name] = report.seconds.get(name, 0.0) + now - timer
+        timer = now
+
+    await tables.create_tables(conn, projection, version)
+    upper = await reads.head(conn)
+    sink.phase(
+        "bulk",
+        await conn.fetchval(
+            "SELECT count(*) FROM events WHERE (tx, position) <= ($1::xid8, $2::bigint)",
+            upper.tx,
+            upper.position,
+        ),
+    )
+    folder = OrderFolder(capacity=None)
+    parts = [
+        bulk.Part(
+            options.dsn or "",
+            projection,
+            version,
+            upper,
+            i,
+            options.workers,
+            options.page_size,
+            options.copy_chunk,
+        )
+        for i in range(options.workers)
+    ]
+    if options.workers > 1:
+        report.bulk_events, report.orders = await bulk.load_parallel(parts, sink.advance)
+    else:
+        report.bulk_events, report.orders = await bulk.load_part(conn, parts[0], folder, sink.advance)
+    async with conn.transaction():
+        await save_checkpoint(conn, projection.checkpoint_name(), upper)
+    lap("bulk")
+    sink.phase("index")
+    await tables.create_indexes(conn, projection, version)
+    lap("index")
+
+    sink.phase("catch-up")
+    checkpoint, applied = await catch_up(
+        conn, projection, version, folder, upper, batch_size=options.batch_size
+    )
+    report.catchup_events += applied
+    lap("catchup")
+
+    sink.phase("verify", report.orders)
+    if options.before_verify is not None:
+        await options.before_verify(conn, projection, version)
+    report.verification = await verify(
+        conn, projection, version, checkpoint, dsn=options.dsn, workers=options.workers
+    )
+    lap("verify")
+    if not report.verification.ok:
+        await registry.set_status(conn, projection.name, version, "failed", report.as_json())
+        raise VerificationFailed(report.verification)
+
+    sink.phase("swap")
+    checkpoint, applied = await catch_up(
+        conn, projection, version, folder, checkpoint, batch_size=options.batch_size
+    )
+    report.catchup_events += applied
+    if options.swap:
+        report.previous = await registry.swap(conn, projection, version)
+        report.swapped = True
+    await registry.set_status(
+        conn, projection.name, version, "live" if options.swap else "ready", report.as_json()
+    )
+    lap("swap")

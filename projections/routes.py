@@ -1,0 +1,91 @@
+"""FastAPI routes for the read-model lists, mounted by the API: `app.include_router(make_router(require))`.
+
+Auth is injected (`require_scope("orders:read")` must return a FastAPI dependency), and so is
+the way to reach the pool (default: `request.app.state.ledger.pool`, the API's `AppState`), so
+this package does not import the API. Responses are `{"data": [...], "next_cursor": ...}` with
+money as exact JSON decimal numbers in major units, as the domain's JSON views give them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import asyncpg
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+
+from projections import queries
+from projections.encoding import dumps
+
+PoolGetter = Callable[[Request], asyncpg.Pool]
+Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)]
+
+
+def _default_pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.ledger.pool
+    return pool
+
+
+def _page(items: list[dict[str, Any]], next_cursor: str | None) -> Response:
+    return Response(dumps({"data": items, "next_cursor": next_cursor}), media_type="application/json")
+
+
+def make_router(
+    require_scope: Callable[[str], Callable[..., Any]],
+    *,
+    get_pool: PoolGetter = _default_pool,
+    scope: str = "orders:read",
+) -> APIRouter:
+    """The list routes, guarded by `require_scope(scope)`; a malformed cursor or filter is a 422."""
+    router = APIRouter(dependencies=[Depends(require_scope(scope))])
+
+    @router.get("/api/v3/orders", summary="List orders from the order_state read model")
+    async def list_orders(
+        request: Request,
+        *,
+        status: str | None = None,
+        payment_status: str | None = None,
+        fulfillment_status: str | None = None,
+        updated_since: datetime | None = None,
+        external_id: str | None = None,
+        profile_id: str | None = None,
+        cursor: str | None = None,
+        limit: Limit = 100,
+    ) -> Response:
+        try:
+            items, next_cursor = await queries.list_orders(
+                get_pool(request),
+                status=status,
+                payment_status=payment_status,
+                fulfillment_status=fulfillment_status,
+                updated_since=updated_since,
+                external_id=external_id,
+                profile_id=profile_id,
+                cursor=cursor,
+                limit=limit,
+            )
+        except queries.InvalidQuery as exc:
+            raise HTTPException(422, str(exc)) from None
+        return _page(items, next_cursor)
+
+    @router.get("/api/v3/transactions", summary="List Transactions derived from shipments")
+    async def list_transactions(
+        request: Request,
+        *,
+        order_id: UUID | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: str | None = None,
+        limit: Limit = 100,
+    ) -> Response:
+        try:
+            items, next_cursor = await queries.list_transactions(
+                get_pool(request), order_id=order_id, since=since, until=until, cursor=cursor, limit=limit
+            )
+        except queries.InvalidQuery as exc:
+            raise HTTPException(422, str(exc)) from None
+        return _page(items, next_cursor)
+
+    return router

@@ -1,0 +1,251 @@
+"""Verification of a built version against an independent fold of the log at one checkpoint.
+
+The rows in the tables were produced incrementally (bulk fold in global log order, then live
+batches with the state cache). The reference here takes another path on purpose: it reads the
+log up to the same checkpoint *per stream* (`ORDER BY stream_id, version`), folds each order
+from scratch with the domain's `fold`, and maps it with the projection's row function. Both
+sides are reduced to a per-order checksum over a canonical form of the rows (JSON normalised,
+timestamps in UTC), plus row counts per table. Any difference is reported and refuses the swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from ledger.domain.events import decode_event
+from ledger.domain.state import fold
+from ledger.store.pool import init_connection
+from ledger.store.records import Checkpoint
+from projections.definition import Projection, Row
+
+_LOG_SQL = """
+SELECT stream_id, version, type, schema_version, data::text, recorded_at FROM events
+ WHERE (tx, position) <= ($1::xid8, $2::bigint)
+   AND ($3::integer = 1 OR mod(hashtext(stream_id)::bigint & 2147483647, $3) = $4)
+ ORDER BY stream_id, version
+"""
+_PAGE = 20_000
+_MAX_LISTED = 1000
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value))
+    if isinstance(value, UUID):  # asyncpg's own UUID type, which orjson does not know
+        return str(value)
+    raise TypeError(f"cannot canonicalise {type(value).__name__}")
+
+
+def canonical_row(row: Iterable[Any]) -> bytes:
+    """A row's canonical bytes: JSON with sorted keys, timestamps in UTC, numbers as JSON reads them."""
+    values = [v.astimezone(UTC) if isinstance(v, datetime) else v for v in row]
+    normalised = orjson.loads(orjson.dumps(values, default=_default))
+    return orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS)
+
+
+def order_checksums(
+    projection: Projection, rows: Mapping[str, Sequence[Row]]
+) -> dict[str, tuple[int, bytes]]:
+    """Per table base: `(row count, checksum)` of one order's rows, order-independent."""
+    out: dict[str, tuple[int, bytes]] = {}
+    for table in projection.tables:
+        table_rows = rows.get(table.base, ())
+        encoded = sorted(canonical_row(r) for r in table_rows)
+        out[table.base] = (len(encoded), hashlib.blake2b(b"\n".join(encoded), digest_size=16).digest())
+    return out
+
+
+@dataclass
+class Difference:
+    order_id: str
+    table: str
+    kind: str  # "missing" (in the fold, not the table), "extra", or "different"
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of a verification; `ok` only when counts and every per-order checksum match."""
+
+    projection: str
+    version: int
+    checkpoint: Checkpoint
+    orders: int = 0
+    expected_rows: dict[str, int] = field(default_factory=dict)
+    actual_rows: dict[str, int] = field(default_factory=dict)
+    differences: list[Difference] = field(default_factory=list)
+    difference_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.difference_count == 0 and self.expected_rows == self.actual_rows
+
+    def as_json(self, limit: int = 20) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checkpoint": [self.checkpoint.tx, self.checkpoint.position],
+            "orders": self.orders,
+            "expected_rows": self.expected_rows,
+            "actual_rows": self.actual_rows,
+            "difference_count": self.difference_count,
+            "differences": [d.__dict__ for d in self.differences[:limit]],
+        }
+
+
+Checksums = dict[str, dict[str, tuple[int, bytes]]]
+
+
+async def expected_checksums(
+    conn: asyncpg.Connection, projection: Projection, checkpoint: Checkpoint, part: tuple[int, int] = (0, 1)
+) -> Checksums:
+    """Checksums from an independent per-stream fold of every event up to `checkpoint`."""
+    out: Checksums = {}
+    stream: str | None = None
+    batch: list[Any] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        order = fold((decode_event(r[2], r[4], schema_version=r[3]), r[1], r[5]) for r in batch)
+        out[str(order.id)] = order_checksums(projection, dict(projection.rows(order)))
+
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL work_mem = '256MB'")  # the per-stream sort of the whole log
+        cursor = await conn.cursor(_LOG_SQL, checkpoint.tx, checkpoint.position, part[1], part[0])
+        while page := await cursor.fetch(_PAGE):
+            for row in page:
+                if row[0] != stream:
+                    flush()
+                    batch, stream = [], row[0]
+                batch.append(row)
+    flush()
+    return out
+
+
+async def actual_checksums(
+    conn: asyncpg.Connection, projection: Projection, version: int, part: tuple[int, int] = (0, 1)
+) -> Checksums:
+    """Checksums of what a version's tables hold, per order (rows streamed in key order)."""
+    out: Checksums = {}
+    for table in projection.tables:
+        sql = (
+            f"SELECT {', '.join(table.column_names)} FROM {table.physical(version)}"
+            f" WHERE $1::integer = 1 OR mod(hashtext('order-' || {table.key}::text)::bigint & 2147483647, $1) = $2"
+            f" ORDER BY {table.key}"
+        )
+        key_index = table.column_names.index(table.key)
+        current: str | None = None
+        rows: list[Row] = []
+        async with conn.transaction(readonly=True):
+            cursor = await conn.cursor(sql, part[1], part[0])
+            while page := await cursor.fetch(_PAGE):
+                for record in page:
+                    order_id = str(record[key_index])
+                    if order_id != current:
+                        _add(out, projection, table.base, current, rows)
+                        current, rows = order_id, []
+                    rows.append(tuple(record))
+        _add(out, projection, table.base, current, rows)
+    return out
+
+
+def _add(out: Checksums, projection: Projection, base: str, order_id: str | None, rows: list[Row]) -> None:
+    if order_id is not None:
+        out.setdefault(order_id, {})[base] = order_checksums(projection, {base: rows})[base]
+
+
+def compare(
+    projection: Projection, version: int, checkpoint: Checkpoint, expected: Checksums, actual: Checksums
+) -> VerifyReport:
+    """The report of one partition (or of the whole log)."""
+    report = VerifyReport(projection.name, version, checkpoint, orders=len(expected))
+    empty = order_checksums(projection, {})
+    for table in projection.tables:
+        base = table.base
+        report.expected_rows[base] = sum(c.get(base, empty[base])[0] for c in expected.values())
+        report.actual_rows[base] = sum(c.get(base, empty[base])[0] for c in actual.values())
+    for order_id in sorted(expected.keys() | actual.keys()):
+        want = expected.get(order_id, empty)
+        have = actual.get(order_id, empty)
+        for table in projection.tables:
+            base = table.base
+            if want.get(base, empty[base]) == have.get(base, empty[base]):
+                continue
+            kind = "missing" if base not in have else "extra" if want[base][0] == 0 else "different"
+            report.difference_count += 1
+            if len(report.differences) < _MAX_LISTED:
+                report.differences.append(Difference(order_id, base, kind))
+    return report
+
+
+async def verify_part(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    version: int,
+    checkpoint: Checkpoint,
+    part: tuple[int, int],
+) -> VerifyReport:
+    expected = await expected_checksums(conn, projection, checkpoint, part)
+    actual = await actual_checksums(conn, projection, version, part)
+    return compare(projection, version, checkpoint, expected, actual)
+
+
+def _verify_worker(
+    dsn: str, projection: Projection, version: int, checkpoint: Checkpoint, part: tuple[int, int]
+) -> VerifyReport:
+    async def main() -> VerifyReport:
+        conn = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
+        try:
+            await init_connection(conn)
+            return await verify_part(conn, projection, version, checkpoint, part)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
+async def verify(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    version: int,
+    checkpoint: Checkpoint,
+    *,
+    dsn: str | None = None,
+    workers: int = 1,
+) -> VerifyReport:
+    """Compare `version`'s tables (which must be exactly at `checkpoint`) with a fresh fold.
+
+    With `workers > 1` the log is split by stream hash, as in the bulk load, across processes.
+    """
+    if workers <= 1 or dsn is None:
+        return await verify_part(conn, projection, version, checkpoint, (0, 1))
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, _verify_worker, dsn, projection, version, checkpoint, (i, workers))
+                for i in range(workers)
+            )
+        )
+    report = VerifyReport(projection.name, version, checkpoint)
+    for part in parts:
+        report.orders += part.orders
+        for base, count in part.expected_rows.items():
+            report.expected_rows[base] = report.expected_rows.get(base, 0) + count
+        for base, count in part.actual_rows.items():
+            report.actual_rows[base] = report.actual_rows.get(base, 0) + count
+        report.difference_count += part.difference_count
+        report.differences += part.differences[: _MAX_LISTED - len(report.differences)]
+    return report

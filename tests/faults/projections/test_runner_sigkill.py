@@ -1,0 +1,112 @@
+"""RELIABILITY F17: the runner SIGKILLed mid-batch, again and again, never double-applies an event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ledger.store import EventStore, load_checkpoint
+from ledger.store.records import START
+from projections import order_state, transactions
+from projections.rebuild import rebuild
+from projections.simulate import HistoryGenerator
+from tests.integration.projections.support import (
+    append_interleaved,
+    assert_matches_fold,
+    drain,
+    table_checksums,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
+
+ROOT = Path(__file__).resolve().parents[3]
+PROJECTIONS = (order_state.PROJECTION, transactions.PROJECTION)
+KILLS = 20
+
+
+async def _start_runner(database_url: str) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": database_url,
+        "LEDGER_PROJECTIONS__BATCH_SIZE": "150",
+        "LEDGER_LOG_LEVEL": "WARNING",
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "projections.cli", "run", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def test_runner_killed_20_times_mid_batch_equals_a_clean_rebuild(
+    database_url: str, pool: asyncpg.Pool, store: EventStore
+) -> None:
+    started = time.monotonic()
+    generator = HistoryGenerator(seed=77)
+    histories = list(generator.histories(1800))
+    first, second = histories[:900], histories[900:]
+    await append_interleaved(store, first, seed=1)
+
+    rng = random.Random(5)
+    name = order_state.PROJECTION.checkpoint_name()
+    chunks = [second[i::KILLS] for i in range(KILLS)]
+    mid_batch = 0
+    for i in range(KILLS):
+        # Writers keep appending while the runner starts, works and dies.
+        appending = asyncio.create_task(append_interleaved(store, chunks[i], seed=i))
+        before = await load_checkpoint(pool, name) or START
+        process = await _start_runner(database_url)
+        # Wait until it commits a batch (start-up takes ~1-2 s), then kill it a random moment
+        # later: with a backlog, a batch is in flight almost all the time.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(8):
+                while (await load_checkpoint(pool, name) or START) == before:  # noqa: ASYNC110 - polls the database
+                    await asyncio.sleep(0.01)
+                mid_batch += 1
+        await asyncio.sleep(rng.uniform(0.0, 0.12))
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        await appending
+    total = await pool.fetchval("SELECT count(*) FROM events")
+    assert total >= 10_000
+    assert mid_batch >= KILLS - 2, "kills should land while batches are being applied"
+
+    final = await _start_runner(database_url)
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                head = await pool.fetchrow(
+                    "SELECT tx, position FROM events ORDER BY tx DESC, position DESC LIMIT 1"
+                )
+                done = [await load_checkpoint(pool, p.checkpoint_name()) for p in PROJECTIONS]
+                if all(c is not None and (c.tx, c.position) == (head["tx"], head["position"]) for c in done):
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        final.send_signal(signal.SIGTERM)
+        await final.wait()
+
+    for projection in PROJECTIONS:
+        await assert_matches_fold(pool, projection)
+        clean = dataclasses.replace(projection, version=2)
+        report = await rebuild(pool, clean, swap=False)
+        assert report.verification is not None
+        assert report.verification.ok
+        await drain(pool, clean)
+        assert await table_checksums(pool, projection, 1) == await table_checksums(pool, clean, 2)
+    # No Transaction counted twice: one row per (order, shipment), as many as a clean rebuild has.
+    counts = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM transactions_v1) AS live, (SELECT count(*) FROM transactions_v2) AS clean,"
+        " (SELECT count(DISTINCT (order_id, shipment_id)) FROM transactions_v1) AS distinct_live"
+    )
+    assert counts["live"] == counts["clean"] == counts["distinct_live"] > 0
+    assert time.monotonic() - started < 90

@@ -1,0 +1,317 @@
+"""The relay as a process under faults: SIGKILL at random moments, SIGTERM, the broker going away.
+
+RELIABILITY F1 and F8. The relay runs as `python -m ledger.relay` with settings from the
+environment, exactly as deployed; the tests append through the store directly (the write path
+never involves Kafka) and check the topic against the committed log with `check_topic`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ledger.dev.broker import free_port
+from ledger.relay import checkpoint_name
+from ledger.settings import Settings
+from ledger.store import NO_STREAM, Checkpoint, EventStore
+from tests.harness.kafka import CuttableBroker
+from tests.integration.relay.support import (
+    check_topic,
+    committed_events,
+    placed,
+    read_to_end,
+    relay_env,
+    relay_settings,
+    settled_head,
+    status,
+    stream_of,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.kafka, pytest.mark.slow]
+# ruff: noqa: PLR0917 - pytest fixtures are positional by nature
+
+REPO = Path(__file__).resolve().parents[3]
+SEED = int(os.environ.get("LEDGER_TEST_SEED", "20261122"))
+TOTAL_EVENTS = 10_000
+WRITERS = 6
+MIN_KILLS = 10
+#: The outage the issue asks for. Long enough to outlast the producer's request timeout and
+#: several back-off rounds at the cap, so "no hot loop" is measured on the steady state.
+OUTAGE_S = 30.0
+#: Relay CPU allowed during the outage (RELIABILITY F8 says < 5%).
+MAX_OUTAGE_CPU = 0.05
+
+
+class RelayProcess:
+    """`python -m ledger.relay` with the test's settings; output goes to a log file."""
+
+    def __init__(self, settings: Settings, log: Path, metrics_port: int | None = None) -> None:
+        self.env = {**os.environ, **relay_env(settings), "PYTHONPATH": str(REPO)}
+        self.args = [sys.executable, "-m", "ledger.relay"]
+        if metrics_port is not None:
+            self.args += ["--metrics-port", str(metrics_port)]
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._baseline = 0
+
+    def _resumes(self) -> int:
+        return self.log.read_bytes().count(b"relay.resuming") if self.log.exists() else 0
+
+    def start(self) -> RelayProcess:
+        self._baseline = self._resumes()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+            )
+        return self
+
+    async def started(self, timeout_s: float = 20.0) -> None:
+        """Wait until this run logged that it resumed (signal handlers are installed by then)."""
+        deadline = time.monotonic() + timeout_s
+        while self._resumes() <= self._baseline:
+            assert time.monotonic() < deadline, "relay did not start"
+            await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (Linux /proc)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop_quietly(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def relay_log(tmp_path: Path) -> Iterator[Path]:
+    log = tmp_path / "relay.log"
+    yield log
+    if log.exists():  # shown by pytest only when the test fails
+        print(log.read_text()[-5000:])
+
+
+async def saved_checkpoint(pool: asyncpg.Pool, topic: str) -> Checkpoint | None:
+    row = await pool.fetchrow("SELECT tx, position FROM checkpoints WHERE name = $1", checkpoint_name(topic))
+    return None if row is None else Checkpoint(row["tx"], row["position"])
+
+
+async def wait_caught_up(pool: asyncpg.Pool, store: EventStore, topic: str, timeout_s: float) -> float:
+    """Seconds until the saved checkpoint reaches the log head (fails after `timeout_s`)."""
+    start = time.monotonic()
+    head = await settled_head(pool)
+    while (cp := await saved_checkpoint(pool, topic)) is None or cp < head:
+        assert time.monotonic() - start < timeout_s, f"relay at {cp}, head {head} after {timeout_s}s"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+async def writer(
+    store: EventStore, rng: random.Random, budget: list[int], pause_s: float, errors: list[str]
+) -> None:
+    """Appends 1-3 events at a time to its own orders (new or existing) until the budget is spent."""
+    versions: dict[uuid.UUID, int] = {}
+    while budget[0] > 0:
+        if not versions or rng.random() < 0.25:
+            order_id = uuid.uuid4()
+            events = [placed(order_id)] + [status(f"s{i}") for i in range(rng.randint(0, 2))]
+            expected: int = NO_STREAM
+        else:
+            order_id = rng.choice(list(versions))
+            events = [status(f"s{versions[order_id] + i}") for i in range(rng.randint(1, 3))]
+            expected = versions[order_id]
+        budget[0] -= len(events)
+        try:
+            result = await store.append(stream_of(order_id), events, expected)
+        except Exception as exc:  # every append must succeed: the write path never waits for Kafka
+            errors.append(repr(exc))
+            continue
+        versions[order_id] = result.version
+        await asyncio.sleep(pause_s * rng.uniform(0.5, 1.5))
+
+
+async def test_sigkill_at_random_moments_loses_nothing_keeps_order_and_duplicates_are_identical(
+    store: EventStore,
+    pool: asyncpg.Pool,
+    database_url: str,
+    kafka_bootstrap: str,
+    unique_topic: str,
+    relay_log: Path,
+) -> None:
+    """RELIABILITY F1: at-least-once with per-order order, across at least ten SIGKILLs."""
+    rng = random.Random(SEED)
+    settings = relay_settings(database_url, kafka_bootstrap, unique_topic, batch_size=100)
+    budget = [TOTAL_EVENTS]
+    errors: list[str] = []
+    # ~10k events over ~12 s from six writers, so the kills land while the log grows.
+    writers = [
+        asyncio.create_task(writer(store, random.Random(rng.random()), budget, pause_s=0.006, errors=errors))
+        for _ in range(WRITERS)
+    ]
+    relay = RelayProcess(settings, relay_log)
+    kills = 0
+    try:
+        while kills < MIN_KILLS or not all(w.done() for w in writers):
+            relay.start()
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.uniform(0.0, 1.0))  # often before it even connected
+            else:
+                await relay.started()  # then kill it while it catches up with what came meanwhile
+                await asyncio.sleep(rng.uniform(0.0, 0.6))
+            relay.kill()
+            kills += 1
+        await asyncio.gather(*writers)
+        relay.start()  # the last run is left alone to drain the log
+        await relay.started()
+        await wait_caught_up(pool, store, unique_topic, timeout_s=60)
+        assert relay.terminate() == 0
+    finally:
+        for w in writers:
+            w.cancel()
+        relay.stop_quietly()
+    assert not errors
+    committed = await committed_events(pool)
+    assert len(committed) >= TOTAL_EVENTS
+    records = await read_to_end(kafka_bootstrap, unique_topic)
+    check = check_topic(records, committed)
+    assert check.ok, (
+        check.missing and list(check.missing)[:5],
+        check.out_of_order[:5],
+        check.differing_duplicates[:5],
+    )
+    assert kills >= MIN_KILLS
+    print(f"kills={kills} committed={len(committed)} records={check.records} duplicates={check.duplicates}")
+
+
+async def test_sigterm_finishes_the_batch_in_flight_and_exits_cleanly(
+    store: EventStore,
+    pool: asyncpg.Pool,
+    database_url: str,
+    kafka_bootstrap: str,
+    unique_topic: str,
+    relay_log: Path,
+) -> None:
+    settings = relay_settings(database_url, kafka_bootstrap, unique_topic, batch_size=50)
+    ids = [uuid.uuid4() for _ in range(300)]
+    for order_id in ids:
+        await store.append(stream_of(order_id), [placed(order_id), status("a")], NO_STREAM)
+    relay = RelayProcess(settings, relay_log).start()
+    try:
+        await relay.started()
+        await asyncio.sleep(0.3)
+        assert relay.terminate() == 0
+    finally:
+        relay.stop_quietly()
+    saved = await saved_checkpoint(pool, unique_topic)
+    records = await read_to_end(kafka_bootstrap, unique_topic)
+    # Whatever was published before the stop was checkpointed: a clean stop leaves no batch
+    # published-but-not-checkpointed (so no re-publish on the next start).
+    published = {r.value for r in records}
+    assert len(published) == len(records)
+    if saved is None:
+        assert not records
+    else:
+        upto = await pool.fetchval(
+            "SELECT count(*) FROM events WHERE (tx, position) <= ($1::xid8, $2::bigint)",
+            saved.tx,
+            saved.position,
+        )
+        assert len(records) == upto
+    assert "relay.stopped" in relay_log.read_text()  # noqa: ASYNC240 - a small local file
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Prometheus text exposition as {sample name with labels: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+async def test_broker_outage_appends_continue_relay_backs_off_quietly_and_drains_after_restore(
+    store: EventStore,
+    pool: asyncpg.Pool,
+    database_url: str,
+    cuttable_broker: CuttableBroker,
+    unique_topic: str,
+    relay_log: Path,
+) -> None:
+    """RELIABILITY F8 with a 30 s outage: no lost event, order kept, CPU near idle while away."""
+    rng = random.Random(SEED + 1)
+    bootstrap = cuttable_broker.bootstrap_servers
+    # backoff_max_s=2 bounds how long after restore the next attempt comes (production: 10 s).
+    settings = relay_settings(
+        database_url, bootstrap, unique_topic, backoff_max_s=2.0, request_timeout_ms=3000, batch_size=200
+    )
+    port = free_port()
+    relay = RelayProcess(settings, relay_log, metrics_port=port).start()
+    await relay.started()
+    budget = [10**9]
+    errors: list[str] = []
+    writers = [
+        asyncio.create_task(writer(store, random.Random(rng.random()), budget, pause_s=0.1, errors=errors))
+        for _ in range(3)
+    ]  # ~40 events/s
+    try:
+        await asyncio.sleep(2.0)
+        await wait_caught_up(pool, store, unique_topic, timeout_s=15)
+        committed_before = len(await committed_events(pool))
+        cuttable_broker.cut()
+        cpu_start, t_start = relay.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(OUTAGE_S)
+        cpu_used, elapsed = relay.cpu_seconds() - cpu_start, time.monotonic() - t_start
+        during = scrape(port)
+        committed_during = len(await committed_events(pool)) - committed_before
+        cuttable_broker.restore()
+        restored = time.monotonic()
+        await asyncio.sleep(1.0)
+        budget[0] = 0
+        await asyncio.gather(*writers)
+        await wait_caught_up(pool, store, unique_topic, timeout_s=30)
+        drain_s = time.monotonic() - restored
+        assert relay.terminate() == 0
+    finally:
+        for w in writers:
+            w.cancel()
+        relay.stop_quietly()
+    assert not errors  # appends never waited for Kafka
+    assert committed_during > OUTAGE_S * 20  # appends kept going at rate during the outage
+    assert cpu_used / elapsed < MAX_OUTAGE_CPU, f"relay used {cpu_used:.2f}s CPU in {elapsed:.0f}s of outage"
+    assert during["ledger_relay_lag_seconds"] > OUTAGE_S / 2  # the "oldest unpublished" alert would fire
+    assert during["ledger_relay_lag_events"] > 0
+    assert sum(v for k, v in during.items() if k.startswith("ledger_relay_broker_errors_total{")) >= 1
+    committed = await committed_events(pool)
+    records = await read_to_end(bootstrap, unique_topic)
+    check = check_topic(records, committed)
+    assert check.ok, (list(check.missing)[:5], check.out_of_order[:5], check.differing_duplicates[:5])
+    print(
+        f"outage={elapsed:.1f}s relay_cpu={cpu_used:.2f}s ({cpu_used / elapsed:.1%}) appended_during={committed_during}"
+        f" caught_up_after_restore={drain_s:.1f}s (appends went on for 1 s of it) duplicates={check.duplicates}"
+    )

@@ -1,0 +1,170 @@
+"""Blue/green rebuilds: reads served throughout, verified swap, rollback, refused swap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+import asyncpg
+import pytest
+
+from ledger.domain import Order
+from ledger.observability.metrics import Metrics
+from ledger.store import EventStore
+from projections import order_state, queries, registry
+from projections.definition import Projection, Row
+from projections.rebuild import VerificationFailed, rebuild
+from projections.runner import Runner
+from projections.simulate import HistoryGenerator
+from tests.integration.projections.support import (
+    append_interleaved,
+    assert_matches_fold,
+    table_checksums,
+    wait_caught_up,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
+
+V1 = order_state.PROJECTION
+
+
+@contextlib.asynccontextmanager
+async def running(pool: asyncpg.Pool, projection: Projection) -> AsyncIterator[Runner]:
+    runner = Runner(pool, projection, batch_size=200, poll_interval_s=0.02, metrics=Metrics())
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_rebuild_while_8_writers_append_serves_reads_and_equals_live(
+    pool: asyncpg.Pool, store: EventStore
+) -> None:
+    await append_interleaved(store, HistoryGenerator(seed=10).histories(300), seed=10)
+    v2 = dataclasses.replace(V1, version=2)
+    stop = asyncio.Event()
+    reads = 0
+
+    async def writer(seed: int) -> None:
+        generator = HistoryGenerator(seed=100 + seed)
+        while not stop.is_set():
+            await append_interleaved(store, generator.histories(3), seed=seed)
+
+    async def reader() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            items, _ = await queries.list_orders(pool, limit=50)
+            assert items
+            reads += 1
+            await asyncio.sleep(0.005)
+
+    async with running(pool, V1):
+        await wait_caught_up(pool, V1)
+        tasks = [asyncio.create_task(writer(i)) for i in range(8)] + [asyncio.create_task(reader())]
+        try:
+            report = await rebuild(pool, v2, page_size=500, batch_size=200)
+            await asyncio.sleep(0.3)  # reads and writes go on after the swap too
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)  # a reader error fails the test here
+        async with running(pool, v2):
+            await wait_caught_up(pool, V1)
+            await wait_caught_up(pool, v2)
+    assert report.swapped
+    assert report.previous == 1
+    assert report.catchup_events > 0
+    assert reads > 10
+    assert await registry.live_version(pool, V1.name) == 2
+    assert await table_checksums(pool, V1, 1) == await table_checksums(pool, v2, 2)
+    await assert_matches_fold(pool, v2)
+
+
+def _buggy_rows(order: Order) -> Mapping[str, Sequence[Row]]:
+    """v1's bug: the total column double-counts shipping."""
+    rows = dict(order_state.rows(order))
+    (row,) = rows["order_state"]
+    rows["order_state"] = [(*row[:9], row[9] + order.amounts.shipping, *row[10:])]
+    return rows
+
+
+async def _totals_match(pool: asyncpg.Pool) -> bool:
+    wrong = await pool.fetchval(
+        "SELECT count(*) FROM order_state WHERE total <> ((doc->>'total')::numeric"
+        " * 10 ^ CASE currency WHEN 'JPY' THEN 0 ELSE 2 END)::bigint"
+    )
+    return bool(wrong == 0)
+
+
+async def test_operator_fixes_a_projection_bug_with_a_verified_rebuild_then_rolls_back(
+    pool: asyncpg.Pool, store: EventStore
+) -> None:
+    buggy = dataclasses.replace(V1, rows=_buggy_rows, modules=(*V1.modules, __name__))
+    fixed = dataclasses.replace(V1, version=2)
+    await append_interleaved(store, HistoryGenerator(seed=20).histories(120), seed=20)
+    async with running(pool, buggy):
+        await wait_caught_up(pool, buggy)
+        assert not await _totals_match(pool)  # the bug is visible to readers
+
+        report = await rebuild(pool, fixed, page_size=300)
+        assert report.swapped
+        assert report.verification is not None
+        assert report.verification.ok
+        assert await _totals_match(pool)  # readers now get v2, fixed
+        versions = {r["version"]: r["status"] for r in await registry.versions(pool, V1.name)}
+        assert versions == {1: "previous", 2: "live"}
+
+        async with pool.acquire() as conn:
+            back = await registry.rollback(conn, fixed)
+        assert (back.from_version, back.to_version) == (2, 1)
+        assert not await _totals_match(pool)  # v1 serves again, bug and all
+        versions = {r["version"]: r["status"] for r in await registry.versions(pool, V1.name)}
+        assert versions == {1: "live", 2: "previous"}
+    await assert_matches_fold(pool, buggy)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "2-worker-processes"])
+async def test_a_verification_failure_refuses_the_swap(
+    database_url: str, pool: asyncpg.Pool, store: EventStore, workers: int
+) -> None:
+    await append_interleaved(store, HistoryGenerator(seed=30).histories(80), seed=30)
+    v2 = dataclasses.replace(V1, version=2)
+
+    async def corrupt(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
+        await conn.execute(
+            f"UPDATE {projection.table('order_state').physical(version)} SET total = total + 1"
+            f" WHERE id = (SELECT min(id::text)::uuid FROM {projection.table('order_state').physical(version)})"
+        )
+
+    async with running(pool, V1):
+        await wait_caught_up(pool, V1)
+        with pytest.raises(VerificationFailed, match="1 difference") as failure:
+            await rebuild(pool, v2, before_verify=corrupt, dsn=database_url, workers=workers)
+    report = failure.value.report
+    assert [d.kind for d in report.differences] == ["different"]
+    assert await registry.live_version(pool, V1.name) == 1
+    versions = {r["version"]: r["status"] for r in await registry.versions(pool, V1.name)}
+    assert versions == {1: "live", 2: "failed"}
+    assert await _totals_match(pool)
+
+
+async def test_a_parallel_rebuild_equals_the_live_version(
+    database_url: str, pool: asyncpg.Pool, store: EventStore
+) -> None:
+    generator = HistoryGenerator(seed=40)
+    await append_interleaved(store, generator.histories(150), seed=40)
+    v2 = dataclasses.replace(V1, version=2)
+    async with running(pool, V1):
+        report = await rebuild(pool, v2, dsn=database_url, workers=2, page_size=100)
+        await append_interleaved(store, generator.histories(20), seed=41)
+        async with running(pool, v2):
+            await wait_caught_up(pool, V1)
+            await wait_caught_up(pool, v2)
+    assert report.swapped
+    assert report.bulk_events > 0
+    assert report.verification is not None
+    assert report.verification.orders == 150
+    assert await table_checksums(pool, V1, 1) == await table_checksums(pool, v2, 2)
