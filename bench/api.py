@@ -103,11 +103,15 @@ async def store_load(dsn: str, seconds: float, writers: int) -> int:
         nonlocal count
         while time.perf_counter() < deadline:
             order_id = uuid.uuid4()
+
+            def ids(oid: uuid.UUID = order_id) -> uuid.UUID:
+                return oid
+
             event = decide(
                 command,
                 None,
                 now=__import__("datetime").datetime.now(__import__("datetime").UTC),
-                ids=lambda oid=order_id: oid,
+                ids=ids,
             )[0]
             new = NewEvent(
                 type=event.type,

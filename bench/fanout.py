@@ -21,7 +21,8 @@ import sys
 import time
 import uuid
 from asyncio.subprocess import DEVNULL
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -57,7 +58,7 @@ async def database() -> AsyncIterator[str]:
 
 
 @contextlib.contextmanager
-def broker() -> AsyncIterator[str] | object:
+def broker() -> Iterator[str]:
     named = os.environ.get("LEDGER_KAFKA_BOOTSTRAP_SERVERS")
     if named:
         yield named
@@ -183,8 +184,8 @@ def _busy(n: int, per_order: int) -> list[OrderStory]:
     for _ in range(n):
         s = OrderStory()
         s.place()
-        steps = [lambda s=s: s.update(status="processing"), lambda s=s: s.pay("20.00")]
-        steps += [lambda s=s: s.ship("S1", "L1"), lambda s=s: s.ship("S2", "L2")]
+        steps = [partial(s.update, status="processing"), partial(s.pay, "20.00")]
+        steps += [partial(s.ship, "S1", "L1"), partial(s.ship, "S2", "L2")]
         for step in steps[: per_order - 1]:
             step()
         out.append(s)
@@ -197,7 +198,7 @@ async def main() -> None:
     parser.add_argument("--backlog-orders", type=int, default=300)
     parser.add_argument("--events-per-order", type=int, default=5)
     args = parser.parse_args()
-    with broker() as bootstrap:  # type: ignore[attr-defined]
+    with broker() as bootstrap:
         async with database() as db_url:
             print(f"fan-out bench: {os.cpu_count()} CPUs, broker {bootstrap}")
             for dest in ("omnisend", "omneo"):

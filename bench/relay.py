@@ -33,8 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from ledger.dev.broker import TansuBroker
 from ledger.domain import (

@@ -118,6 +118,11 @@ def to_problem(exc: Exception) -> Problem | None:
         return Problem(409, "idempotency-in-progress", str(exc), headers={"Retry-After": "1"})
     if isinstance(exc, InvalidInput):
         return Problem(422, "validation-error", str(exc))
+    if isinstance(exc, asyncpg.CharacterNotInRepertoireError | asyncpg.UntranslatableCharacterError):
+        # e.g. a NUL in a query parameter: PostgreSQL text cannot hold it, so the input is invalid
+        return Problem(
+            422, "validation-error", "text contains a character that cannot be stored (such as NUL)"
+        )
     if isinstance(exc, asyncpg.UndefinedTableError):
         return Problem(
             503,
@@ -222,7 +227,13 @@ def _ops_routes(app: FastAPI) -> None:
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(state_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        state = state_of(request)
+        try:  # fence lag is read at scrape time: one cheap query, no background task
+            fence = await state.store.fence_status()
+            state.metrics.fence_lag_seconds.set(fence.oldest_writer_age_s or 0.0)
+        except Exception as exc:  # a scrape must still answer while the database is away
+            log.warning("fence status unavailable", error=repr(exc))
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _custom_openapi(app: FastAPI) -> None:
@@ -260,7 +271,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_pool = pool is None
         db = pool or await create_pool(settings.database_url, settings.store, application_name="ledger-api")
-        store = EventStore(db, event_registry(), settings.store)
+        store = EventStore(db, event_registry(), settings.store, observe=metrics.observe_append)
         svc = service or OrderService(store)
         app.state.ledger = AppState(settings, db, store, svc, TokenStore(db), metrics)
         started = time.monotonic()

@@ -55,14 +55,18 @@ def app_factory() -> object:
     return create_app(Settings())
 
 
-def intake() -> None:
+def intake(
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+) -> None:
     """Consume `orders.intake` and run the commands (Ctrl-C or SIGTERM stops it cleanly)."""
     from ledger.intake import Intake
-    from ledger.observability import configure_logging
+    from ledger.observability import METRICS, configure_logging, serve_metrics
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(Intake(settings).app.run())
+    if metrics_port:
+        serve_metrics(metrics_port, METRICS)
+    asyncio.run(Intake(settings, metrics=METRICS).app.run())
 
 
 @tokens_app.command("create")

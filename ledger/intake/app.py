@@ -218,7 +218,9 @@ class Intake:
             self._pool = await create_pool(
                 self.settings.database_url, self.settings.store, application_name="ledger-intake"
             )
-            store = EventStore(self._pool, event_registry(), self.settings.store)
+            store = EventStore(
+                self._pool, event_registry(), self.settings.store, observe=self.metrics.observe_append
+            )
             self.service = OrderService(store)
 
     async def _shutdown(self) -> None:

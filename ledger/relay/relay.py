@@ -287,6 +287,8 @@ class Relay:
                 if row is not None:
                     self.metrics.relay_lag_events.set(row["n"])
                     self.metrics.relay_lag_seconds.set(row["age"] if row["n"] else 0.0)
+                fence = await self._store.fence_status()
+                self.metrics.fence_lag_seconds.set(fence.oldest_writer_age_s or 0.0)
             except _DB_ERRORS as exc:
                 _log.debug("relay.lag_query_failed", error=repr(exc))
             await asyncio.sleep(max(self._lag_interval_s - (time.monotonic() - started), 0.05))

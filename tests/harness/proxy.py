@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Coroutine
+from typing import Any
 
 from ledger.dev.broker import free_port
 
@@ -42,8 +44,8 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
-    def _call(self, coro: object) -> None:
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         fut.result(timeout=10)
 
     async def _listen(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import cast
 
 import asyncpg
 import pytest
@@ -119,7 +120,7 @@ async def test_401_halts_the_destination_without_committing(
         assert [h["destination"] for h in halts] == ["omnisend"]
         assert await inbox_count(pool, "omnisend") == 0
         # After the credential fix, a restarted worker gets the same event again (nothing was committed).
-        settings.omnisend.token = type(settings.omnisend.token)(omnisend.token)  # type: ignore[misc]
+        settings.omnisend.token = type(settings.omnisend.token)(omnisend.token)
         async with worker("omnisend", settings, pool):
             await wait_for(lambda: _all(pool, "omnisend", 1), what="redelivered after the fix")
         assert await list_halts(pool) == []
@@ -149,7 +150,7 @@ async def test_422_parks_only_that_order_and_redrive_delivers_in_order(
             await wait_for(lambda: _all(pool, "omnisend", 3), what="good order flows")
 
             async def bad_queued() -> bool:
-                return await pool.fetchval("SELECT count(*) FROM fanout_parked") == 3
+                return cast(int, await pool.fetchval("SELECT count(*) FROM fanout_parked")) == 3
 
             await wait_for(bad_queued, what="bad order's 3 events parked")
             assert metrics.parked_orders.labels("omnisend")._value.get() == 1

@@ -87,6 +87,7 @@ async def test_runner_killed_20_times_mid_batch_equals_a_clean_rebuild(
                 head = await pool.fetchrow(
                     "SELECT tx, position FROM events ORDER BY tx DESC, position DESC LIMIT 1"
                 )
+                assert head is not None
                 done = [await load_checkpoint(pool, p.checkpoint_name()) for p in PROJECTIONS]
                 if all(c is not None and (c.tx, c.position) == (head["tx"], head["position"]) for c in done):
                     break
@@ -108,5 +109,6 @@ async def test_runner_killed_20_times_mid_batch_equals_a_clean_rebuild(
         "SELECT (SELECT count(*) FROM transactions_v1) AS live, (SELECT count(*) FROM transactions_v2) AS clean,"
         " (SELECT count(DISTINCT (order_id, shipment_id)) FROM transactions_v1) AS distinct_live"
     )
+    assert counts is not None
     assert counts["live"] == counts["clean"] == counts["distinct_live"] > 0
     assert time.monotonic() - started < 90

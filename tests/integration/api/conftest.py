@@ -14,6 +14,7 @@ from ledger.api.app import create_app
 from ledger.api.auth import SCOPES, TokenStore
 from ledger.observability.metrics import Metrics
 from ledger.settings import ApiSettings, Settings
+from projections.setup import install_projections
 
 
 @dataclass
@@ -43,6 +44,7 @@ async def make_tokens(pool: asyncpg.Pool) -> dict[str, str]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
+    await install_projections(database_url)  # as `ledger migrate` does: the list routes read them
     settings = Settings(database_url=database_url, api=ApiSettings(max_lines=50))
     app = create_app(settings, pool=pool, metrics=Metrics())
     async with app.router.lifespan_context(app):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -86,7 +87,7 @@ async def test_a_ten_megabyte_body_is_413_and_a_wrong_content_type_is_415(api: A
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
 
-    async def chunks():  # type: ignore[no-untyped-def]  # no Content-Length: counted while streaming
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while streaming
         for _ in range(20):
             yield b"x" * (512 * 1024)
 
@@ -138,6 +139,9 @@ async def test_domain_rules_on_an_existing_order_are_422_with_the_reason(api: Ap
         ("GET", "/api/v3/orders/00000000-0000-0000-0000-000000000000?at=yesterday", {}, 422),
         ("GET", "/api/v3/events?cursor=%%%", {}, 400),
         ("GET", "/api/v3/events?limit=0", {}, 422),
+        ("GET", "/api/v3/orders?external_id=a%00b", {}, 422),
+        ("GET", "/api/v3/events?actor=a%00b", {}, 400),
+        ("GET", "/api/v3/transactions?order_id=nope", {}, 422),
         ("PATCH", "/api/v3/orders", {}, 405),
         ("GET", "/api/v3/nothing-here", {}, 404),
         ("PUT", "/api/v3/orders/00000000-0000-0000-0000-000000000000", {"If-Match": "yesterday"}, 400),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import asyncpg
 import pytest
 
@@ -122,7 +124,7 @@ async def test_unreadable_envelope_parks_its_order_only(
             await wait_for(lambda: _handled(pool, 2), what="the other order delivered")
 
             async def queued() -> bool:
-                return await pool.fetchval("SELECT count(*) FROM fanout_parked") == 2
+                return cast(int, await pool.fetchval("SELECT count(*) FROM fanout_parked")) == 2
 
             await wait_for(queued, what="poison and the event behind it parked")
         rows = await pool.fetch("SELECT order_id, reason FROM fanout_parked ORDER BY version DESC")

@@ -15,7 +15,7 @@ from tests.integration.intake.conftest import IntakeRun
 
 pytestmark = pytest.mark.kafka
 
-PLACE = {
+PLACE: dict[str, Any] = {
     "command": "place_order",
     "idempotency_key": "intake-test-0001",
     "client_id": "checkout",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from tests.harness.kafka import CuttableBroker, consume, consumer, create_topic, produce
@@ -41,7 +41,7 @@ async def test_committed_offsets_survive_consumer_restart(kafka_bootstrap: str, 
     await produce(kafka_bootstrap, unique_topic, [(None, f"m{i}".encode()) for i in range(5)])
     tp = TopicPartition(unique_topic, 0)
     async with consumer(kafka_bootstrap, unique_topic, group_id=f"g-{unique_topic}") as c:
-        got = []
+        got: list[ConsumerRecord[bytes, bytes]] = []
         while len(got) < 3:
             for part in (await c.getmany(timeout_ms=200, max_records=3 - len(got))).values():
                 got.extend(part)

@@ -12,6 +12,7 @@ from ledger.domain import OrderEvent
 from ledger.store import NO_STREAM, EventStore, load_checkpoint
 from ledger.store.records import START, Checkpoint
 from projections import verify
+from projections.db import connection
 from projections.definition import Projection
 from projections.fold import OrderFolder
 from projections.runner import apply_batch
@@ -58,14 +59,14 @@ async def wait_caught_up(
 async def assert_matches_fold(pool: asyncpg.Pool, projection: Projection, version: int | None = None) -> None:
     """The version's tables equal an independent fold of the log at their checkpoint."""
     v = projection.version if version is None else version
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         checkpoint = await load_checkpoint(conn, projection.checkpoint_name(v)) or START
         report = await verify.verify(conn, projection, v, checkpoint)
     assert report.ok, report.as_json()
 
 
 async def table_checksums(pool: asyncpg.Pool, projection: Projection, version: int) -> dict[str, object]:
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         return dict(await verify.actual_checksums(conn, projection, version))
 
 
@@ -89,7 +90,7 @@ async def drain(
     v = projection.version if version is None else version
     head = await last_event(pool)
     folder = OrderFolder()
-    async with pool.acquire() as conn, asyncio.timeout(timeout):
+    async with connection(pool) as conn, asyncio.timeout(timeout):
         checkpoint = await load_checkpoint(conn, projection.checkpoint_name(v)) or START
         while checkpoint < head:
             result = await apply_batch(conn, projection, v, folder, checkpoint, limit=batch)

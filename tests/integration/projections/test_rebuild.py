@@ -14,6 +14,7 @@ from ledger.domain import Order
 from ledger.observability.metrics import Metrics
 from ledger.store import EventStore
 from projections import order_state, queries, registry
+from projections.db import connection
 from projections.definition import Projection, Row
 from projections.rebuild import VerificationFailed, rebuild
 from projections.runner import Runner
@@ -117,7 +118,7 @@ async def test_operator_fixes_a_projection_bug_with_a_verified_rebuild_then_roll
         versions = {r["version"]: r["status"] for r in await registry.versions(pool, V1.name)}
         assert versions == {1: "previous", 2: "live"}
 
-        async with pool.acquire() as conn:
+        async with connection(pool) as conn:
             back = await registry.rollback(conn, fixed)
         assert (back.from_version, back.to_version) == (2, 1)
         assert not await _totals_match(pool)  # v1 serves again, bug and all

@@ -12,6 +12,7 @@ import pytest
 from ledger.observability.metrics import Metrics
 from ledger.store import EventStore
 from projections import order_state, registry, transactions
+from projections.db import connection
 from projections.runner import Runner
 from projections.simulate import HistoryGenerator
 from tests.integration.projections.support import append_interleaved, assert_matches_fold, wait_caught_up
@@ -74,7 +75,7 @@ async def test_a_second_runner_waits_as_standby_and_takes_over(pool: asyncpg.Poo
 
 async def test_changed_logic_under_an_unchanged_version_refuses_to_start(pool: asyncpg.Pool) -> None:
     p = order_state.PROJECTION
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         await registry.install(conn, p)
     changed = dataclasses.replace(p, modules=(*p.modules, "tests.integration.projections.support"))
     assert changed.code_hash != p.code_hash

@@ -146,7 +146,7 @@ async def committed_events(pool: Any) -> list[tuple[str, str, int]]:
 
 async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
     """Every record of `topic` up to the end offsets as of the call, partition by partition."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,

@@ -11,8 +11,8 @@ from decimal import Decimal
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.fanout.envelope import Envelope
 from ledger.observability import Metrics

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ledger.store import EventStore
 from ledger.store.records import START
 from projections import order_state, registry, transactions
+from projections.db import connection
 from projections.fold import OrderFolder
 from projections.rebuild import rebuild
 from projections.runner import apply_batch
@@ -66,7 +67,7 @@ async def test_read_models_equal_the_fold_of_random_histories(
     histories = list(HistoryGenerator(rng=rnd).histories(orders, max_events))
     await append_interleaved(store, histories, seed=rnd.randrange(1000))
     head = await last_event(pool)
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         for p in PROJECTIONS:
             await registry.install(conn, p)
             folder, checkpoint, step = OrderFolder(capacity=3), START, 0

@@ -114,7 +114,7 @@ class OrderStory:
         return self.run(PlaceOrder.model_validate(body, context={"max_lines": max(500, lines)}))
 
     def pay(self, amount: str, kind: str = "captured") -> list[dict[str, Any]]:
-        return self.run(RecordPayment(kind=kind, amount=Decimal(amount)))  # type: ignore[arg-type]
+        return self.run(RecordPayment(kind=kind, amount=Decimal(amount)))
 
     def ship(self, shipment_id: str, *line_ids: str, tracking: str = "TRK") -> list[dict[str, Any]]:
         return self.run(
