@@ -17,9 +17,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import httpx
+
+if TYPE_CHECKING:
+    from ledger.settings import DestinationSettings
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 """Largest response body read (S7); anything bigger is a failed call."""
@@ -268,6 +271,30 @@ async def _read_bounded(resp: httpx.Response, max_bytes: int) -> tuple[bytes, bo
             return b"".join(chunks), True
         chunks.append(chunk)
     return b"".join(chunks), False
+
+
+class VendorClient:
+    """What both destination clients share: an injected `httpx.AsyncClient` and a whole-call deadline.
+
+    The deadline bounds the entire call (connect, send, slow-drip body), which httpx's per-phase
+    timeouts alone do not; reads stop at `max_response_bytes` (RELIABILITY S7).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        deadline_s: float | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self._http = http
+        self._deadline_s = deadline_s
+        self._max = max_response_bytes
+
+    @classmethod
+    def from_settings(cls, settings: DestinationSettings, http: httpx.AsyncClient) -> Self:
+        """Whole-call deadline = the configured client timeout (10 s by default)."""
+        return cls(http, deadline_s=settings.timeout_s)
 
 
 class HeaderAuth(httpx.Auth):

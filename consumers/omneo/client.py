@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
-from consumers.http import MAX_RESPONSE_BYTES, HeaderAuth, Outcome, send, strip_suffix
+from consumers.http import HeaderAuth, Outcome, VendorClient, send, strip_suffix
 from ledger.settings import DestinationSettings
 
 API = "/api/v3"
@@ -49,28 +49,12 @@ def _first_list_id(body: Any) -> str | None:
     return str(rows[0]["id"]) if rows else ""
 
 
-class OmneoClient:
+class OmneoClient(VendorClient):
     """Omneo calls over an injected client; every method returns an `Outcome`.
 
     `Success.remote_id` is the Omneo numeric id (as a string) for order/transaction writes and
     reads; `find_order` returns "" when nothing matched.
     """
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        deadline_s: float | None = None,
-        max_response_bytes: int = MAX_RESPONSE_BYTES,
-    ) -> None:
-        self._http = http
-        self._deadline_s = deadline_s
-        self._max = max_response_bytes
-
-    @classmethod
-    def from_settings(cls, settings: DestinationSettings, http: httpx.AsyncClient) -> OmneoClient:
-        """Whole-call deadline = the configured client timeout (10 s by default)."""
-        return cls(http, deadline_s=settings.timeout_s)
 
     async def _call(self, method: str, path: str, body: Any = None, *, with_id: bool = True) -> Outcome:
         return await send(

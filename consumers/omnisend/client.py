@@ -14,11 +14,11 @@ from urllib.parse import quote
 import httpx
 
 from consumers.http import (
-    MAX_RESPONSE_BYTES,
     AuthFailure,
     HeaderAuth,
     Outcome,
     Permanent,
+    VendorClient,
     send,
     strip_suffix,
 )
@@ -71,28 +71,12 @@ def _is_already_exists(outcome: Permanent) -> bool:
     return isinstance(text, str) and "already exist" in text.lower()
 
 
-class OmnisendClient:
+class OmnisendClient(VendorClient):
     """Omnisend calls over an injected client; every method returns an `Outcome`.
 
     `Success.remote_id` is the orderID echoed by order writes. 403 is reported as
     `AuthFailure(possibly_throttled=True)` because v3 also uses it for error throttling.
     """
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        deadline_s: float | None = None,
-        max_response_bytes: int = MAX_RESPONSE_BYTES,
-    ) -> None:
-        self._http = http
-        self._deadline_s = deadline_s
-        self._max = max_response_bytes
-
-    @classmethod
-    def from_settings(cls, settings: DestinationSettings, http: httpx.AsyncClient) -> OmnisendClient:
-        """Whole-call deadline = the configured client timeout (10 s by default)."""
-        return cls(http, deadline_s=settings.timeout_s)
 
     async def _call(self, method: str, path: str, body: Any = None, *, with_id: bool = False) -> Outcome:
         outcome = await send(
