@@ -109,11 +109,11 @@ class Demo:
         url = f"{self.api}{path}"
         key = str(uuid.uuid4())
         self.say(f"\n# {title}")
-        curl = ["curl", "-sS", "-X", method, url, "-H", 'Authorization: Bearer "$LEDGER_TOKEN"']
+        curl = ["curl", "-sS", "-X", method, shlex.quote(url), "-H", '"Authorization: Bearer $LEDGER_TOKEN"']
         if body is not None:
-            curl += ["-H", "Content-Type: application/json", "-H", f"Idempotency-Key: {key}"]
-            curl += ["-d", json.dumps(body)]
-        self.say(" ".join(shlex.quote(part) if "$LEDGER_TOKEN" not in part else part for part in curl))
+            curl += ["-H", shlex.quote("Content-Type: application/json")]
+            curl += ["-H", shlex.quote(f"Idempotency-Key: {key}"), "-d", shlex.quote(json.dumps(body))]
+        self.say(" ".join(curl))  # double quotes around the token header so the shell expands it
         headers = {"Authorization": f"Bearer {self.token}"}
         if body is not None:
             headers["Idempotency-Key"] = key

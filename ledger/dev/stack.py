@@ -138,16 +138,21 @@ def _write_env(path: Path, values: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so Ctrl-C and `kill` share one clean shutdown path."""
+    """Turn SIGTERM and SIGINT into KeyboardInterrupt: one clean shutdown path for Ctrl-C and `kill`.
+
+    SIGINT is set explicitly because a shell starts background jobs with SIGINT ignored, and
+    Python then never raises KeyboardInterrupt for it.
+    """
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_dev(home: Path, api_port: int, echo: Callable[[str], None]) -> int:
