@@ -67,7 +67,9 @@ async def test_rebuild_while_8_writers_append_serves_reads_and_equals_live(
         await wait_caught_up(pool, V1)
         tasks = [asyncio.create_task(writer(i)) for i in range(8)] + [asyncio.create_task(reader())]
         try:
+            before = await pool.fetchval("SELECT count(*) FROM events")
             report = await rebuild(pool, v2, page_size=500, batch_size=200)
+            during = await pool.fetchval("SELECT count(*) FROM events") - before
             await asyncio.sleep(0.3)  # reads and writes go on after the swap too
         finally:
             stop.set()
@@ -77,7 +79,9 @@ async def test_rebuild_while_8_writers_append_serves_reads_and_equals_live(
             await wait_caught_up(pool, v2)
     assert report.swapped
     assert report.previous == 1
-    assert report.catchup_events > 0
+    # Writes went on during the rebuild; whether they landed in its bulk or its catch-up phase
+    # depends on timing, so equality with the live version below is what proves they all count.
+    assert during > 0
     assert reads > 10
     assert await registry.live_version(pool, V1.name) == 2
     assert await table_checksums(pool, V1, 1) == await table_checksums(pool, v2, 2)
