@@ -41,7 +41,7 @@ from ledger.relay.publisher import KafkaPublisher
 from ledger.relay.states import DomainAdapter, OrderStates
 from ledger.settings import Settings
 from ledger.store import EventRegistry, EventStore, create_pool
-from ledger.store.records import START, Checkpoint, RecordedEvent
+from ledger.store.records import START, Checkpoint, Connection, RecordedEvent
 from ledger.store.store import load_checkpoint, save_checkpoint
 
 _log = get_logger(__name__)
@@ -309,11 +309,38 @@ async def run_relay(
         pool = await _connect(settings, stop)
         if pool is None:
             return
+    relay = Relay(settings, pool, stop=stop, metrics=metrics, topic=topic)
     try:
-        await Relay(settings, pool, stop=stop, metrics=metrics, topic=topic).run()
+        async with pool.acquire() as conn:
+            if await _lead(conn, relay.name, stop):
+                try:
+                    await relay.run()
+                finally:
+                    with contextlib.suppress(*_DB_ERRORS):
+                        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", relay.name)
     finally:
         if own_pool:
             await pool.close()
+
+
+async def _lead(conn: Connection, name: str, stop: asyncio.Event, poll_s: float = 1.0) -> bool:
+    """Wait as a standby until this process holds the relay's advisory lock (False if stopped first).
+
+    Two relays on one topic would not reorder anything (each publishes in log order from the
+    shared checkpoint), but they would publish everything twice. The session lock makes a second
+    instance a hot standby that takes over when the first one's connection goes away.
+    """
+    announced = False
+    while not stop.is_set():
+        if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", name):
+            _log.info("relay.active", checkpoint=name)
+            return True
+        if not announced:
+            _log.info("relay.standby", checkpoint=name, reason="another relay holds the lock")
+            announced = True
+        if await sleep_or_stop(stop, poll_s):
+            break
+    return False
 
 
 async def _connect(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | None:

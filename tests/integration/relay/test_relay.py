@@ -341,3 +341,32 @@ async def test_producer_config_is_acks_all_and_settings_flow_through() -> None:
     assert producer._txn_manager is not None  # idempotence really reached aiokafka
     with pytest.raises(RelayConfigError):
         producer_options(KafkaSettings(acks="1"), "b:9092")
+
+
+async def test_a_second_relay_waits_as_standby_and_takes_over_when_the_first_stops(
+    store: EventStore, pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    settings = relay_settings(database_url, kafka_bootstrap, unique_topic, batch_size=10)
+    await append_orders(store, orders=3, updates=1)
+    standby_pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    try:
+        async with running_relay(settings, pool):
+            await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
+            async with running_relay(settings, standby_pool) as standby_metrics:
+                await append_orders(store, orders=2, updates=1)
+                await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
+                assert standby_metrics.relay_published._value.get() == 0  # the active one published
+            committed = await committed_events(pool)
+        # The first relay stopped and released its lock: a new instance becomes active at once.
+        await append_orders(store, orders=2, updates=0)
+        async with running_relay(settings, standby_pool) as taken_over:
+            await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
+        assert taken_over.relay_published._value.get() == len(await committed_events(pool)) - len(committed)
+    finally:
+        await standby_pool.close()
+    records = await consume(
+        kafka_bootstrap, unique_topic, count=len(await committed_events(pool)) + 1, timeout_s=3
+    )
+    check = check_topic(records, await committed_events(pool))
+    assert check.ok, check
+    assert check.duplicates == 0
