@@ -25,6 +25,9 @@ class StoreSettings(BaseModel):
         default=0.5, description="Subscription polling fallback when NOTIFY is silent."
     )
     idempotency_ttl_hours: int = Field(default=72, description="How long command idempotency keys are kept.")
+    idempotency_prune_interval_s: float = Field(
+        default=600.0, description="How often the API prunes old keys."
+    )
 
 
 class KafkaSettings(BaseModel):

@@ -7,6 +7,8 @@ database outages (503 with Retry-After) and, as a last resort, a 500 that names 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -257,6 +259,22 @@ def _custom_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+async def _prune_idempotency_keys(store: EventStore, settings: Settings) -> None:
+    """Drop idempotency keys older than the TTL, now and then (any API instance may; it is idempotent).
+
+    The TTL (`LEDGER_STORE__IDEMPOTENCY_TTL_HOURS`, 72 h) must outlast the longest retry policy
+    of any producer: a retry after its key was pruned would be applied again.
+    """
+    while True:
+        try:
+            pruned = await store.prune_idempotency()
+            if pruned:
+                log.info("idempotency keys pruned", count=pruned)
+        except Exception as exc:  # the database may be away; try again next round
+            log.warning("idempotency pruning failed", error=repr(exc))
+        await asyncio.sleep(settings.store.idempotency_prune_interval_s)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -276,9 +294,13 @@ def create_app(
         app.state.ledger = AppState(settings, db, store, svc, TokenStore(db), metrics)
         started = time.monotonic()
         log.info("api started", pool_size=db.get_max_size())
+        pruner = asyncio.get_running_loop().create_task(_prune_idempotency_keys(store, settings))
         try:
             yield
         finally:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
             await store.aclose()
             if own_pool:
                 await db.close()
