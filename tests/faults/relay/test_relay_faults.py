@@ -20,9 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
+from ledger.api.app import create_app
+from ledger.api.auth import TokenStore
 from ledger.dev.broker import free_port
+from ledger.observability import Metrics
 from ledger.relay import checkpoint_name
 from ledger.settings import Settings
 from ledger.store import NO_STREAM, Checkpoint, EventStore
@@ -153,6 +157,15 @@ async def writer(
         await asyncio.sleep(pause_s * rng.uniform(0.5, 1.5))
 
 
+async def http_writer(api: httpx.AsyncClient, token: str, stop: asyncio.Event, statuses: list[int]) -> None:
+    """Places orders through the HTTP API, one every ~50 ms, recording every status code."""
+    body = {"total": 12.5, "items": [{"name": "Sock", "quantity": 1, "price_sell": 12.5}]}
+    while not stop.is_set():
+        response = await api.post("/api/v3/orders", json=body, headers={"Authorization": f"Bearer {token}"})
+        statuses.append(response.status_code)
+        await asyncio.sleep(0.05)
+
+
 async def test_sigkill_at_random_moments_loses_nothing_keeps_order_and_duplicates_are_identical(
     store: EventStore,
     pool: asyncpg.Pool,
@@ -279,29 +292,45 @@ async def test_broker_outage_appends_continue_relay_backs_off_quietly_and_drains
         asyncio.create_task(writer(store, random.Random(rng.random()), budget, pause_s=0.1, errors=errors))
         for _ in range(3)
     ]  # ~40 events/s
-    try:
-        await asyncio.sleep(2.0)
-        await wait_caught_up(pool, store, unique_topic, timeout_s=15)
-        committed_before = len(await committed_events(pool))
-        cuttable_broker.cut()
-        cpu_start, t_start = relay.cpu_seconds(), time.monotonic()
-        await asyncio.sleep(OUTAGE_S)
-        cpu_used, elapsed = relay.cpu_seconds() - cpu_start, time.monotonic() - t_start
-        during = scrape(port)
-        committed_during = len(await committed_events(pool)) - committed_before
-        cuttable_broker.restore()
-        restored = time.monotonic()
-        await asyncio.sleep(1.0)
-        budget[0] = 0
-        await asyncio.gather(*writers)
-        await wait_caught_up(pool, store, unique_topic, timeout_s=30)
-        drain_s = time.monotonic() - restored
-        assert relay.terminate() == 0
-    finally:
-        for w in writers:
-            w.cancel()
-        relay.stop_quietly()
+    # The HTTP API in this process, on the same database, placing orders throughout.
+    app = create_app(settings, pool=pool, metrics=Metrics())
+    token = (await TokenStore(pool).create("checkout", ["orders:write"]))[0]
+    http_stop = asyncio.Event()
+    http_statuses: list[int] = []
+    outage_statuses: list[int] = []
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ledger") as api,
+    ):
+        http_task = asyncio.create_task(http_writer(api, token, http_stop, http_statuses))
+        try:
+            await asyncio.sleep(2.0)
+            await wait_caught_up(pool, store, unique_topic, timeout_s=15)
+            committed_before = len(await committed_events(pool))
+            cuttable_broker.cut()
+            cpu_start, t_start = relay.cpu_seconds(), time.monotonic()
+            http_before = len(http_statuses)
+            await asyncio.sleep(OUTAGE_S)
+            outage_statuses = http_statuses[http_before:]
+            cpu_used, elapsed = relay.cpu_seconds() - cpu_start, time.monotonic() - t_start
+            during = scrape(port)
+            committed_during = len(await committed_events(pool)) - committed_before
+            cuttable_broker.restore()
+            restored = time.monotonic()
+            await asyncio.sleep(1.0)
+            budget[0] = 0
+            http_stop.set()
+            await asyncio.gather(*writers, http_task)
+            await wait_caught_up(pool, store, unique_topic, timeout_s=30)
+            drain_s = time.monotonic() - restored
+            assert relay.terminate() == 0
+        finally:
+            for w in [*writers, http_task]:
+                w.cancel()
+            relay.stop_quietly()
     assert not errors  # appends never waited for Kafka
+    assert len(outage_statuses) > OUTAGE_S * 5  # the HTTP API kept accepting orders while the broker was away
+    assert set(http_statuses) == {201}
     assert committed_during > OUTAGE_S * 20  # appends kept going at rate during the outage
     assert cpu_used / elapsed < MAX_OUTAGE_CPU, f"relay used {cpu_used:.2f}s CPU in {elapsed:.0f}s of outage"
     assert during["ledger_relay_lag_seconds"] > OUTAGE_S / 2  # the "oldest unpublished" alert would fire
