@@ -31,6 +31,14 @@ DOMAIN_MODULES: tuple[str, ...] = (
     "ledger.domain.money",
 )
 
+#: The JSON views and derivations the read models' rows are built from (both projections use them).
+VIEW_MODULES: tuple[str, ...] = (
+    "projections.encoding",
+    "ledger.domain.views",
+    "ledger.domain.statuses",
+    "ledger.domain.transactions",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Column:

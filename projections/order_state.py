@@ -12,19 +12,13 @@ from collections.abc import Mapping, Sequence
 
 from ledger.domain.state import Order
 from ledger.domain.views import order_to_json
-from projections.definition import Column, Projection, Row, Table
+from projections.definition import VIEW_MODULES, Column, Projection, Row, Table
 from projections.encoding import MONEY, json_value
 
 NAME = "order_state"
 #: Bump when the rows change (a deploy with changed code under the same version is refused).
 VERSION = 1
-MODULES = (
-    __name__,
-    "projections.encoding",
-    "ledger.domain.views",
-    "ledger.domain.statuses",
-    "ledger.domain.transactions",
-)
+MODULES = (__name__, *VIEW_MODULES)
 
 ORDERS = Table(
     base="order_state",
