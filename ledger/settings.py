@@ -17,6 +17,11 @@ class StoreSettings(BaseModel):
 
     pool_min_size: int = 2
     pool_max_size: int = 20
+    append_connections: int = Field(
+        default=8,
+        ge=1,
+        description="Pool connections appends keep leased while appends keep coming (at most).",
+    )
     max_event_bytes: int = Field(default=1024 * 1024, description="Largest accepted event (data+metadata).")
     max_events_per_append: int = 1000
     statement_timeout_ms: int = 15_000

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
@@ -23,8 +25,9 @@ _log = logging.getLogger(__name__)
 class Notifier:
     """Debounced `pg_notify(CHANNEL)` after appends."""
 
-    def __init__(self, pool: asyncpg.Pool, debounce_s: float = 0.01) -> None:
-        self._pool = pool
+    def __init__(self, fetchrow: Callable[..., Awaitable[Any]], debounce_s: float = 0.01) -> None:
+        """`fetchrow(sql, *args)` runs the session-neutral `pg_notify` (the store's append lanes)."""
+        self._fetchrow = fetchrow
         self._debounce_s = debounce_s
         self._task: asyncio.Task[None] | None = None
 
@@ -36,7 +39,7 @@ class Notifier:
     async def _send(self) -> None:
         await asyncio.sleep(self._debounce_s)
         try:
-            await self._pool.execute("SELECT pg_notify($1, '')", CHANNEL)
+            await self._fetchrow("SELECT pg_notify($1, '')", CHANNEL)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             # Subscribers fall back to polling; a missed wake-up only adds latency.
             _log.warning("ledger_events notification failed: %s", exc)

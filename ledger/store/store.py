@@ -1,10 +1,12 @@
 """The event store: appends with optimistic concurrency and idempotency, reads, subscriptions.
 
-An append is one call of the `ledger_append` SQL function (migration 0005): one round trip,
-one implicit transaction, all-or-nothing. The function returns a status for the common
-outcomes; races between concurrent appends end in a unique violation (stream version, event
-id or idempotency key), after which `_resolve` looks at what committed and answers the caller
-(replay, conflict, duplicate, or a retry for `ANY`).
+An append is one statement (`statements.py`): one round trip, one implicit transaction,
+all-or-nothing. One event at an exact version without an idempotency key takes the
+single-statement fast path; everything else calls the `ledger_append` SQL function (migration
+0005). Both report the common outcomes; races between concurrent appends end in a unique
+violation (stream version, event id or idempotency key), after which `_resolve` looks at what
+committed and answers the caller (replay, conflict, duplicate, or a retry for `ANY`). Appends
+run on `AppendLanes`, pool connections kept leased while appends keep coming.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from ledger.settings import StoreSettings
 from ledger.store import reads
 from ledger.store.chain import verify_stream
 from ledger.store.errors import ConcurrencyConflict, DuplicateEventId, IdempotencyKeyReused
+from ledger.store.lanes import AppendLanes
 from ledger.store.notify import CHANNEL, Notifier
-from ledger.store.pool import fetchrow_clean
 from ledger.store.records import (
     START,
     AppendResult,
@@ -42,12 +44,9 @@ from ledger.store.records import (
     StoredIdempotency,
 )
 from ledger.store.registry import EventRegistry
+from ledger.store.statements import APPEND_ONE_SQL, APPEND_SQL
 from ledger.store.validation import STREAM_ID_PATTERN, PreparedAppend, prepare_append
 
-_APPEND_SQL = (
-    "SELECT r_status, r_version, r_positions, r_tx, r_outcome"
-    " FROM ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-)
 _EXISTING_SQL = (
     "SELECT event_id, stream_id, version, position, tx, type, schema_version, data"
     " FROM events WHERE event_id = ANY($1::uuid[]) ORDER BY version"
@@ -98,11 +97,16 @@ class EventStore:
         self.registry = registry
         self.settings = settings or StoreSettings()
         self.stream_pattern = stream_pattern
-        self._notifier = Notifier(pool, notify_debounce_s)
+        # At most half the pool, so a burst of appends never starves readers of connections.
+        lanes = min(self.settings.append_connections, max(1, pool.get_max_size() // 2))
+        self._lanes = AppendLanes(pool, lanes)
+        self._notifier = Notifier(self._lanes.fetchrow, notify_debounce_s)
 
     async def aclose(self) -> None:
-        """Flush the pending wake-up notification (the pool belongs to the caller)."""
+        """Flush the pending wake-up notification and give the append connections back (the
+        pool belongs to the caller)."""
         await self._notifier.aclose()
+        await self._lanes.aclose()
 
     # -- appends -------------------------------------------------------------------------------
 
@@ -152,10 +156,13 @@ class EventStore:
             settings=self.settings,
             stream_pattern=self.stream_pattern,
         )
+        fast = prepared.fast_args()
+        if fast is not None:
+            return await self._append_one(prepared, fast, expected_version)
         args = prepared.args()
         for _ in range(_ANY_RETRIES):
             try:
-                row = await fetchrow_clean(self.pool, _APPEND_SQL, *args)
+                row = await self._lanes.fetchrow(APPEND_SQL, *args)
             except asyncpg.UniqueViolationError:
                 resolved = await self._resolve(prepared)
                 if resolved is not None:
@@ -179,6 +186,23 @@ class EventStore:
             if resolved is not None:
                 return resolved
             raise ConcurrencyConflict(stream_id, expected_version, row["r_version"])
+        raise ConcurrencyConflict(stream_id, expected_version, await self.stream_version(stream_id))
+
+    async def _append_one(
+        self, prepared: PreparedAppend, args: tuple[Any, ...], expected_version: int | ExpectedVersion
+    ) -> AppendResult:
+        """The fast path (`statements.APPEND_ONE_SQL`): one event at an exact version, no key."""
+        try:
+            row = await self._lanes.fetchrow(APPEND_ONE_SQL, *args)
+        except asyncpg.UniqueViolationError:
+            row = None  # lost the race for the version, or the event id exists
+        if row is not None:
+            self._notifier.poke()
+            return AppendResult(prepared.stream_id, prepared.expected + 1, (row[0],), row[1])
+        resolved = await self._resolve(prepared)
+        if resolved is not None:
+            return resolved
+        stream_id = prepared.stream_id
         raise ConcurrencyConflict(stream_id, expected_version, await self.stream_version(stream_id))
 
     @staticmethod

@@ -46,6 +46,21 @@ class PreparedAppend:
     idempotency: IdempotencyRequest | None
     outcome: str | None
 
+    def fast_args(self) -> tuple[Any, ...] | None:
+        """Arguments of the single-statement fast path (`statements.APPEND_ONE_SQL`), or None
+        when the append needs the function (several events, ANY/STREAM_EXISTS, a key)."""
+        if len(self.event_ids) != 1 or self.expected < 0 or self.idempotency is not None:
+            return None
+        return (
+            self.stream_id,
+            self.expected,
+            self.event_ids[0],
+            self.types[0],
+            self.schema_versions[0],
+            self.data[0],
+            self.metadata[0],
+        )
+
     def args(self) -> tuple[Any, ...]:
         """Positional arguments of `ledger_append`."""
         idem = self.idempotency
