@@ -5,8 +5,8 @@ one event at an exact expected version (0 = no stream) without an idempotency ke
 plain statement that asyncpg prepares once per connection: no PL/pgSQL call, no arrays, no
 CTE. Counted with callgrind on a PostgreSQL 15 backend, it executes about half the instructions
 of the function call (bench/append.py prints the resulting rates). Its shape matters: `OFFSET 0`
-keeps the JSON parsed once (a flattened subquery would parse it again for the hash), and a
-CTE costs more to start up per execution than the whole lookup it would hold.
+keeps the JSON parsed once (a flattened subquery would parse it again for the hash), and the
+same logic written with CTEs executed about 60,000 instructions more per append.
 
 It keeps the function's contract:
 - the stream's head is read before anything is written (the LATERAL scan produces the row
