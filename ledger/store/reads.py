@@ -53,7 +53,8 @@ def _all_sql(columns: str, *, with_types: bool, with_limit: bool = True) -> str:
 
 
 def _to_events(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
-    return [RecordedEvent(*row) for row in rows]
+    make = RecordedEvent._make
+    return [make(row) for row in rows]
 
 
 async def read_stream(
