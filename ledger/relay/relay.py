@@ -15,8 +15,9 @@ from the last saved checkpoint.
 
 Throughput: reading and encoding the next batch overlaps with publishing the current one,
 records go out as per-partition record batches (see `publisher`), and the checkpoint costs one
-round trip without an fsync wait. Per-event CPU is dominated by the order view and the JSON
-envelope (bench/relay.py prints the figures).
+round trip without an fsync wait. Per-event CPU is mostly decoding and folding the event, the
+order view (memoized per order: only the parts an event changed are re-serialized, see
+`orderview`) and the JSON envelope (bench/relay.py prints the figures).
 
 Stop (SIGTERM): the batch in flight is finished (acknowledged and checkpointed, or given up
 after its current attempt) and the relay returns; back-off sleeps end at once.
@@ -31,6 +32,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 import asyncpg
@@ -239,7 +241,7 @@ class Relay:
     async def _encode(self, batch: list[RecordedEvent]) -> list[OutMessage]:
         views = await self.states.views(batch)
         upcast = self.domain.upcast
-        return [build_message(event, view, upcast=upcast) for event, view in zip(batch, views, strict=True)]
+        return list(map(partial(build_message, upcast=upcast), batch, views))
 
     async def _publish_until_acked(self, messages: list[OutMessage]) -> bool:
         """Publish until acknowledged (True), or until stopped after a failed attempt (False)."""

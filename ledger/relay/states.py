@@ -4,7 +4,8 @@ The relay publishes events in log order, and within a stream log order is versio
 the state before event `v` is usually the cached state at `v - 1`: one `evolve` per event. On a
 miss (a restart, or an order evicted from the cache) the stream is folded from the store up to
 `v - 1`; all misses of a batch are loaded in one query, so a restart costs one round trip per
-batch, not one per order.
+batch, not one per order. Each cached order keeps its `OrderJSON` memo, so an event re-serializes
+only the parts of the view it changed; a re-fold starts a fresh memo (same bytes either way).
 
 A stream that cannot be folded (a domain bug; events were validated on append) is published
 with `order: null` and logged loudly, rather than stopping the relay for every other order:
@@ -14,16 +15,16 @@ the relay never skips an event, and consumers park an order whose state they can
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import asyncpg
 
-from ledger.domain import EVENT_TYPES, Order, decode_event, evolve, order_to_json, upcast
+from ledger.domain import EVENT_TYPES, Order, decode_event, evolve, upcast
 from ledger.observability import get_logger
-from ledger.relay.envelope import ENVELOPE_MONEY, order_id_of
+from ledger.relay.envelope import ORDER_STREAM_PREFIX
+from ledger.relay.orderview import OrderJSON
 from ledger.store.records import RecordedEvent
 
 _log = get_logger(__name__)
@@ -35,22 +36,20 @@ SELECT e.stream_id, e.version, e.type, e.schema_version, e.data, e.recorded_at
  ORDER BY e.stream_id, e.version
 """
 
-View = Callable[[Order], Mapping[str, Any]]
+#: Current schema version of each event type (per call, the lookup was a visible cost).
+_CURRENT: dict[str, int] = {
+    name: int(model.schema_version) for name, model in EVENT_TYPES.items() if hasattr(model, "schema_version")
+}
 
 
 class DomainAdapter:
-    """The domain functions the relay needs: decode (with upcasting), evolve, and the order view."""
-
-    def __init__(self, view: View | None = None) -> None:
-        # Money as pre-serialized JSON numbers: this view only ever goes into an envelope.
-        self.view: View = view or partial(order_to_json, money=ENVELOPE_MONEY)
+    """The domain functions the relay needs: decode (with upcasting) and evolve."""
 
     @staticmethod
     def upcast(type_: str, schema_version: int, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Data in the current shape of its type, with that version (unknown types as stored)."""
-        model = EVENT_TYPES.get(type_)
-        current = int(getattr(model, "schema_version", schema_version))
-        if model is None or current == schema_version:
+        current = _CURRENT.get(type_, schema_version)
+        if current == schema_version:
             return schema_version, data
         return current, upcast(type_, schema_version, dict(data))
 
@@ -70,74 +69,82 @@ class DomainAdapter:
 
 
 class OrderStates:
-    """LRU of `stream_id -> (version, folded order)`; `views(batch)` gives the order after each event."""
+    """LRU of `stream_id -> (version, folded order, its JSON memo)`; `views(batch)` gives the
+    order after each event, as the envelope's `order` bytes (see `orderview`)."""
 
     def __init__(self, pool: asyncpg.Pool, domain: DomainAdapter, capacity: int = 50_000) -> None:
         self._pool = pool
         self._domain = domain
         self._capacity = capacity
-        self._cache: OrderedDict[str, tuple[int, Order]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[int, Order, OrderJSON]] = OrderedDict()
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._cache)
 
-    async def views(self, batch: Sequence[RecordedEvent]) -> list[Mapping[str, Any] | None]:
-        """The order view after each event of `batch` (log order), None for non-order streams."""
+    async def views(self, batch: Sequence[RecordedEvent]) -> list[bytes | None]:
+        """The order's JSON after each event of `batch` (log order), None for non-order streams."""
         await self._load_misses(batch)
-        return [self._advance(event) for event in batch]
+        advance = self._advance
+        return [advance(event) for event in batch]
 
-    def _advance(self, event: RecordedEvent) -> Mapping[str, Any] | None:
+    def _advance(self, event: RecordedEvent) -> bytes | None:
         sid = event.stream_id
-        if order_id_of(sid) is None:
+        if not sid.startswith(ORDER_STREAM_PREFIX):
             return None
+        version = event.version
         cached = self._cache.get(sid)
-        before = None
-        if event.version > 1:
-            if cached is None or cached[0] != event.version - 1:
+        if version > 1:
+            if cached is None or cached[0] != version - 1:
                 # The prefix could not be folded (logged by `_load_misses`), or a version is
                 # missing from the batch (never expected: within a stream log order = version order).
                 self._cache.pop(sid, None)
-                _log.error("relay.order_state_unavailable", stream_id=sid, version=event.version)
+                _log.error("relay.order_state_unavailable", stream_id=sid, version=version)
                 return None
-            before = cached[1]
+            _, before, memo = cached
+        else:
+            before, memo = None, OrderJSON()
         try:
             state = self._domain.evolve(
                 before,
                 event.type,
                 schema_version=event.schema_version,
                 data=event.data,
-                version=event.version,
+                version=version,
                 at=event.recorded_at,
             )
-            view = self._domain.view(state)
+            view = memo.dumps(state)
         except Exception as exc:  # a domain bug must not stop every other order
             self._cache.pop(sid, None)
-            _log.error("relay.fold_failed", stream_id=sid, version=event.version, error=repr(exc))
+            _log.error("relay.fold_failed", stream_id=sid, version=version, error=repr(exc))
             return None
-        self._put(sid, event.version, state)
+        self._put(sid, version, state, memo)
         return view
 
-    def _put(self, sid: str, version: int, state: Order) -> None:
-        self._cache[sid] = (version, state)
-        self._cache.move_to_end(sid)
-        while len(self._cache) > self._capacity:
-            self._cache.popitem(last=False)
+    def _put(self, sid: str, version: int, state: Order, memo: OrderJSON) -> None:
+        cache = self._cache
+        cache[sid] = (version, state, memo)
+        cache.move_to_end(sid)
+        if len(cache) > self._capacity:
+            while len(cache) > self._capacity:
+                cache.popitem(last=False)
 
     async def _load_misses(self, batch: Sequence[RecordedEvent]) -> None:
         """Fold, in one query, every stream whose state before its first event in `batch` is not cached."""
         wanted: dict[str, int] = {}
         seen: set[str] = set()
+        cache = self._cache
         for event in batch:
             sid = event.stream_id
             if sid in seen:
                 continue
             seen.add(sid)
-            if event.version == 1 or order_id_of(sid) is None:
+            version = event.version
+            if version == 1 or not sid.startswith(ORDER_STREAM_PREFIX):
                 continue
-            cached = self._cache.get(sid)
-            if cached is None or cached[0] != event.version - 1:
-                wanted[sid] = event.version - 1
+            cached = cache.get(sid)
+            if cached is None or cached[0] != version - 1:
+                wanted[sid] = version - 1
         if not wanted:
             return
         self.misses += len(wanted)
@@ -166,4 +173,4 @@ class OrderStates:
             states[sid] = (row["version"], state)
         for sid, (version, state) in states.items():
             if version == wanted[sid]:
-                self._put(sid, version, state)
+                self._put(sid, version, state, OrderJSON())
