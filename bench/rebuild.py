@@ -187,7 +187,11 @@ async def measure(dsn: str, page_size: int, workers: int) -> None:
     finally:
         await pool.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # Each rebuild also reports its workers' peak (they may not have been reaped yet).
+    workers_peak = max(
+        [resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]
+        + [r.get("worker_peak_rss_mib") or 0 for r in results]
+    )
     print(
         json.dumps(
             {"results": results, "peak_rss_mib": round(peak), "worker_peak_rss_mib": round(workers_peak)}

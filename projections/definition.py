@@ -77,13 +77,25 @@ class Table:
         return f"CREATE TABLE {self.physical(version)} (\n    {cols}\n)"
 
     def index_sql(self, version: int) -> list[str]:
-        """Primary key and secondary indexes of a version."""
+        """Primary key and secondary indexes of a version, in order (`index_builds`, then the key)."""
+        return [*self.index_builds(version), self.primary_key_sql(version)]
+
+    def index_builds(self, version: int) -> list[str]:
+        """The index builds: the primary key's unique index and the secondary indexes.
+
+        Independent of each other (CREATE INDEX locks allow one another), so they may run on
+        several connections at once; `primary_key_sql` then attaches the key to its index.
+        """
         name = self.physical(version)
-        statements = [
-            f"ALTER TABLE {name} ADD CONSTRAINT {name}_pkey PRIMARY KEY ({', '.join(self.primary_key)})"
+        return [
+            f"CREATE UNIQUE INDEX {name}_pkey ON {name} ({', '.join(self.primary_key)})",
+            *(f"CREATE INDEX {name}_{suffix} ON {name} {spec}" for suffix, spec in self.indexes),
         ]
-        statements += [f"CREATE INDEX {name}_{suffix} ON {name} {spec}" for suffix, spec in self.indexes]
-        return statements
+
+    def primary_key_sql(self, version: int) -> str:
+        """Make the built unique index the primary key (same names as `ADD PRIMARY KEY` gives)."""
+        name = self.physical(version)
+        return f"ALTER TABLE {name} ADD CONSTRAINT {name}_pkey PRIMARY KEY USING INDEX {name}_pkey"
 
 
 def _source_digest(module_names: Sequence[str]) -> str:

@@ -2,13 +2,17 @@
 
 Phases (EVENTSTORES §3):
 1. bulk: read the whole fenced log in large pages (server-side cursor), fold every order in
-   memory, COPY the rows into bare tables, then add keys and indexes and ANALYZE;
+   memory, COPY the rows into bare tables, then add keys and indexes (the builds spread over
+   one connection per worker) and ANALYZE;
 2. catch-up: the live runner's own batch code, on this version, until near the head (the
    fold cache carries over from the bulk phase, so no order is refolded);
 3. verify at that checkpoint against an independent per-stream fold (`verify.py`); any
    difference marks the version `failed`, keeps its tables for inspection and refuses the swap;
 4. catch up again and swap the views in one transaction; the old version becomes `previous`
    (for `rollback`) and its runner, if still deployed, keeps it fresh.
+
+With `workers > 1` the same worker processes (`bulk.WorkerPool`, started first so their start
+overlaps the setup) run the bulk parts and then the verification parts.
 
 The rebuild holds the version's runner lock throughout, so a runner of the new code started
 early waits as standby and takes over right after the swap. Live traffic keeps writing and
@@ -77,6 +81,8 @@ class RebuildReport:
     seconds: dict[str, float] = field(default_factory=dict)
     verification: VerifyReport | None = None
     swapped: bool = False
+    #: Largest peak RSS of a worker process (MiB); None when the build ran in this process.
+    worker_peak_rss_mib: int | None = None
 
     @property
     def build_rate(self) -> float:
@@ -96,6 +102,7 @@ class RebuildReport:
             "build_rate": round(self.build_rate),
             "verification": None if self.verification is None else self.verification.as_json(),
             "swapped": self.swapped,
+            "worker_peak_rss_mib": self.worker_peak_rss_mib,
         }
 
 
@@ -145,11 +152,20 @@ async def rebuild(
             )
         await conn.execute(f"SET application_name = '{registry.application_name(projection, 'rebuilding')}'")
         try:
-            await _build(conn, projection, report, sink, options)
+            if workers > 1:
+                with bulk.WorkerPool(workers) as workers_pool:
+                    await _build(conn, projection, report, sink, options, pool=workers_pool)
+            else:
+                await _build(conn, projection, report, sink, options, pool=None)
         finally:
             if not conn.is_closed():
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
     return report
+
+
+async def _connect(dsn: str | None) -> asyncpg.Connection:
+    """A helper connection of the index phase (no statement timeout: an index build takes long)."""
+    return await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
 
 
 async def _build(
@@ -158,6 +174,8 @@ async def _build(
     report: RebuildReport,
     sink: ProgressSink,
     options: _Options,
+    *,
+    pool: bulk.WorkerPool | None,
 ) -> None:
     version = projection.version
     timer = time.perf_counter()
@@ -193,14 +211,19 @@ async def _build(
         for i in range(options.workers)
     ]
     if options.workers > 1:
-        report.bulk_events, report.orders = await bulk.load_parallel(parts, sink.advance)
+        report.bulk_events, report.orders = await bulk.load_parallel(parts, sink.advance, pool)
     else:
         report.bulk_events, report.orders = await bulk.load_part(conn, parts[0], folder, sink.advance)
     async with conn.transaction():
         await save_checkpoint(conn, projection.checkpoint_name(), upper)
     lap("bulk")
     sink.phase("index")
-    await tables.create_indexes(conn, projection, version)
+    helpers = [await _connect(options.dsn) for _ in range(options.workers - 1)] if pool else []
+    try:
+        await tables.create_indexes(conn, projection, version, helpers)
+    finally:
+        for helper in helpers:
+            await helper.close()
     lap("index")
 
     sink.phase("catch-up")
@@ -214,9 +237,18 @@ async def _build(
     if options.before_verify is not None:
         await options.before_verify(conn, projection, version)
     report.verification = await verify(
-        conn, projection, version, checkpoint, dsn=options.dsn, workers=options.workers
+        conn,
+        projection,
+        version,
+        checkpoint,
+        dsn=options.dsn,
+        workers=options.workers,
+        executor=None if pool is None else pool.executor,
+        note_peak=None if pool is None else pool.note_peak,
     )
     lap("verify")
+    if pool is not None:
+        report.worker_peak_rss_mib = round(pool.peak_rss_kib / 1024)
     if not report.verification.ok:
         await registry.set_status(conn, projection.name, version, "failed", report.as_json())
         raise VerificationFailed(report.verification)

@@ -7,8 +7,9 @@ COPY into bare tables and add the primary key and indexes afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -28,17 +29,57 @@ def rows_by_table(projection: Projection, orders: Iterable[Order]) -> dict[str, 
 
 
 async def create_tables(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
-    """Bare tables (no key, no indexes) for a bulk load; replaces leftovers of a failed build."""
+    """Bare tables (no key, no indexes) for a bulk load; replaces leftovers of a failed build.
+
+    JSON documents are compressed with lz4 where the server supports it: most are over the
+    TOAST threshold (~2 kB), and PostgreSQL's default pglz compression was measured at about a
+    third of the server's COPY time for `order_state`; lz4 is several times faster. Only the
+    storage differs: the values read back are the same.
+    """
+    lz4 = await _lz4(conn)
     for table in projection.tables:
-        await conn.execute(f"DROP TABLE IF EXISTS {table.physical(version)}")
+        name = table.physical(version)
+        await conn.execute(f"DROP TABLE IF EXISTS {name}")
         await conn.execute(table.create_sql(version))
+        for column in table.columns:
+            if lz4 and column.sql_type.split()[0].lower() in ("json", "jsonb"):
+                await conn.execute(f"ALTER TABLE {name} ALTER COLUMN {column.name} SET COMPRESSION lz4")
 
 
-async def create_indexes(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
-    """Primary keys and list-filter indexes, then fresh statistics for the planner."""
+async def _lz4(conn: asyncpg.Connection) -> bool:
+    """Whether the server was built with lz4 (PostgreSQL 14+ with `--with-lz4`)."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL default_toast_compression = 'lz4'")
+    except (asyncpg.InvalidParameterValueError, asyncpg.FeatureNotSupportedError):
+        return False
+    return True
+
+
+async def create_indexes(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    version: int,
+    helpers: Sequence[asyncpg.Connection] = (),
+) -> None:
+    """Primary keys and list-filter indexes, then fresh statistics for the planner.
+
+    Index builds are spread over `conn` and the `helpers` connections (each takes the next
+    statement when done: a bulk load's index phase is CPU-bound sorting, one core per build).
+    Each connection builds in one transaction with a large `maintenance_work_mem`, so sorts
+    stay in memory instead of spilling runs to disk.
+    """
+    queue = [statement for table in projection.tables for statement in table.index_builds(version)]
+
+    async def build(c: asyncpg.Connection) -> None:
+        async with c.transaction():
+            await c.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            while queue:
+                await c.execute(queue.pop(0))
+
+    await asyncio.gather(*(build(c) for c in (conn, *helpers)))
     for table in projection.tables:
-        for statement in table.index_sql(version):
-            await conn.execute(statement)
+        await conn.execute(table.primary_key_sql(version))
         await conn.execute(f"ANALYZE {table.physical(version)}")
 
 

@@ -11,10 +11,10 @@ timestamps in UTC), plus row counts per table. Any difference is reported and re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import multiprocessing
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,8 +28,8 @@ from ledger.domain.events import decode_event
 from ledger.domain.state import fold
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
-from projections.bulk import gc_paused
-from projections.definition import Projection, Row
+from projections.bulk import gc_paused, peak_rss_kib, worker_context
+from projections.definition import Projection, Row, Table
 
 _LOG_SQL = """
 SELECT stream_id, version, type, schema_version, data::text, recorded_at FROM events
@@ -49,11 +49,54 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot canonicalise {type(value).__name__}")
 
 
-def canonical_row(row: Iterable[Any]) -> bytes:
-    """A row's canonical bytes: JSON with sorted keys, timestamps in UTC, numbers as JSON reads them."""
-    values = [v.astimezone(UTC) if isinstance(v, datetime) else v for v in row]
-    normalised = orjson.loads(orjson.dumps(values, default=_default))
-    return orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS)
+#: How a column's values are compared (`column_kinds`).
+VALUE, JSON, JSONB = "value", "json", "jsonb"
+
+
+def column_kinds(table: Table) -> tuple[str, ...]:
+    """Per column: `json` (text kept as written), `jsonb` (normalised by the server) or a plain value."""
+    kinds = {"json": JSON, "jsonb": JSONB}
+    return tuple(kinds.get(c.sql_type.split()[0].lower(), VALUE) for c in table.columns)
+
+
+def _json_text(value: Any) -> orjson.Fragment:
+    """A `json` value as the text the column holds: `json` keeps what the codecs wrote, verbatim.
+
+    The tables are read with `::text`, so both sides embed that exact text in the canonical row
+    (compared byte for byte, no parse or re-serialisation): a row function's Fragment is the
+    text the codecs wrote, anything else is written as they write it (orjson).
+    """
+    if isinstance(value, str):
+        return orjson.Fragment(value)
+    if isinstance(value, orjson.Fragment):
+        return value
+    return orjson.Fragment(orjson.dumps(value, default=_default))
+
+
+def _jsonb_canonical(value: Any) -> orjson.Fragment:
+    """A `jsonb` value's canonical JSON: the server reorders keys and respaces, so sort and respace both sides."""
+    if not isinstance(value, str | bytes):
+        value = orjson.dumps(value, default=_default)  # a Fragment's own text, or the value's
+    return orjson.Fragment(orjson.dumps(orjson.loads(value), option=orjson.OPT_SORT_KEYS))
+
+
+def canonical_row(row: Iterable[Any], kinds: Sequence[str]) -> bytes:
+    """A row's canonical bytes: a JSON array, timestamps in UTC, json as its text, jsonb normalised.
+
+    Plain values go straight to orjson (no parse and re-dump of the whole row): the documents,
+    which are most of the bytes, are compared as text, and only `jsonb` needs normalising.
+    """
+    values: list[Any] = []
+    for kind, value in zip(kinds, row, strict=True):
+        if kind == VALUE:
+            values.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
+        elif value is None:
+            values.append(None)
+        elif kind == JSON:
+            values.append(_json_text(value))
+        else:
+            values.append(_jsonb_canonical(value))
+    return orjson.dumps(values, default=_default)
 
 
 def order_checksums(
@@ -63,9 +106,20 @@ def order_checksums(
     out: dict[str, tuple[int, bytes]] = {}
     for table in projection.tables:
         table_rows = rows.get(table.base, ())
-        encoded = sorted(canonical_row(r) for r in table_rows)
+        kinds = _kinds(table)
+        encoded = sorted([canonical_row(r, kinds) for r in table_rows])
         out[table.base] = (len(encoded), hashlib.blake2b(b"\n".join(encoded), digest_size=16).digest())
     return out
+
+
+_KINDS: dict[Table, tuple[str, ...]] = {}
+
+
+def _kinds(table: Table) -> tuple[str, ...]:
+    kinds = _KINDS.get(table)
+    if kinds is None:
+        kinds = _KINDS[table] = column_kinds(table)
+    return kinds
 
 
 @dataclass
@@ -140,8 +194,12 @@ async def actual_checksums(
     """Checksums of what a version's tables hold, per order (rows streamed in key order)."""
     out: Checksums = {}
     for table in projection.tables:
+        columns = [
+            f"{name}::text" if kind != VALUE else name
+            for name, kind in zip(table.column_names, _kinds(table), strict=True)
+        ]
         sql = (
-            f"SELECT {', '.join(table.column_names)} FROM {table.physical(version)}"
+            f"SELECT {', '.join(columns)} FROM {table.physical(version)}"
             f" WHERE $1::integer = 1 OR mod(hashtext('order-' || {table.key}::text)::bigint & 2147483647, $1) = $2"
             f" ORDER BY {table.key}"
         )
@@ -205,7 +263,7 @@ async def verify_part(
 
 def _verify_worker(
     dsn: str, projection: Projection, version: int, checkpoint: Checkpoint, part: tuple[int, int]
-) -> VerifyReport:
+) -> tuple[VerifyReport, int]:
     async def main() -> VerifyReport:
         conn = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
         try:
@@ -214,7 +272,7 @@ def _verify_worker(
         finally:
             await conn.close()
 
-    return asyncio.run(main())
+    return asyncio.run(main()), peak_rss_kib()
 
 
 async def verify(
@@ -225,24 +283,33 @@ async def verify(
     *,
     dsn: str | None = None,
     workers: int = 1,
+    executor: Executor | None = None,
+    note_peak: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Compare `version`'s tables (which must be exactly at `checkpoint`) with a fresh fold.
 
-    With `workers > 1` the log is split by stream hash, as in the bulk load, across processes.
+    With `workers > 1` the log is split by stream hash, as in the bulk load, across processes
+    (`executor`'s, e.g. the rebuild's already running workers, else a pool of their own);
+    `note_peak` gets the largest peak RSS (KiB) a worker reported.
     """
     if workers <= 1 or dsn is None:
         return await verify_part(conn, projection, version, checkpoint, (0, 1))
     loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        parts = await asyncio.gather(
+    with contextlib.ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(ProcessPoolExecutor(workers, mp_context=worker_context()))
+        results = await asyncio.gather(
             *(
-                loop.run_in_executor(pool, _verify_worker, dsn, projection, version, checkpoint, (i, workers))
+                loop.run_in_executor(
+                    executor, _verify_worker, dsn, projection, version, checkpoint, (i, workers)
+                )
                 for i in range(workers)
             )
         )
+    if note_peak is not None:
+        note_peak(max(peak for _, peak in results))
     report = VerifyReport(projection.name, version, checkpoint)
-    for part in parts:
+    for part, _ in results:
         report.orders += part.orders
         for base, count in part.expected_rows.items():
             report.expected_rows[base] = report.expected_rows.get(base, 0) + count

@@ -1,0 +1,60 @@
+"""Verification's canonical rows: equal rows compare equal whichever side they come from, any change shows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+
+from projections import order_state, transactions
+from projections.definition import Column, Table
+from projections.encoding import json_value
+from projections.verify import JSON, JSONB, VALUE, canonical_row, column_kinds
+
+TABLE = Table(
+    base="t",
+    columns=(
+        Column("id", "uuid NOT NULL"),
+        Column("at", "timestamptz NOT NULL"),
+        Column("doc", "json NOT NULL"),
+        Column("lines", "jsonb"),
+    ),
+    primary_key=("id",),
+    key="id",
+)
+KINDS = column_kinds(TABLE)
+ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+AT = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
+
+
+def test_column_kinds_follow_the_sql_types() -> None:
+    assert KINDS == (VALUE, VALUE, JSON, JSONB)
+    assert JSON in column_kinds(order_state.ORDERS)
+    assert JSONB in column_kinds(transactions.TRANSACTIONS)
+
+
+def test_the_built_row_and_the_row_read_back_are_equal() -> None:
+    doc = {"b": 1, "a": [1, 2], "total": orjson.Fragment(b"19.90")}
+    lines = [{"z": 1, "a": orjson.Fragment(b"19.90")}]
+    built = (ID, AT.astimezone(timezone(timedelta(hours=10))), json_value(doc), json_value(lines))
+    # As the tables give it back: the json text verbatim, jsonb respaced with keys reordered.
+    read = (str(ID), AT, '{"b":1,"a":[1,2],"total":19.90}', '[{"a": 19.90, "z": 1}]')
+    assert canonical_row(built, KINDS) == canonical_row(read, KINDS)
+
+
+def test_json_documents_are_compared_as_written() -> None:
+    row = (ID, AT, '{"a":1,"b":2}', None)
+    assert canonical_row(row, KINDS) != canonical_row((ID, AT, '{"a":1,"b":3}', None), KINDS)
+    # json keeps its text, so even a reordering of keys is a difference from what was written.
+    assert canonical_row(row, KINDS) != canonical_row((ID, AT, '{"b":2,"a":1}', None), KINDS)
+
+
+def test_jsonb_values_time_and_nulls_are_compared_by_value() -> None:
+    row = (ID, AT, "{}", '{"a": 1, "bb": 2}')
+    assert canonical_row(row, KINDS) == canonical_row((ID, AT, "{}", {"bb": 2, "a": 1}), KINDS)
+    assert canonical_row(row, KINDS) != canonical_row((ID, AT, "{}", '{"a": 1, "bb": 3}'), KINDS)
+    assert canonical_row(row, KINDS) != canonical_row((ID, AT, "{}", None), KINDS)
+    assert canonical_row(row, KINDS) != canonical_row(
+        (ID, AT + timedelta(microseconds=1), "{}", row[3]), KINDS
+    )
