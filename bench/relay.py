@@ -9,7 +9,9 @@ its own Tansu broker (or uses `LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS`).
    records the relay would send (prebuilt bytes) with aiokafka, both per-message `send()` +
    `gather` and `send_batch()` per partition; then the relay (in this process) publishes the
    whole log from an empty checkpoint: read through the fence, fold the order, build the
-   envelope, produce, acknowledge, checkpoint. Ratio = relay / fastest raw. Target >= 0.5.
+   envelope, produce, acknowledge, checkpoint. Ratio = relay / fastest raw, on the relay's
+   steady rate after its first acknowledged batch (the raw clocks start after the producer
+   connected); the rate including start-up is printed beside it. Target >= 0.5.
 2. Latency: the relay runs as its own process (`python -m ledger.relay`); this process appends
    single events at a steady `--rate` and a consumer (fetch wait 10 ms) receives them.
    Latency = consumer receive time - append commit (append call returned). Target p99 <= 100 ms.
@@ -180,24 +182,41 @@ async def raw_send_batch(
         await producer.stop()
 
 
-async def relay_throughput(settings: Settings, pool: asyncpg.Pool, store: EventStore, events: int) -> float:
-    """Seconds for the in-process relay to publish and checkpoint the whole log from scratch."""
+async def relay_throughput(
+    settings: Settings, pool: asyncpg.Pool, store: EventStore, events: int
+) -> tuple[float, float, float]:
+    """The in-process relay publishing the whole log from scratch.
+
+    Returns `(total s, start-up s, steady ev/s)`: total from the call to the checkpoint reaching
+    the head; start-up until the first batch was acknowledged and checkpointed (pool, lock,
+    producer connection, topic, first read); steady = events after that first checkpoint over
+    the time after it. The raw baselines start their clock after `producer.start()`, so the
+    steady rate is the like-for-like figure; the total is printed beside it.
+    """
     head = await store.head()
     stop = asyncio.Event()
     name = checkpoint_name(settings.kafka.events_topic)
     start = time.perf_counter()
+    first: tuple[float, int, int] | None = None
     task = asyncio.create_task(run_relay(settings, pool=pool, stop=stop, metrics=Metrics()))
     while True:
         row = await pool.fetchrow(
             "SELECT tx::text::bigint AS tx, position FROM checkpoints WHERE name = $1", name
         )
+        if row is not None and first is None:
+            first = (time.perf_counter(), row["tx"], row["position"])
         if row is not None and (row["tx"], row["position"]) >= (head.tx, head.position):
             break
         await asyncio.sleep(0.005)
-    elapsed = time.perf_counter() - start
+    end = time.perf_counter()
     stop.set()
     await task
-    return elapsed
+    assert first is not None
+    done_first = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE (tx::text::bigint, position) <= ($1, $2)", first[1], first[2]
+    )
+    steady = (events - done_first) / (end - first[0]) if end > first[0] else float("nan")
+    return end - start, first[0] - start, steady
 
 
 async def latency(
@@ -290,7 +309,13 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def throughput_part(
-    dsn: str, bootstrap: str, pool: asyncpg.Pool, store: EventStore, *, total: int, batch_sizes: list[int]
+    dsn: str,
+    bootstrap: str,
+    pool: asyncpg.Pool,
+    store: EventStore,
+    *,
+    total: int,
+    batch_sizes: list[int],
 ) -> str:
     """Raw producing of the relay's exact records, then the relay itself; prints rates and ratios."""
     builder = Relay(
@@ -307,14 +332,17 @@ async def throughput_part(
         await ensure_topic(bootstrap, topic, PARTITIONS, 10_000)
         results[label] = total / await fn(bootstrap, topic, records)
     for batch_size in batch_sizes:
-        settings = settings_for(dsn, bootstrap, f"bench-relay-{uuid.uuid4().hex[:8]}", batch_size)
-        results[f"relay (batch {batch_size})"] = total / await relay_throughput(settings, pool, store, total)
+        topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
+        settings = settings_for(dsn, bootstrap, topic, batch_size)
+        elapsed, startup, steady = await relay_throughput(settings, pool, store, total)
+        results[f"relay (batch {batch_size})"] = steady
+        results[f"  incl. start-up, {startup * 1000:.0f} ms"] = total / elapsed
     fastest_raw = max(v for k, v in results.items() if k.startswith("raw"))
     print(f"\nthroughput ({total} events, {PARTITIONS} partitions, acks=all):")
     for label, rate in results.items():
-        print(f"  {label:24s} {rate:>9,.0f} ev/s   {rate / fastest_raw:5.2f}x fastest raw")
+        print(f"  {label:28s} {rate:>9,.0f} ev/s   {rate / fastest_raw:5.2f}x fastest raw")
     best = max(v for k, v in results.items() if k.startswith("relay")) / fastest_raw
-    return f"throughput {best:.2f}x raw (target >= 0.5): {'met' if best >= 0.5 else 'NOT met'}"
+    return f"throughput (steady) {best:.2f}x raw (target >= 0.5): {'met' if best >= 0.5 else 'NOT met'}"
 
 
 async def latency_part(dsn: str, bootstrap: str, store: EventStore, args: argparse.Namespace) -> str:
@@ -354,7 +382,12 @@ async def main(args: argparse.Namespace) -> None:
             if args.only in (None, "throughput"):
                 verdicts.append(
                     await throughput_part(
-                        dsn, bootstrap, pool, store, total=total, batch_sizes=args.batch_sizes
+                        dsn,
+                        bootstrap,
+                        pool,
+                        store,
+                        total=total,
+                        batch_sizes=args.batch_sizes,
                     )
                 )
             if args.only in (None, "latency"):
