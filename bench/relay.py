@@ -101,10 +101,13 @@ async def admin_url(stack: contextlib.ExitStack) -> str:
     named = os.environ.get("LEDGER_BENCH_ADMIN_URL")
     if named:
         return named
-    from ledger.store.embedded import start_embedded_postgres
+    from ledger.store.embedded import start_embedded_postgres, stop_embedded_postgres
 
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="ledger-bench-pg-"))
-    return start_embedded_postgres(Path(folder) / "pgdata")
+    pgdata = Path(folder) / "pgdata"
+    url = start_embedded_postgres(pgdata)
+    stack.callback(stop_embedded_postgres, pgdata)  # before the folder goes (the stack unwinds LIFO)
+    return url
 
 
 def settings_for(database_url: str, bootstrap: str, topic: str, batch_size: int) -> Settings:

@@ -70,7 +70,9 @@ class ApiSettings(BaseModel):
 class RelaySettings(BaseModel):
     """Relay batching and back-off."""
 
-    batch_size: int = 500
+    batch_size: int = Field(
+        default=2000, description="Most events per publish batch (a backlog drains in batches this big)."
+    )
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     metrics_port: int | None = None
