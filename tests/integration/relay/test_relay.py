@@ -172,10 +172,11 @@ async def test_a_cold_cache_refold_gives_byte_identical_messages(
     order_id = uuid.uuid4()
     await store.append(stream_of(order_id), [placed(order_id)], NO_STREAM)
     await store.append(stream_of(order_id), [status("a"), status("b"), status("c")], 1)
-    for _ in range(500):  # the fence is cluster-wide: another test's transaction may hold it
+    for _ in range(1500):  # the fence is cluster-wide: another test's transaction may hold it
         if len(events := await store.read_all(limit=100)) == 4:
             break
         await asyncio.sleep(0.02)
+    assert len(events) == 4, "the fence did not pass the four events within 30 s"
     warm = Relay(settings, pool, stop=asyncio.Event(), metrics=Metrics())
     warm_messages = await warm._encode(events)
     cold = Relay(settings, pool, stop=asyncio.Event(), metrics=Metrics())
