@@ -59,6 +59,31 @@ _Encoded = tuple[list[RecordedEvent], list[OutMessage]]
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
+_MORE = object()  # `_drain`: the queue is empty but not finished
+
+
+def _drain(
+    item: _Encoded | BaseException | None, queue: asyncio.Queue[_Encoded | BaseException | None]
+) -> tuple[list[RecordedEvent], list[OutMessage], object]:
+    """`item` and every batch already waiting behind it, as one publish.
+
+    Batches are read and encoded ahead while the previous one is in flight; publishing them
+    together costs one acknowledgement wait and one checkpoint instead of one each, so events
+    do not queue behind publish round trips (latency) and round trips are fewer (throughput).
+    Returns the events, their records, and what ended the drain: `_MORE`, None (stop) or the
+    reader's exception, to be handled after the drained batches are published.
+    """
+    batch: list[RecordedEvent] = []
+    messages: list[OutMessage] = []
+    while item is not None and not isinstance(item, BaseException):
+        batch += item[0]
+        messages += item[1]
+        if queue.empty():
+            return batch, messages, _MORE
+        item = queue.get_nowait()
+    return batch, messages, item
+
+
 def tune_gc() -> None:
     """Process-level GC settings for a relay process (call once, after imports).
 
@@ -189,16 +214,17 @@ class Relay:
                 # commit in a database crash only means re-publishing, so no fsync wait.
                 conn = cast(asyncpg.Connection, pooled)
                 await conn.execute("SET synchronous_commit TO off")
-                while (item := await queue.get()) is not None:
-                    if isinstance(item, BaseException):
-                        raise item
-                    batch, messages = item
-                    if not await self._publish_until_acked(messages):
-                        return
-                    await self._save_checkpoint(conn, batch[-1].checkpoint)
-                    self.metrics.relay_published.inc(len(batch))
-                    self._db_backoff.reset()
-                    if self.stop.is_set():
+                while True:
+                    batch, messages, tail = _drain(await queue.get(), queue)
+                    if batch:
+                        if not await self._publish_until_acked(messages):
+                            return
+                        await self._save_checkpoint(conn, batch[-1].checkpoint)
+                        self.metrics.relay_published.inc(len(batch))
+                        self._db_backoff.reset()
+                    if isinstance(tail, BaseException):
+                        raise tail
+                    if tail is None or self.stop.is_set():
                         return
         finally:
             reader.cancel()
