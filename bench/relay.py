@@ -15,6 +15,14 @@ its own Tansu broker (or uses `LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS`).
 2. Latency: the relay runs as its own process (`python -m ledger.relay`); this process appends
    single events at a steady `--rate` and a consumer (fetch wait 10 ms) receives them.
    Latency = consumer receive time - append commit (append call returned). Target p99 <= 100 ms.
+   Also printed per third of the run, beside the CPU the broker used in each third (when this
+   process started the broker): the Tansu test broker (0.6, memory storage) lists every record
+   batch stored in a partition on every fetch, so its CPU per fetch grows with the run (measured:
+   ~20% of a core at the start, ~75% after 15 s, and p99 > 500 ms once 12,000 one-record batches
+   were stored before the run; a relay publishing every few ms stores ~600 small batches/s at
+   1,000 ev/s, one per partition touched). On two cores that starves every process, so a late
+   third much worse than the first points at the broker, not at the relay: real Kafka indexes
+   offsets and has no such growth.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import statistics
 import sys
@@ -222,10 +231,32 @@ async def relay_throughput(
     return end - start, first[0] - start, steady
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) used so far by process `pid`, from /proc (None elsewhere)."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def latency(
-    settings: Settings, store: EventStore, rate: float, seconds: float, log: Path
-) -> tuple[list[float], int]:
-    """Per-event milliseconds from append commit to a consumer receiving it, relay as a process."""
+    settings: Settings,
+    store: EventStore,
+    rate: float,
+    seconds: float,
+    log: Path,
+    *,
+    broker_pid: int | None = None,
+) -> tuple[list[list[float]], int, list[float | None]]:
+    """Per-event milliseconds from append commit to a consumer receiving it, relay as a process.
+
+    Returns the latencies per third of the run (by commit time), the events not received, and
+    the broker's CPU share (of one core) in each third, None when it cannot be read.
+    """
     topic = settings.kafka.events_topic
     await ensure_topic(settings.bootstrap_servers, topic, PARTITIONS, 10_000)
     # Start the relay at the head: only the steady-rate events are measured, not the backlog.
@@ -286,6 +317,15 @@ async def latency(
                 committed[str(event.event_id)] = time.perf_counter()
                 orders.append((order_id, version + 1))
 
+        thirds = [start + seconds * k / 3 for k in range(4)]
+        broker_cpu = [cpu_seconds(broker_pid)]
+
+        async def sample_broker() -> None:
+            for edge in thirds[1:]:
+                await asyncio.sleep(max(0.0, edge - time.perf_counter()))
+                broker_cpu.append(cpu_seconds(broker_pid))
+
+        sampler = asyncio.create_task(sample_broker())
         while (now := time.perf_counter()) - start < seconds:
             target = start + n * interval
             if now < target:
@@ -295,6 +335,7 @@ async def latency(
             task.add_done_callback(pending.discard)
             n += 1
         await asyncio.gather(*pending)
+        await sampler
         stopping.set()
         await asyncio.wait_for(consumer_task, 30)
     finally:
@@ -302,8 +343,14 @@ async def latency(
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 20)
         await consumer.stop()
-    lat = [(received[e] - t) * 1000 for e, t in committed.items() if e in received]
-    return lat, len(committed) - len(lat)
+    parts: list[list[float]] = [[], [], []]
+    for e, t in committed.items():
+        if e in received:
+            parts[min(2, max(0, int((t - start) / seconds * 3)))].append((received[e] - t) * 1000)
+    shares: list[float | None] = []
+    for before, after in itertools.pairwise(broker_cpu):
+        shares.append(None if before is None or after is None else (after - before) / (seconds / 3))
+    return parts, len(committed) - sum(map(len, parts)), shares
 
 
 def pct(values: list[float], p: float) -> float:
@@ -348,15 +395,24 @@ async def throughput_part(
     return f"throughput (steady) {best:.2f}x raw (target >= 0.5): {'met' if best >= 0.5 else 'NOT met'}"
 
 
-async def latency_part(dsn: str, bootstrap: str, store: EventStore, args: argparse.Namespace) -> str:
+async def latency_part(
+    dsn: str, bootstrap: str, store: EventStore, args: argparse.Namespace, broker_pid: int | None
+) -> str:
     """Steady-rate appends with the relay as a process; prints latency percentiles."""
     settings = settings_for(dsn, bootstrap, f"bench-latency-{uuid.uuid4().hex[:8]}", 500)
-    lat, lost = await latency(settings, store, args.rate, args.seconds, Path(args.log))
+    parts, lost, broker_cpu = await latency(
+        settings, store, args.rate, args.seconds, Path(args.log), broker_pid=broker_pid
+    )
+    lat = [ms for part in parts for ms in part]
     print(f"\nend-to-end latency at {args.rate:.0f} ev/s for {args.seconds:.0f}s ({len(lat)} events):")
     print(
         f"  p50 {pct(lat, 50):.1f} ms   p90 {pct(lat, 90):.1f} ms   p99 {pct(lat, 99):.1f} ms"
         f"   max {max(lat):.1f} ms   mean {statistics.fmean(lat):.1f} ms   not received {lost}"
     )
+    for index, (part, share) in enumerate(zip(parts, broker_cpu, strict=False)):
+        broker = "" if share is None else f"   broker CPU {share * 100:.0f}% of a core"
+        if part:
+            print(f"  third {index + 1}: p50 {pct(part, 50):.1f} ms   p99 {pct(part, 99):.1f} ms{broker}")
     p99 = pct(lat, 99)
     return f"p99 {p99:.0f} ms (target <= 100): {'met' if p99 <= 100 else 'NOT met'}"
 
@@ -366,8 +422,11 @@ async def main(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         admin = await admin_url(stack)
         bootstrap = os.environ.get("LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS")
+        broker_pid: int | None = None
         if not bootstrap:
-            bootstrap = stack.enter_context(TansuBroker()).bootstrap_servers
+            broker = stack.enter_context(TansuBroker())
+            bootstrap = broker.bootstrap_servers
+            broker_pid = broker.process.pid if broker.process is not None else None
         name = f"ledger_bench_{os.getpid()}"
         conn = await asyncpg.connect(admin)
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -394,7 +453,7 @@ async def main(args: argparse.Namespace) -> None:
                     )
                 )
             if args.only in (None, "latency"):
-                verdicts.append(await latency_part(dsn, bootstrap, store, args))
+                verdicts.append(await latency_part(dsn, bootstrap, store, args, broker_pid))
             print("\ntargets: " + "; ".join(verdicts))
             await store.aclose()
             await pool.close()

@@ -88,15 +88,22 @@ def tune_gc() -> None:
     """Process-level GC settings for a relay process (call once, after imports).
 
     The relay allocates a few dozen short-lived objects per event (rows, views, envelopes) while
-    holding a large, long-lived LRU of folded orders; with the default thresholds (700) the
-    collector runs every few events and walks ever more survivors, costing a large share of
-    the CPU (measured: 2-3.5k ev/s encode rate with defaults, ~5-6k with GC out of the way).
-    Freezing start-up objects and collecting the young generation less often keeps memory
-    bounded while getting most of that back.
+    holding a large, long-lived LRU of folded orders (~18 tracked objects each). With the default
+    thresholds (700, 10, 10) full collections keep walking that LRU (measured: 2-3.5k ev/s encode
+    rate with defaults, ~5-6k with GC out of the way). Full collections are therefore kept rare
+    (one per ~100M net allocations, as before), after freezing the start-up objects.
+
+    The young generations stay small on purpose, because every collection stops the relay: each
+    pause is proportional to the objects it walks, and nearly all of them survive (new cached
+    orders). Measured with 1,000 ev/s in mind (bench/relay.py latency part, in-process encode of
+    250k events): thresholds (50_000, 20) paused ~30-40 ms every ~10 s and 660 ms for the first
+    generation-1 collection (after ~200k events: every few minutes at 1,000 ev/s), straight into
+    the end-to-end latency; (5_000, 2) pauses at most ~3 ms (gen 0) and ~11 ms (gen 1), with less
+    GC time in total (young collections of a small generation stay in the CPU cache).
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(5_000, 2, 10_000)
 
 
 def checkpoint_name(topic: str) -> str:
