@@ -40,7 +40,7 @@ ORDERS = Table(
         Column("created_at", "timestamptz NOT NULL"),
         Column("updated_at", "timestamptz NOT NULL"),
         Column("version", "integer NOT NULL"),
-        Column("doc", "text NOT NULL"),
+        Column("doc", "text NOT NULL", document=True),
     ),
     primary_key=("id",),
     key="id",

@@ -44,6 +44,8 @@ async def create_tables(conn: asyncpg.Connection, projection: Projection, versio
         for column in table.columns:
             if lz4 and column.sql_type.split()[0].lower() in ("json", "jsonb", "text"):
                 await conn.execute(f"ALTER TABLE {name} ALTER COLUMN {column.name} SET COMPRESSION lz4")
+            if column.document:
+                await conn.execute(f"ALTER TABLE {name} ALTER COLUMN {column.name} SET STATISTICS 0")
 
 
 async def _lz4(conn: asyncpg.Connection) -> bool:
@@ -80,7 +82,14 @@ async def create_indexes(
     await asyncio.gather(*(build(c) for c in (conn, *helpers)))
     for table in projection.tables:
         await conn.execute(table.primary_key_sql(version))
-        await conn.execute(f"ANALYZE {table.physical(version)}")
+    # Statistics for the planner, one table per connection at a time (ANALYZE reads a sample).
+    tables_left = [table.physical(version) for table in projection.tables]
+
+    async def analyze(c: asyncpg.Connection) -> None:
+        while tables_left:
+            await c.execute(f"ANALYZE {tables_left.pop(0)}")
+
+    await asyncio.gather(*(analyze(c) for c in (conn, *helpers)))
 
 
 async def drop_tables(conn: asyncpg.Connection, projection: Projection, version: int) -> None:

@@ -38,7 +38,7 @@ TRANSACTIONS = Table(
         Column("dispatched_at", "timestamptz NOT NULL"),
         Column("transacted_at", "timestamptz NOT NULL"),
         Column("lines", "jsonb NOT NULL"),
-        Column("doc", "text NOT NULL"),
+        Column("doc", "text NOT NULL", document=True),
     ),
     primary_key=("order_id", "shipment_id"),
     key="order_id",
