@@ -33,7 +33,7 @@ from ledger.observability.logs import configure_logging
 from ledger.observability.metrics import METRICS, serve_metrics
 from ledger.settings import Settings
 from ledger.store.pool import create_pool
-from projections import catalog, registry
+from projections import catalog, registry, setup
 from projections.db import connection
 from projections.rebuild import VerificationFailed, rebuild
 from projections.runner import run_projections
@@ -82,6 +82,13 @@ def run(
     names: Annotated[list[str] | None, typer.Argument(help="Projections to run (default: all).")] = None,
     database_url: DatabaseUrl = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    build_missing: Annotated[
+        bool,
+        typer.Option(
+            help="First rebuild (verify, swap) a projection whose deployed version is not built yet,"
+            " instead of refusing to start; the dev stack uses it after an upgrade."
+        ),
+    ] = False,
 ) -> None:
     """Run projection runners (standby while another instance of a version is active)."""
     settings = _settings(database_url)
@@ -96,6 +103,18 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if build_missing:
+            for report in await setup.build_missing(
+                pool,
+                projections,
+                dsn=settings.database_url,
+                workers=os.cpu_count() or 1,
+                page_size=settings.projections.rebuild_page_size,
+                batch_size=settings.projections.batch_size,
+            ):
+                console.print(
+                    f"{report.projection} v{report.version} built and swapped ({report.orders:,} orders)"
+                )
         await run_projections(pool, projections, batch_size=settings.projections.batch_size, stop=stop)
 
     _run(_with_pool(settings, "run", main))

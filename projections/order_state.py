@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ledger.domain.state import Order
-from ledger.domain.views import order_to_json
+from ledger.domain.views import NATIVE_DATETIMES, order_to_json
 from projections.definition import VIEW_MODULES, Column, Projection, Row, Table
-from projections.encoding import MONEY, json_value
+from projections.encoding import MONEY, text_value
 
 NAME = "order_state"
 #: Bump when the rows change (a deploy with changed code under the same version is refused).
-VERSION = 1
+VERSION = 2
 MODULES = (__name__, *VIEW_MODULES)
 
 ORDERS = Table(
@@ -40,7 +40,7 @@ ORDERS = Table(
         Column("created_at", "timestamptz NOT NULL"),
         Column("updated_at", "timestamptz NOT NULL"),
         Column("version", "integer NOT NULL"),
-        Column("doc", "json NOT NULL"),
+        Column("doc", "text NOT NULL", document=True),
     ),
     primary_key=("id",),
     key="id",
@@ -86,7 +86,7 @@ def _text(value: object) -> str | None:
 
 def rows(order: Order) -> Mapping[str, Sequence[Row]]:
     """The order's row and its line rows."""
-    doc = order_to_json(order, money=MONEY)
+    doc = order_to_json(order, money=MONEY, timestamps=NATIVE_DATETIMES)
     shipped = order.shipped_quantities()
     order_row: Row = (
         order.id,
@@ -106,7 +106,7 @@ def rows(order: Order) -> Mapping[str, Sequence[Row]]:
         order.created_at,
         order.updated_at,
         order.version,
-        json_value(doc),
+        text_value(doc),
     )
     line_rows: list[Row] = [
         (

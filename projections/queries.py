@@ -126,7 +126,7 @@ async def list_orders(
         after_at, after_id = where.param(_timestamp(at), "timestamptz"), where.param(_uuid(order_id), "uuid")
         where.add(f"(updated_at, id) > ({after_at}, {after_id})")
     sql = (
-        f"SELECT doc::text AS doc, updated_at, id FROM order_state WHERE {where.sql()}"
+        f"SELECT doc, updated_at, id FROM order_state WHERE {where.sql()}"
         f" ORDER BY updated_at, id LIMIT {where.param(limit + 1, 'integer')}"
     )
     rows = await db.fetch(sql, *where.args)
@@ -166,7 +166,7 @@ async def list_transactions(
         )
         where.add(f"(transacted_at, order_id, shipment_id) > ({', '.join(key)})")
     sql = (
-        "SELECT doc::text AS doc, transacted_at, order_id, shipment_id FROM transactions"
+        "SELECT doc, transacted_at, order_id, shipment_id FROM transactions"
         f" WHERE {where.sql()} ORDER BY transacted_at, order_id, shipment_id"
         f" LIMIT {where.param(limit + 1, 'integer')}"
     )

@@ -30,7 +30,7 @@ import asyncpg
 
 from ledger.store import reads
 from ledger.store.store import save_checkpoint
-from projections import bulk, registry, tables
+from projections import bulk, partition, registry, tables
 from projections.db import connection
 from projections.definition import Projection
 from projections.fold import OrderFolder
@@ -154,9 +154,9 @@ async def rebuild(
         try:
             if workers > 1:
                 with bulk.WorkerPool(workers) as workers_pool:
-                    await _build(conn, projection, report, sink, options, pool=workers_pool)
+                    await _build(conn, projection, report, sink, options, db=pool, pool=workers_pool)
             else:
-                await _build(conn, projection, report, sink, options, pool=None)
+                await _build(conn, projection, report, sink, options, db=pool, pool=None)
         finally:
             if not conn.is_closed():
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
@@ -175,6 +175,7 @@ async def _build(
     sink: ProgressSink,
     options: _Options,
     *,
+    db: asyncpg.Pool,
     pool: bulk.WorkerPool | None,
 ) -> None:
     version = projection.version
@@ -196,24 +197,18 @@ async def _build(
             upper.position,
         ),
     )
-    folder = OrderFolder(capacity=None)
+    ranges = await partition.stream_ranges(conn, options.workers, upper)
     parts = [
         bulk.Part(
-            options.dsn or "",
-            projection,
-            version,
-            upper,
-            i,
-            options.workers,
-            options.page_size,
-            options.copy_chunk,
+            options.dsn or "", projection, version, upper, streams, options.page_size, options.copy_chunk
         )
-        for i in range(options.workers)
+        for streams in ranges
     ]
-    if options.workers > 1:
+    if pool is not None:
         report.bulk_events, report.orders = await bulk.load_parallel(parts, sink.advance, pool)
     else:
-        report.bulk_events, report.orders = await bulk.load_part(conn, parts[0], folder, sink.advance)
+        async with connection(db) as writer:
+            report.bulk_events, report.orders = await bulk.load_part(conn, writer, parts[0], sink.advance)
     async with conn.transaction():
         await save_checkpoint(conn, projection.checkpoint_name(), upper)
     lap("bulk")
@@ -227,6 +222,8 @@ async def _build(
     lap("index")
 
     sink.phase("catch-up")
+    # The bulk fold keeps no states: the catch-up folds the few orders it touches from the store.
+    folder = OrderFolder()
     checkpoint, applied = await catch_up(
         conn, projection, version, folder, upper, batch_size=options.batch_size
     )

@@ -7,9 +7,14 @@ fatal (the live version keeps serving); changed code under an unchanged version 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import asyncpg
 
 from projections import catalog, registry
+from projections.db import connection
+from projections.definition import Projection
+from projections.rebuild import RebuildReport, rebuild
 
 
 async def install_projections(dsn: str) -> dict[str, str]:
@@ -27,3 +32,34 @@ async def install_projections(dsn: str) -> dict[str, str]:
     finally:
         await conn.close()
     return statuses
+
+
+async def build_missing(
+    pool: asyncpg.Pool,
+    projections: Iterable[Projection],
+    *,
+    dsn: str,
+    workers: int,
+    page_size: int,
+    batch_size: int,
+) -> list[RebuildReport]:
+    """Rebuild (verify and swap) each projection whose deployed version is not built yet.
+
+    For the dev stack after an upgrade that bumped a projection's version. A production deploy
+    leaves this to an operator (`ledger projections rebuild NAME`: it reads the whole log), so
+    a runner refuses to start instead.
+    """
+    reports = []
+    for projection in projections:
+        async with connection(pool) as conn:
+            try:
+                await registry.install(conn, projection)
+                continue
+            except registry.NotBuilt:
+                pass
+        reports.append(
+            await rebuild(
+                pool, projection, dsn=dsn, workers=workers, page_size=page_size, batch_size=batch_size
+            )
+        )
+    return reports

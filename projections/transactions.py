@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 
 from ledger.domain.state import Order
 from ledger.domain.transactions import derive_transactions
-from ledger.domain.views import transaction_to_json
+from ledger.domain.views import NATIVE_DATETIMES, transaction_to_json
 from projections.definition import VIEW_MODULES, Column, Projection, Row, Table
-from projections.encoding import MONEY, json_value
+from projections.encoding import MONEY, json_value, text_value
 
 NAME = "transactions"
 #: Bump when the rows change (a deploy with changed code under the same version is refused).
-VERSION = 1
+VERSION = 2
 MODULES = (__name__, *VIEW_MODULES)
 
 TRANSACTIONS = Table(
@@ -38,7 +38,7 @@ TRANSACTIONS = Table(
         Column("dispatched_at", "timestamptz NOT NULL"),
         Column("transacted_at", "timestamptz NOT NULL"),
         Column("lines", "jsonb NOT NULL"),
-        Column("doc", "json NOT NULL"),
+        Column("doc", "text NOT NULL", document=True),
     ),
     primary_key=("order_id", "shipment_id"),
     key="order_id",
@@ -53,7 +53,7 @@ def rows(order: Order) -> Mapping[str, Sequence[Row]]:
     """One row per derived Transaction of the order."""
     out: list[Row] = []
     for tx in derive_transactions(order):
-        doc = transaction_to_json(tx, money=MONEY)
+        doc = transaction_to_json(tx, money=MONEY, timestamps=NATIVE_DATETIMES)
         # Serialize the items once: the same bytes go into `lines` and, embedded, into `doc`.
         items = doc["items"] = json_value(doc["items"])
         out.append(
@@ -72,7 +72,7 @@ def rows(order: Order) -> Mapping[str, Sequence[Row]]:
                 tx.dispatched_at,
                 tx.transacted_at,
                 items,
-                json_value(doc),
+                text_value(doc),
             )
         )
     return {TRANSACTIONS.base: out}

@@ -1,11 +1,12 @@
 """Verification of a built version against an independent fold of the log at one checkpoint.
 
-The rows in the tables were produced incrementally (bulk fold in global log order, then live
-batches with the state cache). The reference here takes another path on purpose: it reads the
-log up to the same checkpoint *per stream* (`ORDER BY stream_id, version`), folds each order
-from scratch with the domain's `fold`, and maps it with the projection's row function. Both
-sides are reduced to a per-order checksum over a canonical form of the rows (JSON normalised,
-timestamps in UTC), plus row counts per table. Any difference is reported and refuses the swap.
+The rows in the tables went through the bulk load (COPY) and then the live runner's batches
+(state cache, delete-and-COPY per touched order). The reference takes none of those paths: it
+reads the log up to the same checkpoint per stream (`ORDER BY stream_id, version`), folds each
+order from scratch with the domain's `fold`, and maps it with the projection's row function;
+the tables are read back from the database. Both sides are reduced to a per-order checksum
+over a canonical form of the rows (JSON normalised, timestamps in UTC), plus row counts per
+table. Any difference is reported and refuses the swap.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from ledger.domain.events import decode_event
 from ledger.domain.state import fold
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
-from projections.bulk import gc_paused, peak_rss_kib, worker_context
+from projections.bulk import READ_IN_STREAM_ORDER, gc_paused, peak_rss_kib, worker_context
 from projections.definition import Projection, Row, Table
+from projections.partition import WHOLE_LOG, StreamRange, stream_ranges
 
 _LOG_SQL = """
 SELECT stream_id, version, type, schema_version, data::text, recorded_at FROM events
- WHERE (tx, position) <= ($1::xid8, $2::bigint)
-   AND ($3::integer = 1 OR mod(hashtext(stream_id)::bigint & 2147483647, $3) = $4)
+ WHERE (tx, position) <= ($1::xid8, $2::bigint){streams}
  ORDER BY stream_id, version
 """
 _PAGE = 20_000
@@ -162,7 +163,7 @@ Checksums = dict[str, dict[str, tuple[int, bytes]]]
 
 
 async def expected_checksums(
-    conn: asyncpg.Connection, projection: Projection, checkpoint: Checkpoint, part: tuple[int, int] = (0, 1)
+    conn: asyncpg.Connection, projection: Projection, checkpoint: Checkpoint, part: StreamRange = WHOLE_LOG
 ) -> Checksums:
     """Checksums from an independent per-stream fold of every event up to `checkpoint`."""
     out: Checksums = {}
@@ -175,9 +176,12 @@ async def expected_checksums(
         order = fold((decode_event(r[2], r[4], schema_version=r[3]), r[1], r[5]) for r in batch)
         out[str(order.id)] = order_checksums(projection, dict(projection.rows(order)))
 
+    streams, args = part.where("stream_id", 3)
     async with conn.transaction(readonly=True):
-        await conn.execute("SET LOCAL work_mem = '256MB'")  # the per-stream sort of the whole log
-        cursor = await conn.cursor(_LOG_SQL, checkpoint.tx, checkpoint.position, part[1], part[0])
+        await conn.execute(READ_IN_STREAM_ORDER)
+        cursor = await conn.cursor(
+            _LOG_SQL.format(streams=streams), checkpoint.tx, checkpoint.position, *args
+        )
         while page := await cursor.fetch(_PAGE):
             for row in page:
                 if row[0] != stream:
@@ -189,7 +193,7 @@ async def expected_checksums(
 
 
 async def actual_checksums(
-    conn: asyncpg.Connection, projection: Projection, version: int, part: tuple[int, int] = (0, 1)
+    conn: asyncpg.Connection, projection: Projection, version: int, part: StreamRange = WHOLE_LOG
 ) -> Checksums:
     """Checksums of what a version's tables hold, per order (rows streamed in key order)."""
     out: Checksums = {}
@@ -198,16 +202,17 @@ async def actual_checksums(
             f"{name}::text" if kind != VALUE else name
             for name, kind in zip(table.column_names, _kinds(table), strict=True)
         ]
+        # The same range predicate as the log side, on the stream id each row belongs to.
+        streams, args = part.where(f"('order-' || {table.key}::text)", 1)
         sql = (
             f"SELECT {', '.join(columns)} FROM {table.physical(version)}"
-            f" WHERE $1::integer = 1 OR mod(hashtext('order-' || {table.key}::text)::bigint & 2147483647, $1) = $2"
-            f" ORDER BY {table.key}"
+            f" WHERE true{streams} ORDER BY {table.key}"
         )
         key_index = table.column_names.index(table.key)
         current: str | None = None
         rows: list[Row] = []
         async with conn.transaction(readonly=True):
-            cursor = await conn.cursor(sql, part[1], part[0])
+            cursor = await conn.cursor(sql, *args)
             while page := await cursor.fetch(_PAGE):
                 for record in page:
                     order_id = str(record[key_index])
@@ -253,7 +258,7 @@ async def verify_part(
     projection: Projection,
     version: int,
     checkpoint: Checkpoint,
-    part: tuple[int, int],
+    part: StreamRange,
 ) -> VerifyReport:
     with gc_paused():  # same reason as the bulk fold: large, long-lived, cycle-free data
         expected = await expected_checksums(conn, projection, checkpoint, part)
@@ -262,7 +267,7 @@ async def verify_part(
 
 
 def _verify_worker(
-    dsn: str, projection: Projection, version: int, checkpoint: Checkpoint, part: tuple[int, int]
+    dsn: str, projection: Projection, version: int, checkpoint: Checkpoint, part: StreamRange
 ) -> tuple[VerifyReport, int]:
     async def main() -> VerifyReport:
         conn = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
@@ -288,22 +293,21 @@ async def verify(
 ) -> VerifyReport:
     """Compare `version`'s tables (which must be exactly at `checkpoint`) with a fresh fold.
 
-    With `workers > 1` the log is split by stream hash, as in the bulk load, across processes
+    With `workers > 1` the log is split by stream id range, as in the bulk load, across processes
     (`executor`'s, e.g. the rebuild's already running workers, else a pool of their own);
     `note_peak` gets the largest peak RSS (KiB) a worker reported.
     """
-    if workers <= 1 or dsn is None:
-        return await verify_part(conn, projection, version, checkpoint, (0, 1))
+    ranges = await stream_ranges(conn, workers, checkpoint) if dsn is not None else [WHOLE_LOG]
+    if dsn is None or len(ranges) == 1:
+        return await verify_part(conn, projection, version, checkpoint, ranges[0])
     loop = asyncio.get_running_loop()
     with contextlib.ExitStack() as stack:
         if executor is None:
             executor = stack.enter_context(ProcessPoolExecutor(workers, mp_context=worker_context()))
         results = await asyncio.gather(
             *(
-                loop.run_in_executor(
-                    executor, _verify_worker, dsn, projection, version, checkpoint, (i, workers)
-                )
-                for i in range(workers)
+                loop.run_in_executor(executor, _verify_worker, dsn, projection, version, checkpoint, part)
+                for part in ranges
             )
         )
     if note_peak is not None:

@@ -210,7 +210,7 @@ def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
     stack.spawn("api", ["api", "--host", "127.0.0.1", "--port", str(api_port)], base_env, api_port)
     stack.spawn("intake", ["intake"], base_env)
     stack.spawn("relay", ["relay"], base_env)
-    stack.spawn("projections", ["projections", "run"], base_env)
+    stack.spawn("projections", ["projections", "run", "--build-missing"], base_env)
     stack.spawn("fanout-omneo", ["fanout", "run", "omneo"], base_env)
     stack.spawn("fanout-omnisend", ["fanout", "run", "omnisend"], base_env)
 

@@ -1,7 +1,8 @@
 """The folded order: ``evolve(state, event) -> state`` and ``fold(events) -> state``.
 
 Representation is chosen for replay speed (projections rebuild millions of events): the order
-is an immutable NamedTuple copied with ``_replace``, its parts frozen slotted dataclasses,
+is an immutable NamedTuple built from slices of the previous one, its parts NamedTuples too
+(several times cheaper to build than frozen dataclasses, equally immutable),
 tuples instead of lists, running payment sums kept in the state, and the event's own frozen
 value objects (lines, amounts, addresses) reused as is. ``evolve`` never validates: events were validated when decided.
 """
@@ -9,7 +10,6 @@ value objects (lines, amounts, addresses) reused as is. ``evolve`` never validat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 from uuid import UUID
@@ -51,8 +51,7 @@ class FoldError(ValueError):
     """The event stream cannot be folded (e.g. it does not start with OrderPlaced)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentEntry:
+class PaymentEntry(NamedTuple):
     kind: PaymentKind
     amount: int
     method: str | None
@@ -60,8 +59,7 @@ class PaymentEntry:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Shipment:
+class Shipment(NamedTuple):
     shipment_id: str
     lines: tuple[QuantityLine, ...]
     carrier: str | None
@@ -72,16 +70,14 @@ class Shipment:
     delivered_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Restock:
+class Restock(NamedTuple):
     lines: tuple[QuantityLine, ...]
     location_id: str | None
     reason: str | None
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Payments:
+class Payments(NamedTuple):
     """Running sums per kind plus the entries, in order (money in minor units)."""
 
     authorized: int = 0

@@ -96,16 +96,21 @@ async def test_runner_killed_20_times_mid_batch_equals_a_clean_rebuild(
 
     for projection in PROJECTIONS:
         await assert_matches_fold(pool, projection)
-        clean = dataclasses.replace(projection, version=2)
+        clean = dataclasses.replace(projection, version=projection.version + 1)
         report = await rebuild(pool, clean, swap=False)
         assert report.verification is not None
         assert report.verification.ok
         await drain(pool, clean)
-        assert await table_checksums(pool, projection, 1) == await table_checksums(pool, clean, 2)
+        assert await table_checksums(pool, projection, projection.version) == await table_checksums(
+            pool, clean, clean.version
+        )
     # No Transaction counted twice: one row per (order, shipment), as many as a clean rebuild has.
+    live, clean_table = (
+        transactions.TRANSACTIONS.physical(v) for v in (transactions.VERSION, transactions.VERSION + 1)
+    )
     counts = await pool.fetchrow(
-        "SELECT (SELECT count(*) FROM transactions_v1) AS live, (SELECT count(*) FROM transactions_v2) AS clean,"
-        " (SELECT count(DISTINCT (order_id, shipment_id)) FROM transactions_v1) AS distinct_live"
+        f"SELECT (SELECT count(*) FROM {live}) AS live, (SELECT count(*) FROM {clean_table}) AS clean,"
+        f" (SELECT count(DISTINCT (order_id, shipment_id)) FROM {live}) AS distinct_live"
     )
     assert counts is not None
     assert counts["live"] == counts["clean"] == counts["distinct_live"] > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 
 import asyncpg
 import pytest
@@ -13,10 +13,10 @@ import pytest
 from ledger.domain import Order
 from ledger.observability.metrics import Metrics
 from ledger.store import EventStore
-from projections import order_state, queries, registry
+from projections import order_state, queries, registry, setup
 from projections.db import connection
 from projections.definition import Projection, Row
-from projections.rebuild import VerificationFailed, rebuild
+from projections.rebuild import RebuildReport, VerificationFailed, rebuild
 from projections.runner import Runner
 from projections.simulate import HistoryGenerator
 from tests.integration.projections.support import (
@@ -46,7 +46,7 @@ async def test_rebuild_while_8_writers_append_serves_reads_and_equals_live(
     pool: asyncpg.Pool, store: EventStore
 ) -> None:
     await append_interleaved(store, HistoryGenerator(seed=10).histories(300), seed=10)
-    v2 = dataclasses.replace(V1, version=2)
+    v2 = dataclasses.replace(V1, version=V1.version + 1)
     stop = asyncio.Event()
     reads = 0
 
@@ -78,13 +78,13 @@ async def test_rebuild_while_8_writers_append_serves_reads_and_equals_live(
             await wait_caught_up(pool, V1)
             await wait_caught_up(pool, v2)
     assert report.swapped
-    assert report.previous == 1
+    assert report.previous == V1.version
     # Writes went on during the rebuild; whether they landed in its bulk or its catch-up phase
     # depends on timing, so equality with the live version below is what proves they all count.
     assert during > 0
     assert reads > 10
-    assert await registry.live_version(pool, V1.name) == 2
-    assert await table_checksums(pool, V1, 1) == await table_checksums(pool, v2, 2)
+    assert await registry.live_version(pool, V1.name) == v2.version
+    assert await table_checksums(pool, V1, V1.version) == await table_checksums(pool, v2, v2.version)
     await assert_matches_fold(pool, v2)
 
 
@@ -98,7 +98,7 @@ def _buggy_rows(order: Order) -> Mapping[str, Sequence[Row]]:
 
 async def _totals_match(pool: asyncpg.Pool) -> bool:
     wrong = await pool.fetchval(
-        "SELECT count(*) FROM order_state WHERE total <> ((doc->>'total')::numeric"
+        "SELECT count(*) FROM order_state WHERE total <> ((doc::json->>'total')::numeric"
         " * 10 ^ CASE currency WHEN 'JPY' THEN 0 ELSE 2 END)::bigint"
     )
     return bool(wrong == 0)
@@ -108,7 +108,7 @@ async def test_operator_fixes_a_projection_bug_with_a_verified_rebuild_then_roll
     pool: asyncpg.Pool, store: EventStore
 ) -> None:
     buggy = dataclasses.replace(V1, rows=_buggy_rows, modules=(*V1.modules, __name__))
-    fixed = dataclasses.replace(V1, version=2)
+    fixed = dataclasses.replace(V1, version=V1.version + 1)
     await append_interleaved(store, HistoryGenerator(seed=20).histories(120), seed=20)
     async with running(pool, buggy):
         await wait_caught_up(pool, buggy)
@@ -120,14 +120,14 @@ async def test_operator_fixes_a_projection_bug_with_a_verified_rebuild_then_roll
         assert report.verification.ok
         assert await _totals_match(pool)  # readers now get v2, fixed
         versions = {r["version"]: r["status"] for r in await registry.versions(pool, V1.name)}
-        assert versions == {1: "previous", 2: "live"}
+        assert versions == {V1.version: "previous", fixed.version: "live"}
 
         async with connection(pool) as conn:
             back = await registry.rollback(conn, fixed)
-        assert (back.from_version, back.to_version) == (2, 1)
+        assert (back.from_version, back.to_version) == (fixed.version, V1.version)
         assert not await _totals_match(pool)  # v1 serves again, bug and all
         versions = {r["version"]: r["status"] for r in await registry.versions(pool, V1.name)}
-        assert versions == {1: "live", 2: "previous"}
+        assert versions == {V1.version: "live", fixed.version: "previous"}
     await assert_matches_fold(pool, buggy)
 
 
@@ -136,7 +136,7 @@ async def test_a_verification_failure_refuses_the_swap(
     database_url: str, pool: asyncpg.Pool, store: EventStore, workers: int
 ) -> None:
     await append_interleaved(store, HistoryGenerator(seed=30).histories(80), seed=30)
-    v2 = dataclasses.replace(V1, version=2)
+    v2 = dataclasses.replace(V1, version=V1.version + 1)
 
     async def corrupt(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
         await conn.execute(
@@ -150,9 +150,9 @@ async def test_a_verification_failure_refuses_the_swap(
             await rebuild(pool, v2, before_verify=corrupt, dsn=database_url, workers=workers)
     report = failure.value.report
     assert [d.kind for d in report.differences] == ["different"]
-    assert await registry.live_version(pool, V1.name) == 1
+    assert await registry.live_version(pool, V1.name) == V1.version
     versions = {r["version"]: r["status"] for r in await registry.versions(pool, V1.name)}
-    assert versions == {1: "live", 2: "failed"}
+    assert versions == {V1.version: "live", v2.version: "failed"}
     assert await _totals_match(pool)
 
 
@@ -161,7 +161,7 @@ async def test_a_parallel_rebuild_equals_the_live_version(
 ) -> None:
     generator = HistoryGenerator(seed=40)
     await append_interleaved(store, generator.histories(150), seed=40)
-    v2 = dataclasses.replace(V1, version=2)
+    v2 = dataclasses.replace(V1, version=V1.version + 1)
     async with running(pool, V1):
         report = await rebuild(pool, v2, dsn=database_url, workers=2, page_size=100)
         await append_interleaved(store, generator.histories(20), seed=41)
@@ -172,4 +172,24 @@ async def test_a_parallel_rebuild_equals_the_live_version(
     assert report.bulk_events > 0
     assert report.verification is not None
     assert report.verification.orders == 150
-    assert await table_checksums(pool, V1, 1) == await table_checksums(pool, v2, 2)
+    assert await table_checksums(pool, V1, V1.version) == await table_checksums(pool, v2, v2.version)
+
+
+async def test_build_missing_rebuilds_a_bumped_version_once_then_leaves_it_alone(
+    database_url: str, pool: asyncpg.Pool, store: EventStore
+) -> None:
+    older = dataclasses.replace(V1, version=V1.version - 1)
+    await append_interleaved(store, HistoryGenerator(seed=40).histories(60), seed=40)
+    async with running(pool, older):
+        await wait_caught_up(pool, older)
+    with pytest.raises(registry.NotBuilt):
+        await Runner(pool, V1, metrics=Metrics()).run()  # the deploy after the upgrade refuses alone
+
+    def build() -> Awaitable[list[RebuildReport]]:
+        return setup.build_missing(pool, [V1], dsn=database_url, workers=2, page_size=100, batch_size=50)
+
+    (report,) = await build()
+    assert (report.previous, report.version, report.swapped) == (older.version, V1.version, True)
+    assert await registry.live_version(pool, V1.name) == V1.version
+    assert await build() == []
+    assert await table_checksums(pool, older, older.version) == await table_checksums(pool, V1, V1.version)

@@ -84,6 +84,6 @@ async def test_changed_logic_under_an_unchanged_version_refuses_to_start(pool: a
     ):
         await Runner(pool, changed, metrics=Metrics()).run()
     # A new version while the old one is live must be built first.
-    bumped = dataclasses.replace(changed, version=2)
+    bumped = dataclasses.replace(changed, version=p.version + 1)
     with pytest.raises(registry.NotBuilt, match="ledger projections rebuild order_state"):
         await Runner(pool, bumped, metrics=Metrics()).run()

@@ -41,7 +41,7 @@ async def _reset(pool: asyncpg.Pool) -> None:
         for p in PROJECTIONS:
             for t in p.tables:
                 await conn.execute(f"DROP VIEW IF EXISTS {t.base}")
-                for v in (1, 2):
+                for v in (p.version, p.version + 1):
                     await conn.execute(f"DROP TABLE IF EXISTS {t.physical(v)}")
 
 
@@ -72,16 +72,16 @@ async def test_read_models_equal_the_fold_of_random_histories(
             await registry.install(conn, p)
             folder, checkpoint, step = OrderFolder(capacity=3), START, 0
             while checkpoint < head:  # the cluster-wide fence may hold rows back for a moment
-                result = await apply_batch(conn, p, 1, folder, checkpoint, limit=batch)
+                result = await apply_batch(conn, p, p.version, folder, checkpoint, limit=batch)
                 checkpoint, step = result.checkpoint, step + 1
                 if step in restarts:
                     folder.clear()  # a restarted runner refolds from the store
     for p in PROJECTIONS:
         await assert_matches_fold(pool, p)
-        clean = dataclasses.replace(p, version=2)
+        clean = dataclasses.replace(p, version=p.version + 1)
         await rebuild(pool, clean, page_size=7, swap=False)
         await drain(pool, clean)
-        assert await table_checksums(pool, p, 1) == await table_checksums(pool, clean, 2)
+        assert await table_checksums(pool, p, p.version) == await table_checksums(pool, clean, clean.version)
     transactions_count = await pool.fetchval("SELECT count(*) FROM transactions")
     distinct = await pool.fetchval("SELECT count(DISTINCT (order_id, shipment_id)) FROM transactions")
     assert transactions_count == distinct

@@ -30,7 +30,7 @@ AT = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
 
 def test_column_kinds_follow_the_sql_types() -> None:
     assert KINDS == (VALUE, VALUE, JSON, JSONB)
-    assert JSON in column_kinds(order_state.ORDERS)
+    assert column_kinds(order_state.ORDERS)[-1] == VALUE  # `doc` is text, compared as such
     assert JSONB in column_kinds(transactions.TRANSACTIONS)
 
 
