@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ledger.domain.state import Order
+from ledger.domain.state import NO_PAYMENTS, Order
 from ledger.domain.statuses import fulfillment_status, payment_status
 from ledger.domain.values import Amounts, OrderDetails
 from ledger.domain.views import (
@@ -94,6 +94,21 @@ def _iso(value: datetime) -> datetime | str:
     return value if value.tzinfo is UTC else value.isoformat()
 
 
+#: The JSON of the parts every new order starts with (no payments, shipments or restocks: the
+#: fold shares one empty object of each), made once by the same helpers instead of once per
+#: order: measured 3.3 + 1.8 + 1.8 us of the 28-35 us of an order's first view.
+_NO_SHIPMENTS = _fragment(_shipments(()))
+_NO_RESTOCKS = _fragment(_restocks(()))
+_NO_PAYMENTS_IN: dict[str, orjson.Fragment] = {}  # by currency (money has its decimals)
+
+
+def _no_payments(currency: str, major: Major) -> orjson.Fragment:
+    fragment = _NO_PAYMENTS_IN.get(currency)
+    if fragment is None:
+        fragment = _NO_PAYMENTS_IN[currency] = _fragment(_payments(NO_PAYMENTS, major))
+    return fragment
+
+
 class OrderJSON:
     """Memo of one order's serialized view; `dumps(order)` for each successive state of that order."""
 
@@ -159,17 +174,21 @@ class OrderJSON:
             money_changed = True
         payments = order.payments
         if payments is not self._payments_of:
-            top["payments"] = _fragment(_payments(payments, major))
+            top["payments"] = (
+                _no_payments(order.currency, major)
+                if payments is NO_PAYMENTS
+                else _fragment(_payments(payments, major))
+            )
             self._payments_of = payments
             money_changed = True
         shipments = order.shipments
         if shipments is not self._shipments_of:
-            top["shipments"] = _fragment(_shipments(shipments))
+            top["shipments"] = _fragment(_shipments(shipments)) if shipments else _NO_SHIPMENTS
             self._shipments_of = shipments
             money_changed = True
         restocks = order.restocks
         if restocks is not self._restocks_of:
-            top["restocks"] = _fragment(_restocks(restocks))
+            top["restocks"] = _fragment(_restocks(restocks)) if restocks else _NO_RESTOCKS
             self._restocks_of = restocks
         if money_changed:
             top["transactions"] = _fragment(_transactions(order, major, top["id"]))

@@ -23,14 +23,14 @@ import asyncpg
 
 from ledger.domain import EVENT_TYPES, Order, decode_event, evolve, upcast
 from ledger.observability import get_logger
-from ledger.relay.envelope import ORDER_STREAM_PREFIX
+from ledger.relay.envelope import ORDER_STREAM_PREFIX, LogEvent
 from ledger.relay.orderview import OrderJSON
 from ledger.store.records import RecordedEvent
 
 _log = get_logger(__name__)
 
 _PREFIX_SQL = """
-SELECT e.stream_id, e.version, e.type, e.schema_version, e.data, e.recorded_at
+SELECT e.stream_id, e.version, e.type, e.schema_version, e.data::text AS data, e.recorded_at
   FROM unnest($1::text[], $2::integer[]) AS w(stream_id, upto)
   JOIN events e ON e.stream_id = w.stream_id AND e.version <= w.upto
  ORDER BY e.stream_id, e.version
@@ -59,11 +59,17 @@ class DomainAdapter:
         type_: str,
         *,
         schema_version: int,
-        data: dict[str, Any],
+        data: dict[str, Any] | str,
         version: int,
         at: datetime,
     ) -> Order:
-        """Apply one stored event to a folded order (None before the first event)."""
+        """Apply one stored event to a folded order (None before the first event).
+
+        `data` as JSON text is the relay's path: `decode_event` hands text of the current
+        version to pydantic's Rust JSON validator, which is faster than validating a decoded
+        dict (measured here, per event: OrderPlaced 24 -> 20 us, OrderStatusChanged 1.9 -> 1.4 us)
+        and gives the same event (a test compares both for every event type).
+        """
         event = decode_event(type_, data, schema_version=schema_version)
         return evolve(state, event, version=version, recorded_at=at)
 
@@ -82,13 +88,22 @@ class OrderStates:
     def __len__(self) -> int:
         return len(self._cache)
 
-    async def views(self, batch: Sequence[RecordedEvent]) -> list[bytes | None]:
+    async def views(self, batch: Sequence[RecordedEvent | LogEvent]) -> list[bytes | None]:
         """The order's JSON after each event of `batch` (log order), None for non-order streams."""
-        await self._load_misses(batch)
-        advance = self._advance
+        await self.prepare(batch)
+        advance = self.advance
         return [advance(event) for event in batch]
 
-    def _advance(self, event: RecordedEvent) -> bytes | None:
+    async def prepare(self, batch: Sequence[RecordedEvent | LogEvent]) -> None:
+        """Load what `advance` needs for the events of `batch`: call once per batch, before them."""
+        await self._load_misses(batch)
+
+    def advance(self, event: RecordedEvent | LogEvent) -> bytes | None:
+        """The order's JSON after `event`, the next event of a batch given to `prepare` (log order).
+
+        The bytes come straight from orjson (a buffer of at least 4 KiB): use them and let
+        them go (the relay builds each envelope right away) rather than keeping a batch of them.
+        """
         sid = event.stream_id
         if not sid.startswith(ORDER_STREAM_PREFIX):
             return None
@@ -129,7 +144,7 @@ class OrderStates:
             while len(cache) > self._capacity:
                 cache.popitem(last=False)
 
-    async def _load_misses(self, batch: Sequence[RecordedEvent]) -> None:
+    async def _load_misses(self, batch: Sequence[RecordedEvent | LogEvent]) -> None:
         """Fold, in one query, every stream whose state before its first event in `batch` is not cached."""
         wanted: dict[str, int] = {}
         seen: set[str] = set()

@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -56,6 +56,7 @@ _IDEM_SQL = (
     " FROM idempotency_keys WHERE client_id = $1 AND key = $2"
 )
 _ANY_RETRIES = 10
+_Row = TypeVar("_Row")
 
 AppendObserver = Callable[[float, int, str], None]
 """Called after every append with (seconds, events appended, outcome) — the metrics hook."""
@@ -336,7 +337,7 @@ class EventStore:
 
     # -- subscriptions ---------------------------------------------------------------------------
 
-    async def subscribe(
+    def subscribe(
         self,
         after: Checkpoint = START,
         *,
@@ -350,6 +351,43 @@ class EventStore:
         (default from settings) so late or lost notifications only add latency. Holds one pool
         connection for the LISTEN; close the iterator (`contextlib.aclosing`) to release it.
         """
+        return self._follow(
+            reads.read_all,
+            _event_checkpoint,
+            after,
+            batch_size=batch_size,
+            types=types,
+            poll_interval_s=poll_interval_s,
+        )
+
+    def subscribe_log(
+        self,
+        after: Checkpoint = START,
+        *,
+        batch_size: int = 1000,
+        types: Sequence[str] | None = None,
+        poll_interval_s: float | None = None,
+    ) -> AsyncGenerator[list[asyncpg.Record], None]:
+        """`subscribe` as records of `reads.LOG_COLUMNS` (JSON text, no hash chain): the relay's read."""
+        return self._follow(
+            reads.read_log,
+            _row_checkpoint,
+            after,
+            batch_size=batch_size,
+            types=types,
+            poll_interval_s=poll_interval_s,
+        )
+
+    async def _follow(
+        self,
+        read: Callable[[Executor, Checkpoint, int, Sequence[str] | None], Awaitable[list[_Row]]],
+        checkpoint_of: Callable[[_Row], Checkpoint],
+        after: Checkpoint,
+        *,
+        batch_size: int,
+        types: Sequence[str] | None,
+        poll_interval_s: float | None,
+    ) -> AsyncGenerator[list[_Row], None]:
         interval = self.settings.poll_interval_s if poll_interval_s is None else poll_interval_s
         wake = asyncio.Event()
 
@@ -362,12 +400,20 @@ class EventStore:
             try:
                 while True:
                     wake.clear()
-                    batch = await self.read_all(checkpoint, batch_size, types)
+                    batch = await read(self.pool, checkpoint, batch_size, types)
                     if batch:
-                        checkpoint = batch[-1].checkpoint
+                        checkpoint = checkpoint_of(batch[-1])
                         yield batch
                         continue
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), interval)
             finally:
                 await listener.remove_listener(CHANNEL, on_notify)
+
+
+def _event_checkpoint(event: RecordedEvent) -> Checkpoint:
+    return event.checkpoint
+
+
+def _row_checkpoint(row: asyncpg.Record) -> Checkpoint:
+    return Checkpoint(row["tx"], row["position"])

@@ -17,10 +17,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from consumers.fanout.envelope import Envelope
 from ledger.observability import Metrics
 from ledger.relay import KafkaPublisher, RelayConfigError, checkpoint_name, producer_options, run_relay
-from ledger.relay.envelope import OutMessage
+from ledger.relay.envelope import LogEvent, OutMessage
 from ledger.relay.relay import Relay
 from ledger.settings import KafkaSettings, Settings
 from ledger.store import NO_STREAM, Checkpoint, EventStore
+from ledger.store.reads import read_log
 from tests.harness.kafka import consume, create_topic
 from tests.integration.relay.support import (
     check_topic,
@@ -177,14 +178,19 @@ async def test_a_cold_cache_refold_gives_byte_identical_messages(
             break
         await asyncio.sleep(0.02)
     assert len(events) == 4, "the fence did not pass the four events within 30 s"
+    logged = [LogEvent._make(row) for row in await read_log(pool, limit=100)]  # the relay's read
+    assert [e.checkpoint for e in logged] == [e.checkpoint for e in events]
     warm = Relay(settings, pool, stop=asyncio.Event(), metrics=Metrics())
-    warm_messages = await warm._encode(events)
+    warm_messages = await warm._encode(logged)
     cold = Relay(settings, pool, stop=asyncio.Event(), metrics=Metrics())
-    cold_messages = await cold._encode(events[2:])  # starts at version 3: folds v1..v2 from the store
+    cold_messages = await cold._encode(logged[2:])  # starts at version 3: folds v1..v2 from the store
     assert cold.states.misses == 1
     assert [(m.key, m.value, m.headers, m.timestamp_ms) for m in cold_messages] == [
         (m.key, m.value, m.headers, m.timestamp_ms) for m in warm_messages[2:]
     ]
+    # The same bytes from the decoded events of the store's `read_all` (data and metadata as dicts).
+    decoded = Relay(settings, pool, stop=asyncio.Event(), metrics=Metrics())
+    assert await decoded._encode(events) == warm_messages
 
 
 class SpyPublisher(KafkaPublisher):
