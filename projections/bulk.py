@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.domain.events import decode_event
+from ledger.domain.events import current_json_decoders, decode_event
 from ledger.domain.state import Order, evolve
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
@@ -129,6 +129,7 @@ async def _load_part(
     current: str | None = None
     state: Order | None = None
     streams, args = part.streams.where("stream_id", 3)
+    decoders = current_json_decoders()
     try:
         async with reader.transaction(readonly=True):
             await reader.execute(READ_IN_STREAM_ORDER)
@@ -151,7 +152,12 @@ async def _load_part(
                                     chunk[base] += rows
                                 in_chunk += 1
                             current, state = stream, None
-                        event = decode_event(type_, data, schema_version=schema_version)
+                        decoder = decoders.get(type_)
+                        event = (
+                            decoder[1](data)
+                            if decoder is not None and decoder[0] == schema_version
+                            else decode_event(type_, data, schema_version=schema_version)
+                        )
                         state = evolve(state, event, version=version, recorded_at=recorded_at)
                 events += len(page)
                 advance(len(page))

@@ -104,23 +104,47 @@ def order_checksums(
     projection: Projection, rows: Mapping[str, Sequence[Row]]
 ) -> dict[str, tuple[int, bytes]]:
     """Per table base: `(row count, checksum)` of one order's rows, order-independent."""
-    out: dict[str, tuple[int, bytes]] = {}
-    for table in projection.tables:
-        table_rows = rows.get(table.base, ())
-        kinds = _kinds(table)
-        encoded = sorted([canonical_row(r, kinds) for r in table_rows])
-        out[table.base] = (len(encoded), hashlib.blake2b(b"\n".join(encoded), digest_size=16).digest())
-    return out
+    return {table.base: table_checksum(table, rows.get(table.base, ())) for table in projection.tables}
 
 
-_KINDS: dict[Table, tuple[str, ...]] = {}
+def table_checksum(table: Table, rows: Sequence[Row]) -> tuple[int, bytes]:
+    """`(row count, checksum)` of one order's rows in one table, order-independent."""
+    encode = _encoder(table)
+    encoded = sorted([encode(r) for r in rows])
+    return len(encoded), hashlib.blake2b(b"\n".join(encoded), digest_size=16).digest()
 
 
-def _kinds(table: Table) -> tuple[str, ...]:
-    kinds = _KINDS.get(table)
-    if kinds is None:
-        kinds = _KINDS[table] = column_kinds(table)
-    return kinds
+#: Per table (by identity: hashing a frozen Table hashes every column, and this is looked up
+#: for every row verified), the table and its row encoder.
+_ENCODERS: dict[int, tuple[Table, Callable[[Sequence[Any]], bytes]]] = {}
+
+
+def _encoder(table: Table) -> Callable[[Sequence[Any]], bytes]:
+    """`canonical_row` for this table's rows, specialised: a table without json/jsonb columns
+    only needs its timestamps in UTC, and the row goes to orjson whole."""
+    entry = _ENCODERS.get(id(table))
+    if entry is not None and entry[0] is table:
+        return entry[1]
+    kinds = column_kinds(table)
+    encode: Callable[[Sequence[Any]], bytes]
+    if any(kind != VALUE for kind in kinds):
+
+        def encode(row: Sequence[Any]) -> bytes:
+            return canonical_row(row, kinds)
+
+    else:
+        stamps = [i for i, c in enumerate(table.columns) if c.sql_type.lower().startswith("timestamp")]
+
+        def encode(row: Sequence[Any]) -> bytes:
+            values = list(row)
+            for i in stamps:
+                value = values[i]
+                if isinstance(value, datetime):
+                    values[i] = value.astimezone(UTC)
+            return orjson.dumps(values, default=_default)
+
+    _ENCODERS[id(table)] = (table, encode)
+    return encode
 
 
 @dataclass
@@ -200,7 +224,7 @@ async def actual_checksums(
     for table in projection.tables:
         columns = [
             f"{name}::text" if kind != VALUE else name
-            for name, kind in zip(table.column_names, _kinds(table), strict=True)
+            for name, kind in zip(table.column_names, column_kinds(table), strict=True)
         ]
         # The same range predicate as the log side, on the stream id each row belongs to.
         streams, args = part.where(f"('order-' || {table.key}::text)", 1)
@@ -226,7 +250,7 @@ async def actual_checksums(
 
 def _add(out: Checksums, projection: Projection, base: str, order_id: str | None, rows: list[Row]) -> None:
     if order_id is not None:
-        out.setdefault(order_id, {})[base] = order_checksums(projection, {base: rows})[base]
+        out.setdefault(order_id, {})[base] = table_checksum(projection.table(base), rows)
 
 
 def compare(
