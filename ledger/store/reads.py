@@ -89,10 +89,16 @@ async def read_all(
     types: Sequence[str] | None = None,
 ) -> list[RecordedEvent]:
     """Up to `limit` events after `after` in the fenced global log, in `(tx, position)` order."""
+    args = _log_args(after, limit, types)
+    return _to_events(await fetch_clean(db, _all_sql(COLUMNS, with_types=types is not None), *args))
+
+
+def _log_args(after: Checkpoint, limit: int, types: Sequence[str] | None) -> list[Any]:
+    """The arguments of `_all_sql`'s statement."""
     args: list[Any] = [after.tx, after.position, limit]
     if types is not None:
         args.append(list(types))
-    return _to_events(await fetch_clean(db, _all_sql(COLUMNS, with_types=types is not None), *args))
+    return args
 
 
 async def read_all_raw(
@@ -102,9 +108,7 @@ async def read_all_raw(
     types: Sequence[str] | None = None,
 ) -> list[asyncpg.Record]:
     """Like `read_all` but rows as records with `data`/`metadata` as undecoded JSON text."""
-    args: list[Any] = [after.tx, after.position, limit]
-    if types is not None:
-        args.append(list(types))
+    args = _log_args(after, limit, types)
     return await db.fetch(_all_sql(RAW_COLUMNS, with_types=types is not None), *args)
 
 
@@ -115,9 +119,7 @@ async def read_log(
     types: Sequence[str] | None = None,
 ) -> list[asyncpg.Record]:
     """Like `read_all`, as records of `LOG_COLUMNS` (the relay's read)."""
-    args: list[Any] = [after.tx, after.position, limit]
-    if types is not None:
-        args.append(list(types))
+    args = _log_args(after, limit, types)
     return await fetch_clean(db, _all_sql(LOG_COLUMNS, with_types=types is not None), *args)
 
 
