@@ -46,7 +46,7 @@ from ledger.store import migrate
 from ledger.store.pool import create_pool
 from ledger.store.reads import iter_all_records
 from ledger.store.records import START
-from projections import order_state, transactions
+from projections import checksums, order_state, transactions
 from projections.rebuild import rebuild
 from projections.simulate import HistoryGenerator
 
@@ -262,6 +262,7 @@ async def reset(dsn: str) -> None:
             for table in projection.tables:
                 await conn.execute(f"DROP VIEW IF EXISTS {table.base}")
                 await conn.execute(f"DROP TABLE IF EXISTS {table.physical(projection.version)}")
+            await checksums.drop(conn, projection, projection.version)
         await conn.execute("DELETE FROM projection_versions")
         await conn.execute("DELETE FROM checkpoints WHERE name LIKE 'projection:%'")
     finally:

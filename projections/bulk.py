@@ -35,7 +35,8 @@ from ledger.domain.events import current_json_decoders, decode_event
 from ledger.domain.state import Order, evolve
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
-from projections import tables
+from projections import checksums, tables
+from projections.canonical import order_checksums
 from projections.definition import Projection, Row
 from projections.partition import StreamRange
 
@@ -94,12 +95,16 @@ class _Writer:
         self._part = part
         self._pending: asyncio.Task[None] | None = None
 
-    async def write(self, rows: dict[str, list[Row]]) -> None:
-        """Start writing `rows` once the previous chunk is written (its error raises here)."""
+    async def write(self, rows: dict[str, list[Row]], records: list[checksums.Record]) -> None:
+        """Start writing `rows` and their checksum `records` once the previous chunk is written
+        (its error raises here)."""
         await self.flush()
-        self._pending = asyncio.ensure_future(
-            tables.copy_rows(self._conn, self._part.projection, self._part.version, rows)
-        )
+        self._pending = asyncio.ensure_future(self._write(rows, records))
+
+    async def _write(self, rows: dict[str, list[Row]], records: list[checksums.Record]) -> None:
+        projection, version = self._part.projection, self._part.version
+        await tables.copy_rows(self._conn, projection, version, rows)
+        await checksums.write(self._conn, projection, version, records)
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, None
@@ -122,14 +127,29 @@ async def load_part(
 async def _load_part(
     reader: asyncpg.Connection, writer: _Writer, part: Part, advance: Callable[[int], None]
 ) -> tuple[int, int]:
-    row_function = part.projection.rows
-    bases = [t.base for t in part.projection.tables]
+    projection = part.projection
+    row_function = projection.rows
+    bases = [t.base for t in projection.tables]
     chunk: dict[str, list[Row]] = {base: [] for base in bases}
-    in_chunk = orders = events = 0
+    records: list[checksums.Record] = []
+    orders = events = 0
     current: str | None = None
     state: Order | None = None
+    folded = last_version = 0  # events folded into `state`, and the last one's version
     streams, args = part.streams.where("stream_id", 3)
     decoders = current_json_decoders()
+
+    def finish() -> None:
+        """`state` is complete: add its rows to the chunk, and what was folded to the records."""
+        assert state is not None
+        assert current is not None
+        rows = row_function(state)
+        for base, table_rows in rows.items():
+            chunk[base] += table_rows
+        records.append(
+            checksums.record(projection, current, folded, last_version, order_checksums(projection, rows))
+        )
+
     try:
         async with reader.transaction(readonly=True):
             await reader.execute(READ_IN_STREAM_ORDER)
@@ -148,10 +168,8 @@ async def _load_part(
                     ]:
                         if stream != current:
                             if state is not None:
-                                for base, rows in row_function(state).items():
-                                    chunk[base] += rows
-                                in_chunk += 1
-                            current, state = stream, None
+                                finish()
+                            current, state, folded = stream, None, 0
                         decoder = decoders.get(type_)
                         event = (
                             decoder[1](data)
@@ -159,21 +177,21 @@ async def _load_part(
                             else decode_event(type_, data, schema_version=schema_version)
                         )
                         state = evolve(state, event, version=version, recorded_at=recorded_at)
+                        folded += 1
+                        last_version = version
                 events += len(page)
                 advance(len(page))
-                if in_chunk >= part.copy_chunk:
-                    await writer.write(chunk)
-                    orders += in_chunk
-                    chunk, in_chunk = {base: [] for base in bases}, 0
+                if len(records) >= part.copy_chunk:
+                    await writer.write(chunk, records)
+                    orders += len(records)
+                    chunk, records = {base: [] for base in bases}, []
         if state is not None:
-            for base, rows in row_function(state).items():
-                chunk[base] += rows
-            in_chunk += 1
-        await writer.write(chunk)
+            finish()
+        await writer.write(chunk, records)
         await writer.flush()
     finally:
         writer.cancel()
-    return events, orders + in_chunk
+    return events, orders + len(records)
 
 
 _progress: Synchronized[int] | None = None

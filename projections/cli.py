@@ -152,11 +152,19 @@ class _RichSink:
 def rebuild_command(
     name: Annotated[str, typer.Argument(help="Projection to rebuild (e.g. order_state).")],
     database_url: DatabaseUrl = None,
+    *,
     page_size: Annotated[int | None, typer.Option(help="Events per bulk page.")] = None,
     workers: Annotated[
         int, typer.Option(help="Processes folding parts of the log (default: CPU count).")
     ] = 0,
     swap: Annotated[bool, typer.Option(help="Swap the views to the new version once verified.")] = True,
+    refold: Annotated[
+        bool,
+        typer.Option(
+            help="Verify against a second fold of the whole log (about as long as the build)"
+            " instead of the checksums the build recorded."
+        ),
+    ] = False,
 ) -> None:
     """Build this deploy's version beside the live one, verify it against the log, swap."""
     settings = _settings(database_url)
@@ -183,6 +191,7 @@ def rebuild_command(
                     batch_size=settings.projections.batch_size,
                     progress=_RichSink(progress),
                     swap=swap,
+                    refold=refold,
                 ),
             )
         )

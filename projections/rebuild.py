@@ -6,7 +6,10 @@ Phases (EVENTSTORES §3):
    one connection per worker) and ANALYZE;
 2. catch-up: the live runner's own batch code, on this version, until near the head (the
    fold cache carries over from the bulk phase, so no order is refolded);
-3. verify at that checkpoint against an independent per-stream fold (`verify.py`); any
+3. verify at that checkpoint (`verify.py`): the tables read back against the checksums the bulk
+   fold recorded beside its rows (`checksums.py`), after checking that it folded exactly the
+   log's events, with the orders the catch-up touched folded again from scratch; or, with
+   `refold`, against a second, independent fold of the whole log (as costly as the build). Any
    difference marks the version `failed`, keeps its tables for inspection and refuses the swap;
 4. catch up again and swap the views in one transaction; the old version becomes `previous`
    (for `rollback`) and its runner, if still deployed, keeps it fresh.
@@ -30,7 +33,7 @@ import asyncpg
 
 from ledger.store import reads
 from ledger.store.store import save_checkpoint
-from projections import bulk, partition, registry, tables
+from projections import bulk, checksums, partition, registry, tables
 from projections.db import connection
 from projections.definition import Projection
 from projections.fold import OrderFolder
@@ -115,6 +118,7 @@ class _Options:
     copy_chunk: int
     before_verify: BeforeVerify | None
     swap: bool
+    refold: bool
 
 
 async def rebuild(
@@ -129,16 +133,18 @@ async def rebuild(
     progress: ProgressSink | None = None,
     before_verify: BeforeVerify | None = None,
     swap: bool = True,
+    refold: bool = False,
 ) -> RebuildReport:
     """Build, verify and (if `swap`) swap in this deploy's version; see the module docstring.
 
     `workers > 1` folds parts of the log in that many processes, which connect with `dsn`.
+    `refold` verifies against a second fold of the whole log instead of the recorded checksums.
     Raises `registry.RebuildRefused` (live version, lock held elsewhere) and
     `VerificationFailed` (with the report; the version is left `failed`).
     """
     if workers > 1 and dsn is None:
         raise ValueError("a parallel rebuild needs the database URL for its worker processes")
-    options = _Options(dsn, workers, page_size, batch_size, copy_chunk, before_verify, swap)
+    options = _Options(dsn, workers, page_size, batch_size, copy_chunk, before_verify, swap, refold)
     sink: ProgressSink = progress or _NoProgress()
     version = projection.version
     report = RebuildReport(projection.name, version)
@@ -188,6 +194,7 @@ async def _build(
         timer = now
 
     await tables.create_tables(conn, projection, version)
+    await checksums.create(conn, projection, version)
     upper = await reads.head(conn)
     sink.phase(
         "bulk",
@@ -238,6 +245,7 @@ async def _build(
         projection,
         version,
         checkpoint,
+        upper=None if options.refold else upper,
         dsn=options.dsn,
         workers=options.workers,
         executor=None if pool is None else pool.executor,
@@ -249,6 +257,7 @@ async def _build(
     if not report.verification.ok:
         await registry.set_status(conn, projection.name, version, "failed", report.as_json())
         raise VerificationFailed(report.verification)
+    await checksums.drop(conn, projection, version)  # kept only while a failure needs inspecting
 
     sink.phase("swap")
     checkpoint, applied = await catch_up(

@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 
 from ledger.domain.state import Order
+from projections import checksums
 from projections.definition import Projection, Row
 
 
@@ -102,6 +103,7 @@ async def create_indexes(
 async def drop_tables(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
     for table in projection.tables:
         await conn.execute(f"DROP TABLE IF EXISTS {table.physical(version)}")
+    await checksums.drop(conn, projection, version)
 
 
 async def tables_exist(conn: asyncpg.Connection, projection: Projection, version: int) -> bool:

@@ -1,36 +1,41 @@
-"""Verification of a built version against an independent fold of the log at one checkpoint.
+"""Verification of a built version against a fold of the log at one checkpoint.
 
 The rows in the tables went through the bulk load (COPY) and then the live runner's batches
-(state cache, delete-and-COPY per touched order). The reference takes none of those paths: it
-reads the log up to the same checkpoint per stream (`ORDER BY stream_id, version`), folds each
-order from scratch with the domain's `fold`, and maps it with the projection's row function;
-the tables are read back from the database. Both sides are reduced to a per-order checksum
-over a canonical form of the rows (JSON normalised, timestamps in UTC), plus row counts per
-table. Any difference is reported and refuses the swap.
+(state cache, delete-and-COPY per touched order). They are read back from the database and
+reduced to per-order checksums over a canonical form (`canonical`), plus row counts per table,
+and compared with one of two references:
+
+- **recorded** (a rebuild's default): the checksums the bulk fold recorded for the rows it
+  derived (`checksums`), after checking that it folded exactly the log's events at its own
+  checkpoint (count and last version per stream); orders the catch-up touched are folded again
+  from scratch. No second fold of the whole log.
+- **refold**: an independent fold of the whole log up to the checkpoint, per stream (`ORDER BY
+  stream_id, version`), from scratch with the domain's `fold`, mapped by the row function.
+  About as costly as the build; also what the tests use as their oracle.
+
+Any difference is reported and refuses the swap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
+from functools import partial
 from typing import Any
-from uuid import UUID
 
 import asyncpg
-import orjson
 
 from ledger.domain.events import decode_event
 from ledger.domain.state import fold
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
+from projections import checksums
 from projections.bulk import READ_IN_STREAM_ORDER, gc_paused, peak_rss_kib, worker_context
-from projections.definition import Projection, Row, Table
+from projections.canonical import VALUE, column_kinds, order_checksums, table_checksum
+from projections.definition import Projection, Row
 from projections.partition import WHOLE_LOG, StreamRange, stream_ranges
 
 _LOG_SQL = """
@@ -40,118 +45,15 @@ SELECT stream_id, version, type, schema_version, data::text, recorded_at FROM ev
 """
 _PAGE = 20_000
 _MAX_LISTED = 1000
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return orjson.Fragment(str(value))
-    if isinstance(value, UUID):  # asyncpg's own UUID type, which orjson does not know
-        return str(value)
-    raise TypeError(f"cannot canonicalise {type(value).__name__}")
-
-
-#: How a column's values are compared (`column_kinds`).
-VALUE, JSON, JSONB = "value", "json", "jsonb"
-
-
-def column_kinds(table: Table) -> tuple[str, ...]:
-    """Per column: `json` (text kept as written), `jsonb` (normalised by the server) or a plain value."""
-    kinds = {"json": JSON, "jsonb": JSONB}
-    return tuple(kinds.get(c.sql_type.split()[0].lower(), VALUE) for c in table.columns)
-
-
-def _json_text(value: Any) -> orjson.Fragment:
-    """A `json` value as the text the column holds: `json` keeps what the codecs wrote, verbatim.
-
-    The tables are read with `::text`, so both sides embed that exact text in the canonical row
-    (compared byte for byte, no parse or re-serialisation): a row function's Fragment is the
-    text the codecs wrote, anything else is written as they write it (orjson).
-    """
-    if isinstance(value, str):
-        return orjson.Fragment(value)
-    if isinstance(value, orjson.Fragment):
-        return value
-    return orjson.Fragment(orjson.dumps(value, default=_default))
-
-
-def _jsonb_canonical(value: Any) -> orjson.Fragment:
-    """A `jsonb` value's canonical JSON: the server reorders keys and respaces, so sort and respace both sides."""
-    if not isinstance(value, str | bytes):
-        value = orjson.dumps(value, default=_default)  # a Fragment's own text, or the value's
-    return orjson.Fragment(orjson.dumps(orjson.loads(value), option=orjson.OPT_SORT_KEYS))
-
-
-def canonical_row(row: Iterable[Any], kinds: Sequence[str]) -> bytes:
-    """A row's canonical bytes: a JSON array, timestamps in UTC, json as its text, jsonb normalised.
-
-    Plain values go straight to orjson (no parse and re-dump of the whole row): the documents,
-    which are most of the bytes, are compared as text, and only `jsonb` needs normalising.
-    """
-    values: list[Any] = []
-    for kind, value in zip(kinds, row, strict=True):
-        if kind == VALUE:
-            values.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
-        elif value is None:
-            values.append(None)
-        elif kind == JSON:
-            values.append(_json_text(value))
-        else:
-            values.append(_jsonb_canonical(value))
-    return orjson.dumps(values, default=_default)
-
-
-def order_checksums(
-    projection: Projection, rows: Mapping[str, Sequence[Row]]
-) -> dict[str, tuple[int, bytes]]:
-    """Per table base: `(row count, checksum)` of one order's rows, order-independent."""
-    return {table.base: table_checksum(table, rows.get(table.base, ())) for table in projection.tables}
-
-
-def table_checksum(table: Table, rows: Sequence[Row]) -> tuple[int, bytes]:
-    """`(row count, checksum)` of one order's rows in one table, order-independent."""
-    encode = _encoder(table)
-    encoded = sorted([encode(r) for r in rows])
-    return len(encoded), hashlib.blake2b(b"\n".join(encoded), digest_size=16).digest()
-
-
-#: Per table (by identity: hashing a frozen Table hashes every column, and this is looked up
-#: for every row verified), the table and its row encoder.
-_ENCODERS: dict[int, tuple[Table, Callable[[Sequence[Any]], bytes]]] = {}
-
-
-def _encoder(table: Table) -> Callable[[Sequence[Any]], bytes]:
-    """`canonical_row` for this table's rows, specialised: a table without json/jsonb columns
-    only needs its timestamps in UTC, and the row goes to orjson whole."""
-    entry = _ENCODERS.get(id(table))
-    if entry is not None and entry[0] is table:
-        return entry[1]
-    kinds = column_kinds(table)
-    encode: Callable[[Sequence[Any]], bytes]
-    if any(kind != VALUE for kind in kinds):
-
-        def encode(row: Sequence[Any]) -> bytes:
-            return canonical_row(row, kinds)
-
-    else:
-        stamps = [i for i, c in enumerate(table.columns) if c.sql_type.lower().startswith("timestamp")]
-
-        def encode(row: Sequence[Any]) -> bytes:
-            values = list(row)
-            for i in stamps:
-                value = values[i]
-                if isinstance(value, datetime):
-                    values[i] = value.astimezone(UTC)
-            return orjson.dumps(values, default=_default)
-
-    _ENCODERS[id(table)] = (table, encode)
-    return encode
+#: The `table` of a difference between the log and what the bulk load folded.
+LOG = "events"
 
 
 @dataclass
 class Difference:
     order_id: str
-    table: str
-    kind: str  # "missing" (in the fold, not the table), "extra", or "different"
+    table: str  # a table base, or `LOG` (the events folded differ from the log's)
+    kind: str  # "missing" (in the fold, not the table; in the log, not folded), "extra", or "different"
 
 
 @dataclass
@@ -166,14 +68,22 @@ class VerifyReport:
     actual_rows: dict[str, int] = field(default_factory=dict)
     differences: list[Difference] = field(default_factory=list)
     difference_count: int = 0
+    #: "recorded" or "refold" (see the module docstring).
+    reference: str = "refold"
 
     @property
     def ok(self) -> bool:
         return self.difference_count == 0 and self.expected_rows == self.actual_rows
 
+    def add(self, difference: Difference) -> None:
+        self.difference_count += 1
+        if len(self.differences) < _MAX_LISTED:
+            self.differences.append(difference)
+
     def as_json(self, limit: int = 20) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "reference": self.reference,
             "checkpoint": [self.checkpoint.tx, self.checkpoint.position],
             "orders": self.orders,
             "expected_rows": self.expected_rows,
@@ -187,10 +97,19 @@ Checksums = dict[str, dict[str, tuple[int, bytes]]]
 
 
 async def expected_checksums(
-    conn: asyncpg.Connection, projection: Projection, checkpoint: Checkpoint, part: StreamRange = WHOLE_LOG
+    conn: asyncpg.Connection,
+    projection: Projection,
+    checkpoint: Checkpoint,
+    part: StreamRange = WHOLE_LOG,
+    streams: Sequence[str] | None = None,
 ) -> Checksums:
-    """Checksums from an independent per-stream fold of every event up to `checkpoint`."""
+    """Checksums from a per-stream fold from scratch of every event up to `checkpoint`.
+
+    `streams` restricts the fold to those stream ids (the orders a catch-up touched).
+    """
     out: Checksums = {}
+    if streams is not None and not streams:
+        return out
     stream: str | None = None
     batch: list[Any] = []
 
@@ -200,12 +119,14 @@ async def expected_checksums(
         order = fold((decode_event(r[2], r[4], schema_version=r[3]), r[1], r[5]) for r in batch)
         out[str(order.id)] = order_checksums(projection, dict(projection.rows(order)))
 
-    streams, args = part.where("stream_id", 3)
+    where, bounds = part.where("stream_id", 3)
+    args: list[Any] = list(bounds)
+    if streams is not None:
+        where += f" AND stream_id = ANY(${3 + len(args)}::text[])"
+        args = [*args, list(streams)]
     async with conn.transaction(readonly=True):
         await conn.execute(READ_IN_STREAM_ORDER)
-        cursor = await conn.cursor(
-            _LOG_SQL.format(streams=streams), checkpoint.tx, checkpoint.position, *args
-        )
+        cursor = await conn.cursor(_LOG_SQL.format(streams=where), checkpoint.tx, checkpoint.position, *args)
         while page := await cursor.fetch(_PAGE):
             for row in page:
                 if row[0] != stream:
@@ -227,7 +148,7 @@ async def actual_checksums(
             for name, kind in zip(table.column_names, column_kinds(table), strict=True)
         ]
         # The same range predicate as the log side, on the stream id each row belongs to.
-        streams, args = part.where(f"('order-' || {table.key}::text)", 1)
+        streams, args = part.where(f"('{checksums.STREAM_PREFIX}' || {table.key}::text)", 1)
         sql = (
             f"SELECT {', '.join(columns)} FROM {table.physical(version)}"
             f" WHERE true{streams} ORDER BY {table.key}"
@@ -271,9 +192,7 @@ def compare(
             if want.get(base, empty[base]) == have.get(base, empty[base]):
                 continue
             kind = "missing" if base not in have else "extra" if want[base][0] == 0 else "different"
-            report.difference_count += 1
-            if len(report.differences) < _MAX_LISTED:
-                report.differences.append(Difference(order_id, base, kind))
+            report.add(Difference(order_id, base, kind))
     return report
 
 
@@ -283,21 +202,41 @@ async def verify_part(
     version: int,
     checkpoint: Checkpoint,
     part: StreamRange,
+    *,
+    upper: Checkpoint | None = None,
 ) -> VerifyReport:
+    """One part against a refold (`upper` None) or against what the bulk load up to `upper` recorded."""
     with gc_paused():  # same reason as the bulk fold: large, long-lived, cycle-free data
-        expected = await expected_checksums(conn, projection, checkpoint, part)
+        if upper is None:
+            expected = await expected_checksums(conn, projection, checkpoint, part)
+            log_differences: list[tuple[str, str]] = []
+        else:
+            log_differences = await checksums.completeness(conn, projection, version, upper, part)
+            expected = await checksums.recorded(conn, projection, version, part)
+            touched = await checksums.touched_streams(conn, upper, checkpoint, part)
+            expected.update(await expected_checksums(conn, projection, checkpoint, part, touched))
         actual = await actual_checksums(conn, projection, version, part)
-        return compare(projection, version, checkpoint, expected, actual)
+        report = compare(projection, version, checkpoint, expected, actual)
+    report.reference = "refold" if upper is None else "recorded"
+    for order_id, kind in log_differences:
+        report.add(Difference(order_id, LOG, kind))
+    return report
 
 
 def _verify_worker(
-    dsn: str, projection: Projection, version: int, checkpoint: Checkpoint, part: StreamRange
+    dsn: str,
+    projection: Projection,
+    version: int,
+    checkpoint: Checkpoint,
+    part: StreamRange,
+    *,
+    upper: Checkpoint | None,
 ) -> tuple[VerifyReport, int]:
     async def main() -> VerifyReport:
         conn = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
         try:
             await init_connection(conn)
-            return await verify_part(conn, projection, version, checkpoint, part)
+            return await verify_part(conn, projection, version, checkpoint, part, upper=upper)
         finally:
             await conn.close()
 
@@ -310,27 +249,32 @@ async def verify(
     version: int,
     checkpoint: Checkpoint,
     *,
+    upper: Checkpoint | None = None,
     dsn: str | None = None,
     workers: int = 1,
     executor: Executor | None = None,
     note_peak: Callable[[int], None] | None = None,
 ) -> VerifyReport:
-    """Compare `version`'s tables (which must be exactly at `checkpoint`) with a fresh fold.
+    """Compare `version`'s tables (which must be exactly at `checkpoint`) with a fold of the log.
 
+    With `upper` (the checkpoint a bulk load stopped at, having recorded its `checksums`) the
+    reference is what that load recorded, else a fresh fold of the whole log (module docstring).
     With `workers > 1` the log is split by stream id range, as in the bulk load, across processes
     (`executor`'s, e.g. the rebuild's already running workers, else a pool of their own);
     `note_peak` gets the largest peak RSS (KiB) a worker reported.
     """
     ranges = await stream_ranges(conn, workers, checkpoint) if dsn is not None else [WHOLE_LOG]
     if dsn is None or len(ranges) == 1:
-        return await verify_part(conn, projection, version, checkpoint, ranges[0])
+        return await verify_part(conn, projection, version, checkpoint, ranges[0], upper=upper)
     loop = asyncio.get_running_loop()
     with contextlib.ExitStack() as stack:
         if executor is None:
             executor = stack.enter_context(ProcessPoolExecutor(workers, mp_context=worker_context()))
         results = await asyncio.gather(
             *(
-                loop.run_in_executor(executor, _verify_worker, dsn, projection, version, checkpoint, part)
+                loop.run_in_executor(
+                    executor, partial(_verify_worker, dsn, projection, version, checkpoint, part, upper=upper)
+                )
                 for part in ranges
             )
         )
@@ -338,6 +282,7 @@ async def verify(
         note_peak(max(peak for _, peak in results))
     report = VerifyReport(projection.name, version, checkpoint)
     for part, _ in results:
+        report.reference = part.reference
         report.orders += part.orders
         for base, count in part.expected_rows.items():
             report.expected_rows[base] = report.expected_rows.get(base, 0) + count

@@ -6,19 +6,23 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 import pytest
 
-from ledger.domain import Order
+from ledger.domain import Order, OrderEvent
 from ledger.observability.metrics import Metrics
-from ledger.store import EventStore
-from projections import order_state, queries, registry, setup
+from ledger.settings import StoreSettings
+from ledger.store import NO_STREAM, EventRegistry, EventStore
+from ledger.store.pool import create_pool
+from projections import checksums, order_state, queries, registry, setup
 from projections.db import connection
 from projections.definition import Projection, Row
 from projections.rebuild import RebuildReport, VerificationFailed, rebuild
 from projections.runner import Runner
-from projections.simulate import HistoryGenerator
+from projections.simulate import HistoryGenerator, new_event
+from projections.verify import LOG
 from tests.integration.projections.support import (
     append_interleaved,
     assert_matches_fold,
@@ -131,9 +135,10 @@ async def test_operator_fixes_a_projection_bug_with_a_verified_rebuild_then_roll
     await assert_matches_fold(pool, buggy)
 
 
+@pytest.mark.parametrize("refold", [False, True], ids=["recorded-checksums", "refold"])
 @pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "2-worker-processes"])
 async def test_a_verification_failure_refuses_the_swap(
-    database_url: str, pool: asyncpg.Pool, store: EventStore, workers: int
+    database_url: str, pool: asyncpg.Pool, store: EventStore, workers: int, refold: bool
 ) -> None:
     await append_interleaved(store, HistoryGenerator(seed=30).histories(80), seed=30)
     v2 = dataclasses.replace(V1, version=V1.version + 1)
@@ -147,13 +152,121 @@ async def test_a_verification_failure_refuses_the_swap(
     async with running(pool, V1):
         await wait_caught_up(pool, V1)
         with pytest.raises(VerificationFailed, match="1 difference") as failure:
-            await rebuild(pool, v2, before_verify=corrupt, dsn=database_url, workers=workers)
+            await rebuild(pool, v2, before_verify=corrupt, dsn=database_url, workers=workers, refold=refold)
     report = failure.value.report
-    assert [d.kind for d in report.differences] == ["different"]
+    assert report.reference == ("refold" if refold else "recorded")
+    assert [(d.table, d.kind) for d in report.differences] == [("order_state", "different")]
     assert await registry.live_version(pool, V1.name) == V1.version
     versions = {r["version"]: r["status"] for r in await registry.versions(pool, V1.name)}
     assert versions == {V1.version: "live", v2.version: "failed"}
     assert await _totals_match(pool)
+    # A failed version keeps what its build recorded, for inspection.
+    assert await pool.fetchval(f"SELECT count(*) FROM {checksums.table_name(v2, v2.version)}") == 80
+
+
+class _AppendAtCatchUp:
+    """A progress sink that appends events (blocking the rebuild) when its catch-up phase begins,
+    so they are certainly not in the bulk load and certainly in the catch-up."""
+
+    def __init__(self, database_url: str, registry_: EventRegistry, settings: StoreSettings) -> None:
+        self.appends: list[tuple[str, list[OrderEvent], int]] = []
+        self._args = (database_url, registry_, settings)
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        if name == "catch-up":
+            with ThreadPoolExecutor(1) as thread:  # its own event loop: the rebuild's is busy calling us
+                thread.submit(asyncio.run, self._append()).result()
+
+    def advance(self, events: int, total: int | None = None) -> None:
+        return None
+
+    async def _append(self) -> None:
+        url, registry_, settings = self._args
+        own = await create_pool(url, settings)
+        store = EventStore(own, registry_, settings)
+        try:
+            for sid, events, expected in self.appends:
+                await store.append(sid, [new_event(e, actor="test") for e in events], expected or NO_STREAM)
+        finally:
+            await store.aclose()
+            await own.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "2-worker-processes"])
+async def test_verification_refolds_the_orders_the_catch_up_touched(
+    database_url: str,
+    pool: asyncpg.Pool,
+    store: EventStore,
+    *,
+    event_registry: EventRegistry,
+    store_settings: StoreSettings,
+    workers: int,
+) -> None:
+    histories = [h for h in HistoryGenerator(seed=35).histories(60, max_events=8) if len(h[1]) > 1]
+    sink = _AppendAtCatchUp(database_url, event_registry, store_settings)
+    for sid, events in histories[:20]:  # half of these orders is in the bulk load, the rest caught up
+        half = len(events) // 2
+        await store.append(sid, [new_event(e, actor="test") for e in events[:half]], NO_STREAM)
+        sink.appends.append((sid, events[half:], half))
+    sink.appends += [(sid, events, 0) for sid, events in histories[20:25]]  # new in the catch-up
+    await append_interleaved(store, histories[25:], seed=35)
+    v2 = dataclasses.replace(V1, version=V1.version + 1)
+    touched = sink.appends[3][0].removeprefix(checksums.STREAM_PREFIX)
+
+    async def corrupt_a_touched_order(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
+        await conn.execute(
+            f"UPDATE {projection.table('order_lines').physical(version)} SET quantity = quantity + 1"
+            " WHERE order_id = $1::uuid",
+            touched,
+        )
+
+    with pytest.raises(VerificationFailed) as failure:
+        await rebuild(
+            pool, v2, dsn=database_url, workers=workers, progress=sink, before_verify=corrupt_a_touched_order
+        )
+    # The build recorded this order before its catch-up events: only a refold of it from the log
+    # can tell the caught-up rows right, and it does, down to the corrupted table.
+    assert {(d.order_id, d.table, d.kind) for d in failure.value.report.differences} == {
+        (touched, "order_lines", "different")
+    }
+
+    sink.appends = []
+    await append_interleaved(store, HistoryGenerator(seed=36).histories(10), seed=36)
+    v3 = dataclasses.replace(V1, version=V1.version + 2)
+    sink.appends = [(sid, events, 0) for sid, events in HistoryGenerator(seed=37).histories(5)]
+    report = await rebuild(pool, v3, dsn=database_url, workers=workers, progress=sink)
+    assert report.catchup_events == sum(len(events) for _, events, _ in sink.appends)
+    assert report.verification is not None
+    assert report.verification.ok
+    assert report.verification.reference == "recorded"
+    assert report.verification.orders == len(histories) + 10 + 5
+    await assert_matches_fold(pool, v3)
+    # Verified: what the build recorded is dropped.
+    assert await pool.fetchval("SELECT to_regclass($1)", checksums.table_name(v3, v3.version)) is None
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "2-worker-processes"])
+async def test_verification_reports_events_the_bulk_load_did_not_fold(
+    database_url: str, pool: asyncpg.Pool, store: EventStore, workers: int
+) -> None:
+    histories = [h for h in HistoryGenerator(seed=38).histories(40) if len(h[1]) > 1]
+    await append_interleaved(store, histories, seed=38)
+    v2 = dataclasses.replace(V1, version=V1.version + 1)
+    unfolded, short = (sid.removeprefix(checksums.STREAM_PREFIX) for sid, _ in histories[:2])
+
+    async def forget(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
+        """As if the load had skipped one order's events, and the last event of another."""
+        table = checksums.table_name(projection, version)
+        await conn.execute(f"DELETE FROM {table} WHERE stream_id = $1", f"{checksums.STREAM_PREFIX}{unfolded}")
+        await conn.execute(
+            f"UPDATE {table} SET events = events - 1, last_version = last_version - 1 WHERE stream_id = $1",
+            f"{checksums.STREAM_PREFIX}{short}",
+        )
+
+    with pytest.raises(VerificationFailed) as failure:
+        await rebuild(pool, v2, dsn=database_url, workers=workers, before_verify=forget)
+    log_differences = {(d.order_id, d.kind) for d in failure.value.report.differences if d.table == LOG}
+    assert log_differences == {(unfolded, "missing"), (short, "different")}
 
 
 async def test_a_parallel_rebuild_equals_the_live_version(

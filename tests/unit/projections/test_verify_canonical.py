@@ -10,10 +10,10 @@ import orjson
 
 from ledger.domain import evolve
 from projections import order_state, transactions
+from projections.canonical import JSON, JSONB, VALUE, canonical_row, column_kinds, table_checksum
 from projections.definition import Column, Table
 from projections.encoding import json_value
 from projections.simulate import HistoryGenerator
-from projections.verify import JSON, JSONB, VALUE, canonical_row, column_kinds, table_checksum
 
 TABLE = Table(
     base="t",
