@@ -34,7 +34,13 @@ from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
 from projections import checksums
 from projections.bulk import READ_IN_STREAM_ORDER, gc_paused, peak_rss_kib, worker_context
-from projections.canonical import VALUE, column_kinds, order_checksums, table_checksum
+from projections.canonical import (
+    DOCUMENT,
+    VALUE,
+    column_kinds,
+    order_checksums,
+    table_checksum,
+)
 from projections.definition import Projection, Row
 from projections.partition import WHOLE_LOG, StreamRange, stream_ranges
 
@@ -144,7 +150,7 @@ async def actual_checksums(
     out: Checksums = {}
     for table in projection.tables:
         columns = [
-            f"{name}::text" if kind != VALUE else name
+            name if kind in (VALUE, DOCUMENT) else f"{name}::text"
             for name, kind in zip(table.column_names, column_kinds(table), strict=True)
         ]
         # The same range predicate as the log side, on the stream id each row belongs to.

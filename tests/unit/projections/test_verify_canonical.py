@@ -10,7 +10,15 @@ import orjson
 
 from ledger.domain import evolve
 from projections import order_state, transactions
-from projections.canonical import JSON, JSONB, VALUE, canonical_row, column_kinds, table_checksum
+from projections.canonical import (
+    DOCUMENT,
+    JSON,
+    JSONB,
+    VALUE,
+    canonical_row,
+    column_kinds,
+    table_checksum,
+)
 from projections.definition import Column, Table
 from projections.encoding import json_value
 from projections.simulate import HistoryGenerator
@@ -33,7 +41,7 @@ AT = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
 
 def test_column_kinds_follow_the_sql_types() -> None:
     assert KINDS == (VALUE, VALUE, JSON, JSONB)
-    assert column_kinds(order_state.ORDERS)[-1] == VALUE  # `doc` is text, compared as such
+    assert column_kinds(order_state.ORDERS)[-1] == DOCUMENT  # `doc` is a text document: by digest
     assert JSONB in column_kinds(transactions.TRANSACTIONS)
 
 
@@ -61,6 +69,16 @@ def test_jsonb_values_time_and_nulls_are_compared_by_value() -> None:
     assert canonical_row(row, KINDS) != canonical_row(
         (ID, AT + timedelta(microseconds=1), "{}", row[3]), KINDS
     )
+
+
+def test_documents_are_compared_by_digest_and_any_change_shows() -> None:
+    kinds = (VALUE, DOCUMENT)
+    text = '{"id":"1","total":19.90,"name":"Café ✓"}'
+    assert canonical_row((ID, text), kinds) == orjson.dumps(
+        [str(ID), hashlib.sha256(text.encode()).hexdigest()]
+    )
+    assert canonical_row((ID, text), kinds) != canonical_row((ID, text.replace("19.90", "19.9")), kinds)
+    assert canonical_row((ID, text), kinds) != canonical_row((ID, None), kinds)
 
 
 def test_each_tables_row_checksum_is_the_checksum_of_its_canonical_rows() -> None:
