@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import asyncpg
 
 from ledger.domain import OrderEvent
-from ledger.store import NO_STREAM, EventStore, load_checkpoint
+from ledger.store import NO_STREAM, EventStore, load_checkpoint, reads
 from ledger.store.records import START, Checkpoint
 from projections import verify
 from projections.db import connection
@@ -39,6 +39,19 @@ async def append_interleaved(
         else:
             pending[index] = (sid, events, done)
     return total
+
+
+async def wait_fenced(pool: asyncpg.Pool, timeout: float = 30.0) -> None:
+    """Wait until every committed event is readable through the fence.
+
+    The fence trails the oldest open write transaction anywhere in the cluster, e.g. a test on
+    another database: a rebuild started before then would leave recent events to its catch-up.
+    """
+    async with asyncio.timeout(timeout):
+        while True:
+            if not await reads.events_after(pool, await reads.head(pool)):
+                return
+            await asyncio.sleep(0.02)
 
 
 async def wait_caught_up(

@@ -28,6 +28,7 @@ from tests.integration.projections.support import (
     assert_matches_fold,
     table_checksums,
     wait_caught_up,
+    wait_fenced,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
@@ -187,6 +188,7 @@ class _AppendAtCatchUp:
         try:
             for sid, events, expected in self.appends:
                 await store.append(sid, [new_event(e, actor="test") for e in events], expected or NO_STREAM)
+            await wait_fenced(own)  # so the catch-up certainly reads them
         finally:
             await store.aclose()
             await own.close()
@@ -210,6 +212,7 @@ async def test_verification_refolds_the_orders_the_catch_up_touched(
         sink.appends.append((sid, events[half:], half))
     sink.appends += [(sid, events, 0) for sid, events in histories[20:25]]  # new in the catch-up
     await append_interleaved(store, histories[25:], seed=35)
+    await wait_fenced(pool)  # so the bulk load certainly reads them
     v2 = dataclasses.replace(V1, version=V1.version + 1)
     touched = sink.appends[3][0].removeprefix(checksums.STREAM_PREFIX)
 
@@ -232,6 +235,7 @@ async def test_verification_refolds_the_orders_the_catch_up_touched(
 
     sink.appends = []
     await append_interleaved(store, HistoryGenerator(seed=36).histories(10), seed=36)
+    await wait_fenced(pool)
     v3 = dataclasses.replace(V1, version=V1.version + 2)
     sink.appends = [(sid, events, 0) for sid, events in HistoryGenerator(seed=37).histories(5)]
     report = await rebuild(pool, v3, dsn=database_url, workers=workers, progress=sink)
@@ -251,13 +255,16 @@ async def test_verification_reports_events_the_bulk_load_did_not_fold(
 ) -> None:
     histories = [h for h in HistoryGenerator(seed=38).histories(40) if len(h[1]) > 1]
     await append_interleaved(store, histories, seed=38)
+    await wait_fenced(pool)  # so the bulk load certainly folds (and records) them
     v2 = dataclasses.replace(V1, version=V1.version + 1)
     unfolded, short = (sid.removeprefix(checksums.STREAM_PREFIX) for sid, _ in histories[:2])
 
     async def forget(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
         """As if the load had skipped one order's events, and the last event of another."""
         table = checksums.table_name(projection, version)
-        await conn.execute(f"DELETE FROM {table} WHERE stream_id = $1", f"{checksums.STREAM_PREFIX}{unfolded}")
+        await conn.execute(
+            f"DELETE FROM {table} WHERE stream_id = $1", f"{checksums.STREAM_PREFIX}{unfolded}"
+        )
         await conn.execute(
             f"UPDATE {table} SET events = events - 1, last_version = last_version - 1 WHERE stream_id = $1",
             f"{checksums.STREAM_PREFIX}{short}",
@@ -274,6 +281,7 @@ async def test_a_parallel_rebuild_equals_the_live_version(
 ) -> None:
     generator = HistoryGenerator(seed=40)
     await append_interleaved(store, generator.histories(150), seed=40)
+    await wait_fenced(pool)  # so the verification's checkpoint certainly covers all 150 orders
     v2 = dataclasses.replace(V1, version=V1.version + 1)
     async with running(pool, V1):
         report = await rebuild(pool, v2, dsn=database_url, workers=2, page_size=100)
