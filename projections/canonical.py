@@ -80,7 +80,9 @@ def canonical_row(row: Iterable[Any], kinds: Sequence[str]) -> bytes:
     values: list[Any] = []
     for kind, value in zip(kinds, row, strict=True):
         if kind == VALUE:
-            values.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
+            values.append(
+                value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo is not UTC else value
+            )
         elif value is None:
             values.append(None)
         elif kind == DOCUMENT:
@@ -112,31 +114,30 @@ _ENCODERS: dict[int, tuple[Table, Callable[[Sequence[Any]], bytes]]] = {}
 
 
 def _encoder(table: Table) -> Callable[[Sequence[Any]], bytes]:
-    """`canonical_row` for this table's rows, specialised: a table without json/jsonb columns
-    only needs its timestamps in UTC and its documents digested, and the row goes to orjson whole."""
+    """`canonical_row` for this table's rows, specialised: only the columns that need it (timestamps,
+    documents, json, jsonb) are rewritten, by position, and the row goes to orjson whole."""
     entry = _ENCODERS.get(id(table))
     if entry is not None and entry[0] is table:
         return entry[1]
     kinds = column_kinds(table)
-    encode: Callable[[Sequence[Any]], bytes]
-    if any(kind in (JSON, JSONB) for kind in kinds):
+    stamps = [i for i, c in enumerate(table.columns) if c.sql_type.lower().startswith("timestamp")]
+    rewrites = [
+        (i, document_digest if kind == DOCUMENT else _json_text if kind == JSON else _jsonb_canonical)
+        for i, kind in enumerate(kinds)
+        if kind != VALUE
+    ]
 
-        def encode(row: Sequence[Any]) -> bytes:
-            return canonical_row(row, kinds)
-
-    else:
-        stamps = [i for i, c in enumerate(table.columns) if c.sql_type.lower().startswith("timestamp")]
-        documents = [i for i, kind in enumerate(kinds) if kind == DOCUMENT]
-
-        def encode(row: Sequence[Any]) -> bytes:
-            values = list(row)
-            for i in stamps:
-                value = values[i]
-                if isinstance(value, datetime):
-                    values[i] = value.astimezone(UTC)
-            for i in documents:
-                values[i] = document_digest(values[i])
-            return orjson.dumps(values, default=_default)
+    def encode(row: Sequence[Any]) -> bytes:
+        values = list(row)
+        for i in stamps:
+            value = values[i]
+            if isinstance(value, datetime) and value.tzinfo is not UTC:
+                values[i] = value.astimezone(UTC)
+        for i, rewrite in rewrites:
+            value = values[i]
+            if value is not None:
+                values[i] = rewrite(value)
+        return orjson.dumps(values, default=_default)
 
     _ENCODERS[id(table)] = (table, encode)
     return encode
