@@ -23,11 +23,12 @@ import contextlib
 import gc
 import multiprocessing
 import resource
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -39,6 +40,8 @@ from projections import checksums, tables
 from projections.canonical import order_checksums
 from projections.definition import Projection, Row
 from projections.partition import StreamRange
+
+T = TypeVar("T")
 
 _PART_SQL = """
 SELECT stream_id, version, type, schema_version, data::text, recorded_at FROM events
@@ -202,7 +205,8 @@ def _init_worker(counter: Synchronized[int]) -> None:
     _progress = counter
 
 
-def _advance(n: int) -> None:
+def report_progress(n: int) -> None:
+    """In a `WorkerPool` worker: add `n` to the pool's shared progress counter (else nothing)."""
     if _progress is not None:
         with _progress.get_lock():
             _progress.value += n
@@ -269,7 +273,7 @@ def _run_part(part: Part) -> tuple[int, int, int]:
             try:
                 await init_connection(reader)
                 await init_connection(writer)
-                return await load_part(reader, writer, part, _advance)
+                return await load_part(reader, writer, part, report_progress)
             finally:
                 await writer.close()
         finally:
@@ -286,16 +290,23 @@ async def load_parallel(
     if pool is None:
         with WorkerPool(len(parts)) as own:
             return await load_parallel(parts, advance, own, poll_s)
+    results = await run_watched(pool, [partial(_run_part, part) for part in parts], advance, poll_s)
+    pool.note_peak(max(r[2] for r in results))
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+async def run_watched(
+    pool: WorkerPool, calls: Sequence[Callable[[], T]], advance: Callable[[int], None], poll_s: float = 0.2
+) -> list[T]:
+    """Run `calls` (picklable) in the pool's workers; what they `report_progress` goes to `advance`."""
     loop = asyncio.get_running_loop()
     counter = pool.counter
     start, reported = counter.value, 0
-    futures = [loop.run_in_executor(pool.executor, _run_part, part) for part in parts]
+    futures = [loop.run_in_executor(pool.executor, call) for call in calls]
     pending: Any = futures
     while pending:
         _, pending = await asyncio.wait(pending, timeout=poll_s)
         seen = counter.value - start
         advance(seen - reported)
         reported = seen
-    results = [f.result() for f in futures]
-    pool.note_peak(max(r[2] for r in results))
-    return sum(r[0] for r in results), sum(r[1] for r in results)
+    return [f.result() for f in futures]

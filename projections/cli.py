@@ -127,7 +127,7 @@ class _Rate(ProgressColumn):
 
 
 class _RichSink:
-    """Rebuild progress as a rich bar: events (bulk) or orders (write, verify) per second and ETA."""
+    """Rebuild progress as a rich bar: events (bulk) or rows read back (verify) per second, and ETA."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -139,7 +139,7 @@ class _RichSink:
             finished = done.total if done.total is not None else 1
             self.progress.update(self.task, total=finished, completed=finished)
             self.progress.stop_task(self.task)
-        unit = "events" if name == "bulk" else "orders" if name == "verify" else ""
+        unit = "events" if name == "bulk" else "rows" if name == "verify" else ""
         self.task = self.progress.add_task(f"{name} {unit}".strip(), total=total)
 
     def advance(self, events: int, total: int | None = None) -> None:

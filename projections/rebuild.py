@@ -237,7 +237,10 @@ async def _build(
     report.catchup_events += applied
     lap("catchup")
 
-    sink.phase("verify", report.orders)
+    # Progress in rows read back (the tables were just analysed: their estimates are close),
+    # plus the events folded again when refolding.
+    rows = await tables.estimated_rows(conn, projection, version)
+    sink.phase("verify", rows + (report.bulk_events + report.catchup_events if options.refold else 0))
     if options.before_verify is not None:
         await options.before_verify(conn, projection, version)
     report.verification = await verify(
@@ -248,8 +251,8 @@ async def _build(
         upper=None if options.refold else upper,
         dsn=options.dsn,
         workers=options.workers,
-        executor=None if pool is None else pool.executor,
-        note_peak=None if pool is None else pool.note_peak,
+        pool=pool,
+        advance=sink.advance,
     )
     lap("verify")
     if pool is not None:

@@ -106,6 +106,17 @@ async def drop_tables(conn: asyncpg.Connection, projection: Projection, version:
     await checksums.drop(conn, projection, version)
 
 
+async def estimated_rows(conn: asyncpg.Connection, projection: Projection, version: int) -> int:
+    """The planner's row estimate over a version's tables (exact right after ANALYZE)."""
+    names = [t.physical(version) for t in projection.tables]
+    count: int = await conn.fetchval(
+        "SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint FROM pg_class"
+        " WHERE oid = ANY(SELECT to_regclass(n) FROM unnest($1::text[]) AS n)",
+        names,
+    )
+    return count
+
+
 async def tables_exist(conn: asyncpg.Connection, projection: Projection, version: int) -> bool:
     names = [t.physical(version) for t in projection.tables]
     count: int = await conn.fetchval(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -33,7 +32,14 @@ from ledger.domain.state import fold
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
 from projections import checksums
-from projections.bulk import READ_IN_STREAM_ORDER, gc_paused, peak_rss_kib, worker_context
+from projections.bulk import (
+    READ_IN_STREAM_ORDER,
+    WorkerPool,
+    gc_paused,
+    peak_rss_kib,
+    report_progress,
+    run_watched,
+)
 from projections.canonical import (
     DOCUMENT,
     VALUE,
@@ -102,16 +108,23 @@ class VerifyReport:
 Checksums = dict[str, dict[str, tuple[int, bytes]]]
 
 
+def _ignore(n: int) -> None:
+    """No progress sink."""
+
+
 async def expected_checksums(
     conn: asyncpg.Connection,
     projection: Projection,
     checkpoint: Checkpoint,
     part: StreamRange = WHOLE_LOG,
     streams: Sequence[str] | None = None,
+    *,
+    advance: Callable[[int], None] = _ignore,
 ) -> Checksums:
     """Checksums from a per-stream fold from scratch of every event up to `checkpoint`.
 
-    `streams` restricts the fold to those stream ids (the orders a catch-up touched).
+    `streams` restricts the fold to those stream ids (the orders a catch-up touched); `advance`
+    gets the number of events read, page by page.
     """
     out: Checksums = {}
     if streams is not None and not streams:
@@ -139,14 +152,20 @@ async def expected_checksums(
                     flush()
                     batch, stream = [], row[0]
                 batch.append(row)
+            advance(len(page))
     flush()
     return out
 
 
 async def actual_checksums(
-    conn: asyncpg.Connection, projection: Projection, version: int, part: StreamRange = WHOLE_LOG
+    conn: asyncpg.Connection,
+    projection: Projection,
+    version: int,
+    part: StreamRange = WHOLE_LOG,
+    advance: Callable[[int], None] = _ignore,
 ) -> Checksums:
-    """Checksums of what a version's tables hold, per order (rows streamed in key order)."""
+    """Checksums of what a version's tables hold, per order (rows streamed in key order);
+    `advance` gets the number of rows read, page by page."""
     out: Checksums = {}
     for table in projection.tables:
         columns = [
@@ -171,6 +190,7 @@ async def actual_checksums(
                         _add(out, projection, table.base, current, rows)
                         current, rows = order_id, []
                     rows.append(tuple(record))
+                advance(len(page))
         _add(out, projection, table.base, current, rows)
     return out
 
@@ -210,18 +230,22 @@ async def verify_part(
     part: StreamRange,
     *,
     upper: Checkpoint | None = None,
+    advance: Callable[[int], None] = _ignore,
 ) -> VerifyReport:
-    """One part against a refold (`upper` None) or against what the bulk load up to `upper` recorded."""
+    """One part against a refold (`upper` None) or against what the bulk load up to `upper` recorded.
+
+    `advance` gets the rows read back (and, refolding, the events folded) as they are.
+    """
     with gc_paused():  # same reason as the bulk fold: large, long-lived, cycle-free data
         if upper is None:
-            expected = await expected_checksums(conn, projection, checkpoint, part)
+            expected = await expected_checksums(conn, projection, checkpoint, part, advance=advance)
             log_differences: list[tuple[str, str]] = []
         else:
             log_differences = await checksums.completeness(conn, projection, version, upper, part)
             expected = await checksums.recorded(conn, projection, version, part)
             touched = await checksums.touched_streams(conn, upper, checkpoint, part)
             expected.update(await expected_checksums(conn, projection, checkpoint, part, touched))
-        actual = await actual_checksums(conn, projection, version, part)
+        actual = await actual_checksums(conn, projection, version, part, advance)
         report = compare(projection, version, checkpoint, expected, actual)
     report.reference = "refold" if upper is None else "recorded"
     for order_id, kind in log_differences:
@@ -242,7 +266,9 @@ def _verify_worker(
         conn = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
         try:
             await init_connection(conn)
-            return await verify_part(conn, projection, version, checkpoint, part, upper=upper)
+            return await verify_part(
+                conn, projection, version, checkpoint, part, upper=upper, advance=report_progress
+            )
         finally:
             await conn.close()
 
@@ -258,34 +284,31 @@ async def verify(
     upper: Checkpoint | None = None,
     dsn: str | None = None,
     workers: int = 1,
-    executor: Executor | None = None,
-    note_peak: Callable[[int], None] | None = None,
+    pool: WorkerPool | None = None,
+    advance: Callable[[int], None] = _ignore,
 ) -> VerifyReport:
     """Compare `version`'s tables (which must be exactly at `checkpoint`) with a fold of the log.
 
     With `upper` (the checkpoint a bulk load stopped at, having recorded its `checksums`) the
     reference is what that load recorded, else a fresh fold of the whole log (module docstring).
     With `workers > 1` the log is split by stream id range, as in the bulk load, across processes
-    (`executor`'s, e.g. the rebuild's already running workers, else a pool of their own);
-    `note_peak` gets the largest peak RSS (KiB) a worker reported.
+    (`pool`'s, e.g. the rebuild's already running workers, which also keeps their peak RSS, else
+    a pool of their own). `advance` gets the progress in rows read back (and events refolded).
     """
     ranges = await stream_ranges(conn, workers, checkpoint) if dsn is not None else [WHOLE_LOG]
     if dsn is None or len(ranges) == 1:
-        return await verify_part(conn, projection, version, checkpoint, ranges[0], upper=upper)
-    loop = asyncio.get_running_loop()
-    with contextlib.ExitStack() as stack:
-        if executor is None:
-            executor = stack.enter_context(ProcessPoolExecutor(workers, mp_context=worker_context()))
-        results = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    executor, partial(_verify_worker, dsn, projection, version, checkpoint, part, upper=upper)
-                )
-                for part in ranges
-            )
+        return await verify_part(
+            conn, projection, version, checkpoint, ranges[0], upper=upper, advance=advance
         )
-    if note_peak is not None:
-        note_peak(max(peak for _, peak in results))
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(WorkerPool(len(ranges)))
+        calls = [
+            partial(_verify_worker, dsn, projection, version, checkpoint, part, upper=upper)
+            for part in ranges
+        ]
+        results = await run_watched(pool, calls, advance)
+        pool.note_peak(max(peak for _, peak in results))
     report = VerifyReport(projection.name, version, checkpoint)
     for part, _ in results:
         report.reference = part.reference

@@ -172,14 +172,19 @@ class _AppendAtCatchUp:
     def __init__(self, database_url: str, registry_: EventRegistry, settings: StoreSettings) -> None:
         self.appends: list[tuple[str, list[OrderEvent], int]] = []
         self._args = (database_url, registry_, settings)
+        self.phases: dict[str, list[int | None]] = {}  # per phase: its total, then what was advanced
+        self._current = ""
 
     def phase(self, name: str, total: int | None = None) -> None:
+        self._current = name
+        self.phases[name] = [total, 0]
         if name == "catch-up":
             with ThreadPoolExecutor(1) as thread:  # its own event loop: the rebuild's is busy calling us
                 thread.submit(asyncio.run, self._append()).result()
 
     def advance(self, events: int, total: int | None = None) -> None:
-        return None
+        progress = self.phases[self._current]
+        progress[1] = (progress[1] or 0) + events
 
     async def _append(self) -> None:
         url, registry_, settings = self._args
@@ -245,6 +250,13 @@ async def test_verification_refolds_the_orders_the_catch_up_touched(
     assert report.verification.reference == "recorded"
     assert report.verification.orders == len(histories) + 10 + 5
     await assert_matches_fold(pool, v3)
+    # Progress: every event of the bulk load, then every row verification read back.
+    rows = sum(report.verification.actual_rows.values())
+    assert sink.phases["bulk"] == [report.bulk_events, report.bulk_events]
+    assert sink.phases["verify"][1] == rows
+    total = sink.phases["verify"][0]  # the tables' row estimate before the catch-up added some
+    assert total is not None
+    assert 0 < total <= rows
     # Verified: what the build recorded is dropped.
     assert await pool.fetchval("SELECT to_regclass($1)", checksums.table_name(v3, v3.version)) is None
 
