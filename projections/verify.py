@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -57,6 +58,8 @@ SELECT stream_id, version, type, schema_version, data::text, recorded_at FROM ev
 """
 _PAGE = 20_000
 _MAX_LISTED = 1000
+#: The most events a verification part covers (about 350k orders: ~100 MB of checksums held).
+_EVENTS_PER_PART = 2_000_000
 #: The `table` of a difference between the log and what the bulk load folded.
 LOG = "events"
 
@@ -253,6 +256,16 @@ async def verify_part(
     return report
 
 
+async def _parts(conn: asyncpg.Connection, workers: int) -> int:
+    """At least one part per worker, and enough that none holds more than `_EVENTS_PER_PART` events.
+
+    A part keeps two checksums per order in memory (expected and actual) until it compares
+    them, so bounding its size bounds a verification's memory however long the log is.
+    """
+    estimate = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'events'::regclass")
+    return max(workers, math.ceil(max(estimate or 0.0, 0.0) / _EVENTS_PER_PART))
+
+
 def _verify_worker(
     dsn: str,
     projection: Projection,
@@ -295,28 +308,34 @@ async def verify(
     (`pool`'s, e.g. the rebuild's already running workers, which also keeps their peak RSS, else
     a pool of their own). `advance` gets the progress in rows read back (and events refolded).
     """
-    ranges = await stream_ranges(conn, workers, checkpoint) if dsn is not None else [WHOLE_LOG]
-    if dsn is None or len(ranges) == 1:
-        return await verify_part(
-            conn, projection, version, checkpoint, ranges[0], upper=upper, advance=advance
-        )
-    with contextlib.ExitStack() as stack:
-        if pool is None:
-            pool = stack.enter_context(WorkerPool(len(ranges)))
-        calls = [
-            partial(_verify_worker, dsn, projection, version, checkpoint, part, upper=upper)
+    parallel = dsn is not None and workers > 1
+    ranges = await stream_ranges(conn, await _parts(conn, workers if parallel else 1), checkpoint)
+    if dsn is None or not parallel or len(ranges) == 1:
+        reports = [
+            await verify_part(conn, projection, version, checkpoint, part, upper=upper, advance=advance)
             for part in ranges
         ]
-        results = await run_watched(pool, calls, advance)
-        pool.note_peak(max(peak for _, peak in results))
+    else:
+        with contextlib.ExitStack() as stack:
+            if pool is None:
+                pool = stack.enter_context(WorkerPool(min(workers, len(ranges))))
+            calls = [
+                partial(_verify_worker, dsn, projection, version, checkpoint, part, upper=upper)
+                for part in ranges
+            ]
+            results = await run_watched(pool, calls, advance)
+            pool.note_peak(max(peak for _, peak in results))
+        reports = [part for part, _ in results]
+    if len(reports) == 1:
+        return reports[0]
     report = VerifyReport(projection.name, version, checkpoint)
-    for part, _ in results:
-        report.reference = part.reference
-        report.orders += part.orders
-        for base, count in part.expected_rows.items():
+    for one in reports:
+        report.reference = one.reference
+        report.orders += one.orders
+        for base, count in one.expected_rows.items():
             report.expected_rows[base] = report.expected_rows.get(base, 0) + count
-        for base, count in part.actual_rows.items():
+        for base, count in one.actual_rows.items():
             report.actual_rows[base] = report.actual_rows.get(base, 0) + count
-        report.difference_count += part.difference_count
-        report.differences += part.differences[: _MAX_LISTED - len(report.differences)]
+        report.difference_count += one.difference_count
+        report.differences += one.differences[: _MAX_LISTED - len(report.differences)]
     return report

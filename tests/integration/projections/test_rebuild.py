@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,9 +17,10 @@ from ledger.observability.metrics import Metrics
 from ledger.settings import StoreSettings
 from ledger.store import NO_STREAM, EventRegistry, EventStore
 from ledger.store.pool import create_pool
-from projections import checksums, order_state, queries, registry, setup
+from projections import checksums, order_state, partition, queries, registry, setup, verify
 from projections.db import connection
 from projections.definition import Projection, Row
+from projections.partition import StreamRange
 from projections.rebuild import RebuildReport, VerificationFailed, rebuild
 from projections.runner import Runner
 from projections.simulate import HistoryGenerator, new_event
@@ -342,3 +344,42 @@ async def test_rebuilding_twice_gives_identical_content(
     content = await table_checksums(pool, first, first.version)
     assert len(content) == 120
     assert content == await table_checksums(pool, second, second.version)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "2-worker-processes"])
+async def test_verification_of_a_long_log_runs_in_bounded_parts(
+    database_url: str, pool: asyncpg.Pool, store: EventStore, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part holds its orders' checksums in memory: a long log is verified in more parts than
+    workers, each of bounded size, and a difference in any of them still shows."""
+    await append_interleaved(store, HistoryGenerator(seed=46).histories(80), seed=46)
+    await wait_fenced(pool)
+    await pool.execute("ANALYZE events")
+    monkeypatch.setattr(verify, "_EVENTS_PER_PART", 40)
+    parts: list[int] = []
+    monkeypatch.setattr(verify, "stream_ranges", _spy(partition.stream_ranges, parts))
+    v2 = dataclasses.replace(V1, version=V1.version + 1)
+
+    async def corrupt(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
+        await conn.execute(
+            f"UPDATE {projection.table('order_lines').physical(version)} SET name = name || '!'"
+            f" WHERE order_id = (SELECT max(order_id::text)::uuid FROM {projection.table('order_lines').physical(version)})"
+        )
+
+    with pytest.raises(VerificationFailed) as failure:
+        await rebuild(pool, v2, dsn=database_url, workers=workers, before_verify=corrupt)
+    report = failure.value.report
+    assert parts[-1] > 4  # a few hundred events in parts of 40
+    assert report.orders == 80
+    assert [(d.table, d.kind) for d in report.differences] == [("order_lines", "different")]
+
+
+def _spy(
+    stream_ranges: Callable[..., Awaitable[list[StreamRange]]], parts: list[int]
+) -> Callable[..., Awaitable[list[StreamRange]]]:
+    async def spy(*args: Any) -> list[StreamRange]:
+        ranges = await stream_ranges(*args)
+        parts.append(len(ranges))
+        return ranges
+
+    return spy
