@@ -9,7 +9,7 @@
 2. The load bypasses `append` (one COPY per 50k rows, each in its own transaction) but the
    rows are valid: versions contiguous from 1, unique event ids, and the per-stream hash chain
    computed as `ledger_append` does. The chain needs jsonb's canonical text of `data`, which
-   `_jsonb_text` writes for these JSON values (objects, arrays, strings, ints, bools, null);
+   `projections.canonical.jsonb_text` writes for these JSON values (objects, arrays, strings, ints, bools, null);
    after the load one SQL pass recomputes every hash and link, and the bench aborts on any
    mismatch.
 3. In a child process (so peak RSS is the rebuild's, not the generator's): the raw read rate
@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,6 +46,7 @@ from ledger.store.pool import create_pool
 from ledger.store.reads import iter_all_records
 from ledger.store.records import START
 from projections import checksums, order_state, transactions
+from projections.canonical import jsonb_text
 from projections.rebuild import rebuild
 from projections.simulate import HistoryGenerator
 
@@ -62,31 +62,6 @@ SELECT count(*) FILTER (WHERE hash <> sha256(coalesce(prev_hash, ''::bytea) || c
   FROM (SELECT *, lag(hash) OVER w AS prev, row_number() OVER w AS expected_version
           FROM events WINDOW w AS (PARTITION BY stream_id ORDER BY version)) e
 """
-
-
-def _jsonb_key(key: str) -> tuple[int, bytes]:
-    raw = key.encode()
-    return len(raw), raw  # jsonb orders object keys by length, then bytes
-
-
-def _jsonb_text(value: Any) -> str:
-    """jsonb's canonical text output (`data::text`) for plain JSON values."""
-    if isinstance(value, dict):
-        items = sorted(value.items(), key=lambda kv: _jsonb_key(kv[0]))
-        return "{" + ", ".join(f"{_jsonb_text(k)}: {_jsonb_text(v)}" for k, v in items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_jsonb_text(v) for v in value) + "]"
-    if isinstance(value, str):
-        return orjson.dumps(value).decode()
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    if isinstance(value, int):
-        return str(value)
-    raise TypeError(f"no jsonb text for {type(value).__name__}")
 
 
 def _hash(prev: bytes | None, fields: tuple[str, int, uuid.UUID, str, int, str, str]) -> bytes:
@@ -111,8 +86,8 @@ def generate_rows(total: int, seed: int = 42, open_orders: int = 2000) -> Any:
         stream, events, index, prev = entry
         event = events[index]
         version = index + 1
-        data = _jsonb_text(event_data(event))
-        meta = _jsonb_text({"actor": "bench", "source": "bench", "correlation_id": str(uuid.uuid4())})
+        data = jsonb_text(event_data(event))
+        meta = jsonb_text({"actor": "bench", "source": "bench", "correlation_id": str(uuid.uuid4())})
         event_id = uuid.UUID(int=rng.getrandbits(128), version=4)
         sv = schema_version_of(event)
         digest = _hash(prev, (stream, version, event_id, event.type, sv, data, meta))

@@ -31,7 +31,7 @@ Record = tuple[str, int, int, list[int], bytes]
 
 _COLUMNS = ("stream_id", "events", "last_version", "row_counts", "digests")
 STREAM_PREFIX = "order-"
-_DIGEST = 16
+_DIGEST = 8
 
 
 def table_name(projection: Projection, version: int) -> str:

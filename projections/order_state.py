@@ -17,7 +17,7 @@ from projections.encoding import MONEY, text_value
 
 NAME = "order_state"
 #: Bump when the rows change (a deploy with changed code under the same version is refused).
-VERSION = 2
+VERSION = 3
 MODULES = (__name__, *VIEW_MODULES)
 
 ORDERS = Table(

@@ -18,7 +18,7 @@ from projections.encoding import MONEY, json_value, text_value
 
 NAME = "transactions"
 #: Bump when the rows change (a deploy with changed code under the same version is refused).
-VERSION = 2
+VERSION = 3
 MODULES = (__name__, *VIEW_MODULES)
 
 TRANSACTIONS = Table(
@@ -37,7 +37,7 @@ TRANSACTIONS = Table(
         Column("voided", "boolean NOT NULL"),
         Column("dispatched_at", "timestamptz NOT NULL"),
         Column("transacted_at", "timestamptz NOT NULL"),
-        Column("lines", "jsonb NOT NULL"),
+        Column("lines", "json NOT NULL"),
         Column("doc", "text NOT NULL", document=True),
     ),
     primary_key=("order_id", "shipment_id"),

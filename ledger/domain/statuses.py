@@ -48,15 +48,26 @@ def payment_status(order: Order) -> PaymentStatus:
 
 
 def fulfillment_status(order: Order) -> FulfillmentStatus:
+    # Plain loops, not ``all(genexpr)``: this runs for every event the relay publishes and every
+    # order a projection maps, and an abandoned generator costs more than the whole check.
     shipped = order.shipped_quantities()
     if order.restocks:
         restocked = order.restocked_quantities()
-        if all(restocked.get(line_id, 0) >= qty for line_id, qty in shipped.items()):
+        for line_id, qty in shipped.items():
+            if restocked.get(line_id, 0) < qty:
+                break
+        else:
             return "restocked"
-    if order.lines and all(shipped.get(line.line_id, 0) >= line.quantity for line in order.lines):
-        if all(s.delivered_at is not None for s in order.shipments):
+    lines = order.lines
+    if lines:
+        for line in lines:
+            if shipped.get(line.line_id, 0) < line.quantity:
+                break
+        else:
+            for s in order.shipments:
+                if s.delivered_at is None:
+                    return "fulfilled"
             return "delivered"
-        return "fulfilled"
     if shipped or order.status.strip().lower() in IN_PROGRESS_STATUSES:
         return "inProgress"
     return "unfulfilled"

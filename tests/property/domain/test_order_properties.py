@@ -150,7 +150,31 @@ def check_invariants(s: Stream) -> None:
         assert sum(t.total for t in txs) == order.amounts.total
     assert all(t.voided == (p.captured > 0 and p.refunded >= p.captured) for t in txs)
     payment_status(order)
-    fulfillment_status(order)
+    assert fulfillment_status(order) == fulfillment_rules(order)
+
+
+def fulfillment_rules(order: Order) -> str:
+    """The fulfilment rules as ``ledger.domain.statuses`` documents them, written plainly: the
+    oracle for its hand-tuned loops."""
+    shipped = order.shipped_quantities()
+    if order.restocks:
+        restocked = order.restocked_quantities()
+        if all(restocked.get(line_id, 0) >= qty for line_id, qty in shipped.items()):
+            return "restocked"
+    if order.lines and all(shipped.get(line.line_id, 0) >= line.quantity for line in order.lines):
+        return "delivered" if all(s.delivered_at is not None for s in order.shipments) else "fulfilled"
+    if shipped or order.status.strip().lower() in {
+        "processing",
+        "in_progress",
+        "inprogress",
+        "in progress",
+        "picking",
+        "packing",
+        "packed",
+        "fulfilling",
+    }:
+        return "inProgress"
+    return "unfulfilled"
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
