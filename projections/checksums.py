@@ -7,7 +7,7 @@ then checks, at the same checkpoint:
 
 - against the log: every stream's event count and last version equal what was folded, so no
   event or stream was missed, split or folded twice (`completeness`, one SQL pass);
-- against the tables read back: every order's rows match the checksums the fold recorded;
+- against the tables, checksummed by the server: every order's rows match what the fold recorded;
 - orders the catch-up touched are folded again from scratch, independently of the runner's
   incremental path, and checked the same way.
 
