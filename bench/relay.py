@@ -15,6 +15,8 @@ its own Tansu broker (or uses `LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS`).
 2. Latency: the relay runs as its own process (`python -m ledger.relay`); this process appends
    single events at a steady `--rate` and a consumer (fetch wait 10 ms) receives them.
    Latency = consumer receive time - append commit (append call returned). Target p99 <= 100 ms.
+   The relay runs with `--publish-interval-ms` (default: `RelaySettings.publish_interval_ms`):
+   while caught up it starts a publish at most that often, so it stores fewer, larger batches.
    Also printed per third of the run, beside the CPU the broker used in each third (when this
    process started the broker): the Tansu test broker (0.6, memory storage) lists every record
    batch stored in a partition on every fetch, so its CPU per fetch grows with the run (measured:
@@ -119,12 +121,18 @@ async def admin_url(stack: contextlib.ExitStack) -> str:
     return url
 
 
-def settings_for(database_url: str, bootstrap: str, topic: str, batch_size: int) -> Settings:
+def settings_for(
+    database_url: str,
+    bootstrap: str,
+    topic: str,
+    batch_size: int,
+    publish_interval_ms: float = RelaySettings().publish_interval_ms,
+) -> Settings:
     return Settings(
         database_url=database_url,
         kafka_bootstrap_servers=bootstrap,
         kafka=KafkaSettings(events_topic=topic, partitions=PARTITIONS),
-        relay=RelaySettings(batch_size=batch_size),
+        relay=RelaySettings(batch_size=batch_size, publish_interval_ms=publish_interval_ms),
         store=StoreSettings(pool_min_size=2, pool_max_size=10, poll_interval_s=0.5),
     )
 
@@ -270,6 +278,7 @@ async def latency(
         "LEDGER_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "LEDGER_KAFKA__EVENTS_TOPIC": topic,
         "LEDGER_KAFKA__PARTITIONS": str(PARTITIONS),
+        "LEDGER_RELAY__PUBLISH_INTERVAL_MS": str(settings.relay.publish_interval_ms),
         "LEDGER_LOG_JSON": "true",
     }
     committed: dict[str, float] = {}
@@ -399,12 +408,17 @@ async def latency_part(
     dsn: str, bootstrap: str, store: EventStore, args: argparse.Namespace, broker_pid: int | None
 ) -> str:
     """Steady-rate appends with the relay as a process; prints latency percentiles."""
-    settings = settings_for(dsn, bootstrap, f"bench-latency-{uuid.uuid4().hex[:8]}", 500)
+    settings = settings_for(
+        dsn, bootstrap, f"bench-latency-{uuid.uuid4().hex[:8]}", 500, args.publish_interval_ms
+    )
     parts, lost, broker_cpu = await latency(
         settings, store, args.rate, args.seconds, Path(args.log), broker_pid=broker_pid
     )
     lat = [ms for part in parts for ms in part]
-    print(f"\nend-to-end latency at {args.rate:.0f} ev/s for {args.seconds:.0f}s ({len(lat)} events):")
+    print(
+        f"\nend-to-end latency at {args.rate:.0f} ev/s for {args.seconds:.0f}s ({len(lat)} events,"
+        f" relay publish interval {args.publish_interval_ms:g} ms):"
+    )
     print(
         f"  p50 {pct(lat, 50):.1f} ms   p90 {pct(lat, 90):.1f} ms   p99 {pct(lat, 99):.1f} ms"
         f"   max {max(lat):.1f} ms   mean {statistics.fmean(lat):.1f} ms   not received {lost}"
@@ -471,5 +485,11 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--only", choices=["throughput", "latency"], default=None)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[500, 2000])
+    parser.add_argument(
+        "--publish-interval-ms",
+        type=float,
+        default=RelaySettings().publish_interval_ms,
+        help="the latency part's relay setting (default: RelaySettings' default)",
+    )
     parser.add_argument("--log", default=os.path.join(tempfile.gettempdir(), "ledger-bench-relay.log"))
     asyncio.run(main(parser.parse_args()))

@@ -73,6 +73,18 @@ class RelaySettings(BaseModel):
     batch_size: int = Field(
         default=2000, description="Most events per publish batch (a backlog drains in batches this big)."
     )
+    publish_interval_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description=(
+            "Least time between the starts of two publishes while caught up (a read returned less"
+            " than a batch); events arriving meanwhile join the next one. Fewer, larger record"
+            " batches for the broker (like Kafka's linger.ms); an idle relay still publishes at"
+            " once; 0: publish as soon as read (bench/relay.py at 1,000 ev/s on Tansu: 20 ms cut"
+            " the broker's CPU in the run's last third from ~60% to ~46% of a core and kept p99"
+            " at ~55 ms, for ~10 ms more p50)."
+        ),
+    )
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     metrics_port: int | None = None

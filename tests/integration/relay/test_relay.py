@@ -257,6 +257,50 @@ async def test_restart_resumes_from_the_saved_checkpoint(
     assert metrics.relay_published._value.get() == len(committed) - first_run
 
 
+class CountingPublisher(KafkaPublisher):
+    """Records how many records each (non-empty) publish carried."""
+
+    sizes: list[int]
+
+    async def publish(self, messages: list[OutMessage]) -> None:  # type: ignore[override]
+        await super().publish(messages)
+        if messages:
+            self.sizes.append(len(messages))
+
+
+async def test_caught_up_appends_within_the_publish_interval_go_out_together_in_order(
+    store: EventStore, pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    """An idle relay publishes an event at once; events appended one by one soon after it wait
+    for the interval and go out together, in log order, then checkpointed."""
+    settings = relay_settings(database_url, kafka_bootstrap, unique_topic, batch_size=500)
+    settings.relay.publish_interval_ms = 3_000  # far longer than 20 appends take
+    sizes: list[int] = []
+
+    def factory() -> KafkaPublisher:
+        publisher = CountingPublisher(settings.kafka, settings.bootstrap_servers, unique_topic)
+        publisher.sizes = sizes
+        return publisher
+
+    order_id = uuid.uuid4()
+    await store.append(stream_of(order_id), [placed(order_id)], NO_STREAM)
+    async with running_relay(settings, pool, publisher_factory=factory):
+        await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
+        assert sizes == [1]  # idle before it: not held back
+        for version in range(1, 21):  # one transaction (and one NOTIFY) each
+            await store.append(stream_of(order_id), [status(f"s{version}")], version)
+        head = await settled_head(pool)
+        await wait_for_checkpoint(pool, unique_topic, head)
+    assert sum(sizes) == 21
+    assert len(sizes) <= 3  # 20 single-event appends in one or two publishes (0 ms: up to 20)
+    committed = await committed_events(pool)
+    records = await consume(kafka_bootstrap, unique_topic, count=len(committed) + 1, timeout_s=3)
+    check = check_topic(records, committed)
+    assert check.ok, check
+    assert check.duplicates == 0
+    assert await saved_checkpoint(pool, unique_topic) == head
+
+
 HOLD_KEY = 424242
 HOLD_TRIGGER = f"""
 CREATE FUNCTION test_hold_insert() RETURNS trigger LANGUAGE plpgsql AS $$
