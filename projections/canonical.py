@@ -35,10 +35,12 @@ from projections.definition import Column, Projection, Row, Table
 
 __all__ = [
     "checksum_sql",
+    "column_kind",
     "document_digest",
     "jsonb_text",
     "order_checksums",
     "row_text",
+    "sql_checksum",
     "table_checksum",
 ]
 
