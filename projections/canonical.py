@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from projections.definition import Column, Projection, Row, Table
+from projections.encoding import dumps
 
 __all__ = [
     "checksum_sql",
@@ -84,18 +85,6 @@ def _microseconds(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
-def _json_bytes(value: Any) -> bytes:
-    """The JSON text the connection's json/jsonb codecs write for a value (orjson: a Fragment as
-    is, a str as a JSON string)."""
-    return orjson.dumps(value, default=_decimal)
-
-
-def _decimal(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return orjson.Fragment(str(value))
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def _jsonb_fragment(value: Any) -> orjson.Fragment:
     return orjson.Fragment(jsonb_text(value))
 
@@ -146,7 +135,7 @@ def jsonb_text(value: Any) -> str:
     """The text a jsonb column gives back (`::text`) for a value written as JSON: keys ordered by
     length then bytes (the last of duplicates kept), `, ` and `: ` separators, numbers as numeric
     prints them, strings escaped as the server escapes them."""
-    parsed = json.loads(_json_bytes(value), parse_float=_number, parse_int=_number, parse_constant=_reject)
+    parsed = json.loads(dumps(value), parse_float=_number, parse_int=_number, parse_constant=_reject)
     out: list[str] = []
     _write_jsonb(parsed, out)
     return "".join(out)
@@ -209,13 +198,13 @@ def _encoder(table: Table) -> Callable[[Sequence[Any]], bytes]:
 
     def encode(row: Sequence[Any]) -> bytes:
         if not rewrites:
-            return orjson.dumps(row, default=_decimal)
+            return dumps(row)
         values = list(row)
         for i, rewrite in rewrites:
             value = values[i]
             if value is not None:
                 values[i] = rewrite(value)
-        return orjson.dumps(values, default=_decimal)
+        return dumps(values)
 
     _ENCODERS[id(table)] = (table, encode)
     return encode
