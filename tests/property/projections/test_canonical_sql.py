@@ -1,5 +1,6 @@
 """Verification's two sides agree: the checksum Python writes for rows equals the one the server
-computes for the same rows once COPYed, for any value of every supported column type."""
+computes for the same rows once COPYed, for any value of every supported column type, nullable
+(the server's form in `coalesce`) or NOT NULL (bare, its literals merged with the separators)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from projections import tables
-from projections.canonical import checksum_sql, jsonb_text, sql_checksum, table_checksum
+from projections.canonical import checksum_sql, jsonb_text, row_text, sql_checksum, table_checksum
 from projections.db import connection
 from projections.definition import Column, Projection, Row, Table
 
@@ -36,7 +37,17 @@ TABLE = Table(
     primary_key=("id", "line"),
     key="id",
 )
-PROJECTION = Projection(name="canon", version=1, tables=(TABLE,), rows=lambda order: {})
+#: The same columns, all NOT NULL.
+STRICT = Table(
+    base="canon_strict",
+    columns=tuple(
+        Column(c.name, c.sql_type if "NOT NULL" in c.sql_type else f"{c.sql_type} NOT NULL", c.document)
+        for c in TABLE.columns
+    ),
+    primary_key=("id", "line"),
+    key="id",
+)
+PROJECTION = Projection(name="canon", version=1, tables=(TABLE, STRICT), rows=lambda order: {})
 
 # Server text holds no NUL, and neither does a jsonb string.
 texts = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40)
@@ -59,44 +70,81 @@ stamps = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 
 
 
 @st.composite
-def rows(draw: st.DrawFn) -> list[Row]:
+def rows(draw: st.DrawFn, nullable: bool = True) -> list[Row]:
+    def value(strategy: st.SearchStrategy[Any]) -> Any:
+        return draw(st.none() | strategy if nullable else strategy)
+
     ids = draw(st.lists(st.uuids(), min_size=1, max_size=3, unique=True))
     return [
         (
             order_id,
             line,
-            draw(st.none() | texts),
-            draw(st.none() | st.integers(-(2**63), 2**63 - 1)),
-            draw(st.none() | st.booleans()),
-            draw(st.none() | stamps),
-            draw(st.none() | texts),
-            draw(st.none() | json_values),
-            draw(st.none() | json_values),
+            value(texts),
+            value(st.integers(-(2**63), 2**63 - 1)),
+            value(st.booleans()),
+            value(stamps),
+            value(texts),
+            # A top-level JSON null is written as SQL NULL.
+            value(json_values.filter(lambda v: v is not None)),
+            value(json_values.filter(lambda v: v is not None)),
         )
         for order_id in ids
         for line in range(draw(st.integers(1, 3)))
     ]
 
 
-async def server_checksums(conn: asyncpg.Connection) -> dict[str, tuple[int, bytes]]:
-    records = await conn.fetch(checksum_sql(TABLE, TABLE.physical(1)))
+async def server_checksums(conn: asyncpg.Connection, table: Table = TABLE) -> dict[str, tuple[int, bytes]]:
+    records = await conn.fetch(checksum_sql(table, table.physical(1)))
     return {order_id: sql_checksum(count, total) for order_id, count, total in records}
 
 
+def python_checksums(table: Table, drawn: list[Row]) -> dict[str, tuple[int, bytes]]:
+    by_order: dict[str, list[Row]] = {}
+    for row in drawn:
+        by_order.setdefault(str(row[0]), []).append(row)
+    return {order_id: table_checksum(table, rows) for order_id, rows in by_order.items()}
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(drawn=rows())
+@given(drawn=rows(), strict=rows(nullable=False))
 async def test_python_and_the_server_checksum_the_same_rows_alike(
-    pool: asyncpg.Pool, drawn: list[Row]
+    pool: asyncpg.Pool, drawn: list[Row], strict: list[Row]
 ) -> None:
     async with connection(pool) as conn:
         await tables.drop_tables(conn, PROJECTION, 1)
         await tables.create_tables(conn, PROJECTION, 1)
-        await tables.copy_rows(conn, PROJECTION, 1, {TABLE.base: drawn})
-        by_order: dict[str, list[Row]] = {}
-        for row in drawn:
-            by_order.setdefault(str(row[0]), []).append(row)
-        expected = {order_id: table_checksum(TABLE, rows) for order_id, rows in by_order.items()}
-        assert await server_checksums(conn) == expected
+        await tables.copy_rows(conn, PROJECTION, 1, {TABLE.base: drawn, STRICT.base: strict})
+        assert await server_checksums(conn) == python_checksums(TABLE, drawn)
+        assert await server_checksums(conn, STRICT) == python_checksums(STRICT, strict)
+
+
+async def test_booleans_and_nulls_in_one_row_are_written_alike(pool: asyncpg.Pool) -> None:
+    """`||` with a NULL is NULL, and boolean's output function writes `t`/`f`: neither may leak
+    into the server's text."""
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    nulls: list[Row] = [
+        (uuid.UUID(int=1), 0, None, None, True, None, None, None, None),
+        (uuid.UUID(int=1), 1, None, None, False, None, None, None, None),
+        (uuid.UUID(int=2), 0, None, None, None, None, None, None, None),
+        (uuid.UUID(int=3), 0, "a", None, True, None, None, None, [True, None]),
+    ]
+    strict: list[Row] = [
+        (uuid.UUID(int=1), 0, "", 0, True, at, "", {"x": False}, [True]),
+        (uuid.UUID(int=1), 1, "f", -1, False, at, "t", False, False),
+    ]
+    assert (
+        row_text(TABLE, nulls[0]) == f'["{uuid.UUID(int=1)}",0,null,null,true,null,null,null,null]'.encode()
+    )
+    assert (
+        row_text(TABLE, nulls[2]) == f'["{uuid.UUID(int=2)}",0,null,null,null,null,null,null,null]'.encode()
+    )
+    assert row_text(STRICT, strict[1]).startswith(f'["{uuid.UUID(int=1)}",1,"f",-1,false,'.encode())
+    async with connection(pool) as conn:
+        await tables.drop_tables(conn, PROJECTION, 1)
+        await tables.create_tables(conn, PROJECTION, 1)
+        await tables.copy_rows(conn, PROJECTION, 1, {TABLE.base: nulls, STRICT.base: strict})
+        assert await server_checksums(conn) == python_checksums(TABLE, nulls)
+        assert await server_checksums(conn, STRICT) == python_checksums(STRICT, strict)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
