@@ -241,6 +241,13 @@ async def relay_throughput(
     return end - start, first[0] - start, steady
 
 
+def cpu_per_event(before: os.times_result, events: int) -> str:
+    """This process's CPU per event since `before` (start-up included): the relay's cost beside
+    raw producing's, whatever the broker and PostgreSQL spent on their side."""
+    after = os.times()
+    return f"CPU {(after.user + after.system - before.user - before.system) / events * 1e6:.0f} us/event"
+
+
 def cpu_seconds(pid: int | None) -> float | None:
     """CPU time (user + system) used so far by process `pid`, from /proc (None elsewhere)."""
     if pid is None:
@@ -396,22 +403,30 @@ async def throughput_part(
     ratios: list[float] = []
     for round_no in range(1, rounds + 1):
         results: dict[str, float] = {}
+        cpu: dict[str, str] = {}
         for label, fn in (("raw send()+gather", raw_send), ("raw send_batch()", raw_send_batch)):
             topic = f"bench-raw-{uuid.uuid4().hex[:8]}"
             await ensure_topic(bootstrap, topic, PARTITIONS, 10_000)
+            before = os.times()
             results[label] = total / await fn(bootstrap, topic, records)
+            cpu[label] = cpu_per_event(before, total)
         for batch_size in batch_sizes:
             topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
             settings = settings_for(dsn, bootstrap, topic, batch_size)
+            before = os.times()
             elapsed, startup, steady = await relay_throughput(settings, pool, store, total)
-            results[f"relay (batch {batch_size})"] = steady
+            label = f"relay (batch {batch_size})"
+            results[label] = steady
+            cpu[label] = cpu_per_event(before, total)
             results[f"  incl. start-up, {startup * 1000:.0f} ms"] = total / elapsed
         fastest_raw = max(v for k, v in results.items() if k.startswith("raw"))
         print(
             f"\nthroughput, round {round_no} of {rounds} ({total} events, {PARTITIONS} partitions, acks=all):"
         )
         for label, rate in results.items():
-            print(f"  {label:28s} {rate:>9,.0f} ev/s   {rate / fastest_raw:5.2f}x fastest raw")
+            print(
+                f"  {label:32s} {rate:>9,.0f} ev/s   {rate / fastest_raw:5.2f}x fastest raw   {cpu.get(label, '')}"
+            )
         ratios.append(max(v for k, v in results.items() if k.startswith("relay")) / fastest_raw)
     median = statistics.median(ratios)
     print(f"\nrelay / fastest raw per round: {', '.join(f'{r:.2f}' for r in ratios)}; median {median:.2f}")
