@@ -105,17 +105,22 @@ def python_checksums(table: Table, drawn: list[Row]) -> dict[str, tuple[int, byt
     return {order_id: table_checksum(table, rows) for order_id, rows in by_order.items()}
 
 
+async def assert_checksummed_alike(pool: asyncpg.Pool, nullable: list[Row], strict: list[Row]) -> None:
+    """Both tables hold exactly these rows; the server's checksums equal Python's, per order."""
+    async with connection(pool) as conn:
+        await tables.drop_tables(conn, PROJECTION, 1)
+        await tables.create_tables(conn, PROJECTION, 1)
+        await tables.copy_rows(conn, PROJECTION, 1, {TABLE.base: nullable, STRICT.base: strict})
+        assert await server_checksums(conn) == python_checksums(TABLE, nullable)
+        assert await server_checksums(conn, STRICT) == python_checksums(STRICT, strict)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=rows(), strict=rows(nullable=False))
 async def test_python_and_the_server_checksum_the_same_rows_alike(
     pool: asyncpg.Pool, drawn: list[Row], strict: list[Row]
 ) -> None:
-    async with connection(pool) as conn:
-        await tables.drop_tables(conn, PROJECTION, 1)
-        await tables.create_tables(conn, PROJECTION, 1)
-        await tables.copy_rows(conn, PROJECTION, 1, {TABLE.base: drawn, STRICT.base: strict})
-        assert await server_checksums(conn) == python_checksums(TABLE, drawn)
-        assert await server_checksums(conn, STRICT) == python_checksums(STRICT, strict)
+    await assert_checksummed_alike(pool, drawn, strict)
 
 
 async def test_booleans_and_nulls_in_one_row_are_written_alike(pool: asyncpg.Pool) -> None:
@@ -139,12 +144,7 @@ async def test_booleans_and_nulls_in_one_row_are_written_alike(pool: asyncpg.Poo
         row_text(TABLE, nulls[2]) == f'["{uuid.UUID(int=2)}",0,null,null,null,null,null,null,null]'.encode()
     )
     assert row_text(STRICT, strict[1]).startswith(f'["{uuid.UUID(int=1)}",1,"f",-1,false,'.encode())
-    async with connection(pool) as conn:
-        await tables.drop_tables(conn, PROJECTION, 1)
-        await tables.create_tables(conn, PROJECTION, 1)
-        await tables.copy_rows(conn, PROJECTION, 1, {TABLE.base: nulls, STRICT.base: strict})
-        assert await server_checksums(conn) == python_checksums(TABLE, nulls)
-        assert await server_checksums(conn, STRICT) == python_checksums(STRICT, strict)
+    await assert_checksummed_alike(pool, nulls, strict)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
