@@ -51,6 +51,9 @@ SEED = int(os.environ.get("LEDGER_TEST_SEED", "20261122"))
 TOTAL_EVENTS = 10_000
 WRITERS = 6
 MIN_KILLS = 10
+CRASH_POINTS = ("after_read", "after_produce", "mid_batch", "after_ack", "after_checkpoint")
+NAMED_CRASH_EVENTS = 1_500
+NAMED_CRASH_RUNS = 3
 #: The outage the issue asks for. Long enough to outlast the producer's request timeout and
 #: several back-off rounds at the cap, so "no hot loop" is measured on the steady state.
 OUTAGE_S = 30.0
@@ -61,9 +64,11 @@ MAX_OUTAGE_CPU = 0.05
 class RelayProcess:
     """`python -m ledger.relay` with the test's settings; output goes to a log file."""
 
-    def __init__(self, settings: Settings, log: Path, metrics_port: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, log: Path, metrics_port: int | None = None, module: str = "ledger.relay"
+    ) -> None:
         self.env = {**os.environ, **relay_env(settings), "PYTHONPATH": str(REPO)}
-        self.args = [sys.executable, "-m", "ledger.relay"]
+        self.args = [sys.executable, "-m", *module.split()]
         if metrics_port is not None:
             self.args += ["--metrics-port", str(metrics_port)]
         self.log = log
@@ -93,6 +98,15 @@ class RelayProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    async def exited(self, timeout_s: float = 30.0) -> int:
+        """Wait for the process to end by itself; its return code."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while (code := self.proc.poll()) is None:
+            assert time.monotonic() < deadline, "the relay did not exit"
+            await asyncio.sleep(0.05)
+        return code
+
     def terminate(self, timeout_s: float = 20.0) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
@@ -108,6 +122,11 @@ class RelayProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def crash_marks(log: Path, point: str) -> int:
+    """How many runs logged that they crashed themselves at `point` (`crashing_relay`)."""
+    return log.read_text().count(f"crash_point={point} ")
 
 
 @pytest.fixture
@@ -217,6 +236,57 @@ async def test_sigkill_at_random_moments_loses_nothing_keeps_order_and_duplicate
     )
     assert kills >= MIN_KILLS
     print(f"kills={kills} committed={len(committed)} records={check.records} duplicates={check.duplicates}")
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+async def test_sigkill_at_a_named_crash_point_loses_nothing_keeps_order_and_duplicates_are_identical(
+    store: EventStore,
+    pool: asyncpg.Pool,
+    database_url: str,
+    kafka_bootstrap: str,
+    unique_topic: str,
+    relay_log: Path,
+    point: str,
+) -> None:
+    """RELIABILITY F1's named crash points (see `crashing_relay`): the relay SIGKILLs itself there,
+    a few times at seeded batches while writers append, then a clean run drains the log."""
+    rng = random.Random(f"{SEED}-{point}")
+    settings = relay_settings(database_url, kafka_bootstrap, unique_topic, batch_size=40)
+    errors: list[str] = []
+    # A backlog first, so the batch a run crashes in always comes; then writers keep appending.
+    await writer(store, random.Random(rng.random()), [NAMED_CRASH_EVENTS // 2], pause_s=0, errors=errors)
+    budget = [NAMED_CRASH_EVENTS // 2]
+    writers = [
+        asyncio.create_task(writer(store, random.Random(rng.random()), budget, pause_s=0.01, errors=errors))
+        for _ in range(3)
+    ]
+    try:
+        for _ in range(NAMED_CRASH_RUNS):
+            crashing = RelayProcess(
+                settings, relay_log, module=f"tests.faults.relay.crashing_relay {point} {rng.randint(1, 4)}"
+            )
+            crashing.start()
+            assert await crashing.exited() == -signal.SIGKILL
+        await asyncio.gather(*writers)
+        relay = RelayProcess(settings, relay_log).start()
+        await relay.started()
+        await wait_caught_up(pool, store, unique_topic, timeout_s=60)
+        assert relay.terminate() == 0
+    finally:
+        for w in writers:
+            w.cancel()
+    assert not errors
+    assert crash_marks(relay_log, point) == NAMED_CRASH_RUNS
+    committed = await committed_events(pool)
+    records = await read_to_end(kafka_bootstrap, unique_topic)
+    check = check_topic(records, committed)
+    assert check.ok, (
+        check.missing and list(check.missing)[:5],
+        check.out_of_order[:5],
+        check.differing_duplicates[:5],
+    )
+    if point == "after_ack":  # acknowledged, not checkpointed: published again, byte for byte
+        assert check.duplicates > 0
 
 
 async def test_sigterm_finishes_the_batch_in_flight_and_exits_cleanly(

@@ -1,0 +1,82 @@
+"""`python -m tests.faults.relay.crashing_relay POINT N`: the relay process (`ledger.relay`), SIGKILLed
+by itself the `N`th time it passes the named crash point `POINT` (RELIABILITY F1).
+
+The points are the moments between the relay's steps where a crash leaves different state behind:
+
+- `after_read`: a batch was read and encoded; nothing of it was handed to the producer.
+- `after_produce`: a record batch was handed to the producer (maybe on the wire, maybe not);
+  its acknowledgement was not waited for.
+- `mid_batch`: one partition's records of a publish were acknowledged; others may not be.
+- `after_ack`: a whole publish was acknowledged; its checkpoint was not saved (a restart must
+  publish it again, byte for byte).
+- `after_checkpoint`: the checkpoint of a publish was saved; the next batch was not started.
+
+The hooks wrap the relay's own methods in this process only: production code carries no test
+switch. Before dying the process writes `crash_point=POINT n=N` to stderr, so a test can tell
+that the crash happened where it meant it to.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+
+from ledger.relay.cli import main
+from ledger.relay.publisher import KafkaPublisher
+from ledger.relay.relay import Relay
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+POINTS = ("after_read", "after_produce", "mid_batch", "after_ack", "after_checkpoint")
+
+
+def crash_after(
+    point: str, nth: int, original: F, *, counts: Callable[[tuple[Any, ...]], bool] = lambda _: True
+) -> F:
+    """`original`, which SIGKILLs this process right after its `nth` counted call returned."""
+    calls = 0
+
+    @functools.wraps(original)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        result = await original(*args, **kwargs)
+        if counts(args):
+            calls += 1
+            if calls == nth:
+                print(f"crash_point={point} n={nth}", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _non_empty(args: tuple[Any, ...]) -> bool:
+    return bool(args[1])  # (self, messages): the start-up connection check publishes nothing
+
+
+def install(point: str, nth: int) -> None:
+    """Wrap the method that ends where `point` is."""
+    if point == "after_read":
+        Relay._encode = crash_after(point, nth, Relay._encode)  # type: ignore[method-assign]
+    elif point == "after_produce":
+        AIOKafkaProducer.send_batch = crash_after(point, nth, AIOKafkaProducer.send_batch)
+    elif point == "mid_batch":
+        KafkaPublisher._send_partition = crash_after(point, nth, KafkaPublisher._send_partition)  # type: ignore[method-assign]
+    elif point == "after_ack":
+        KafkaPublisher.publish = crash_after(point, nth, KafkaPublisher.publish, counts=_non_empty)  # type: ignore[method-assign]
+    elif point == "after_checkpoint":
+        Relay._save_checkpoint = crash_after(point, nth, Relay._save_checkpoint)  # type: ignore[method-assign]
+    else:
+        raise SystemExit(f"unknown crash point {point!r}; one of {', '.join(POINTS)}")
+
+
+if __name__ == "__main__":
+    install(sys.argv[1], int(sys.argv[2]))
+    sys.argv = [sys.argv[0]]
+    main()
