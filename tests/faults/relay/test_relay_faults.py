@@ -32,6 +32,7 @@ from ledger.settings import Settings
 from ledger.store import NO_STREAM, Checkpoint, EventStore
 from tests.harness.kafka import CuttableBroker
 from tests.integration.relay.support import (
+    TopicCheck,
     check_topic,
     committed_events,
     placed,
@@ -122,6 +123,30 @@ class RelayProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+async def drain(settings: Settings, log: Path, pool: asyncpg.Pool, store: EventStore) -> None:
+    """A relay run left alone until it caught up with the log, then stopped with SIGTERM."""
+    relay = RelayProcess(settings, log).start()
+    try:
+        await relay.started()
+        await wait_caught_up(pool, store, settings.kafka.events_topic, timeout_s=60)
+        assert relay.terminate() == 0
+    finally:
+        relay.stop_quietly()
+
+
+async def checked_topic(pool: asyncpg.Pool, bootstrap: str, topic: str) -> tuple[TopicCheck, int]:
+    """The topic against the committed log (RELIABILITY F1's pass criteria, asserted), and how
+    many events were committed."""
+    committed = await committed_events(pool)
+    check = check_topic(await read_to_end(bootstrap, topic), committed)
+    assert check.ok, (
+        check.missing and list(check.missing)[:5],
+        check.out_of_order[:5],
+        check.differing_duplicates[:5],
+    )
+    return check, len(committed)
 
 
 def crash_marks(log: Path, point: str) -> int:
@@ -216,26 +241,16 @@ async def test_sigkill_at_random_moments_loses_nothing_keeps_order_and_duplicate
             relay.kill()
             kills += 1
         await asyncio.gather(*writers)
-        relay.start()  # the last run is left alone to drain the log
-        await relay.started()
-        await wait_caught_up(pool, store, unique_topic, timeout_s=60)
-        assert relay.terminate() == 0
+        await drain(settings, relay_log, pool, store)  # the last run is left alone to drain the log
     finally:
         for w in writers:
             w.cancel()
         relay.stop_quietly()
     assert not errors
-    committed = await committed_events(pool)
-    assert len(committed) >= TOTAL_EVENTS
-    records = await read_to_end(kafka_bootstrap, unique_topic)
-    check = check_topic(records, committed)
-    assert check.ok, (
-        check.missing and list(check.missing)[:5],
-        check.out_of_order[:5],
-        check.differing_duplicates[:5],
-    )
+    check, committed = await checked_topic(pool, kafka_bootstrap, unique_topic)
+    assert committed >= TOTAL_EVENTS
     assert kills >= MIN_KILLS
-    print(f"kills={kills} committed={len(committed)} records={check.records} duplicates={check.duplicates}")
+    print(f"kills={kills} committed={committed} records={check.records} duplicates={check.duplicates}")
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -268,23 +283,13 @@ async def test_sigkill_at_a_named_crash_point_loses_nothing_keeps_order_and_dupl
             crashing.start()
             assert await crashing.exited() == -signal.SIGKILL
         await asyncio.gather(*writers)
-        relay = RelayProcess(settings, relay_log).start()
-        await relay.started()
-        await wait_caught_up(pool, store, unique_topic, timeout_s=60)
-        assert relay.terminate() == 0
+        await drain(settings, relay_log, pool, store)
     finally:
         for w in writers:
             w.cancel()
     assert not errors
     assert crash_marks(relay_log, point) == NAMED_CRASH_RUNS
-    committed = await committed_events(pool)
-    records = await read_to_end(kafka_bootstrap, unique_topic)
-    check = check_topic(records, committed)
-    assert check.ok, (
-        check.missing and list(check.missing)[:5],
-        check.out_of_order[:5],
-        check.differing_duplicates[:5],
-    )
+    check, _ = await checked_topic(pool, kafka_bootstrap, unique_topic)
     if point == "after_ack":  # acknowledged, not checkpointed: published again, byte for byte
         assert check.duplicates > 0
 
