@@ -17,7 +17,7 @@ version); with If-Match it is the client's `VersionConflict`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +31,7 @@ from ledger.api.jsonbody import MONEY, dumps
 from ledger.domain.commands import PlaceOrder
 from ledger.domain.decide import decide
 from ledger.domain.errors import DomainError
-from ledger.domain.events import decode_event, event_data
+from ledger.domain.events import OrderEvent, decode_event, event_data
 from ledger.domain.state import Order, evolve
 from ledger.domain.views import order_to_json
 from ledger.store import ConcurrencyConflict, EventStore, IdempotencyKeyReused, IdempotencyRequest, NewEvent
@@ -55,6 +55,9 @@ _NS = uuid5(NAMESPACE_URL, "urn:order-ledger:commands")
 _CLAIM_STALE_S = 60.0
 _RACE_RETRIES = 5
 _EXTERNAL_ID_SQLSTATE = "LX409"
+#: A relay message besides the event's data and the order view: ids, type, metadata (actor,
+#: request ids, idempotency key), timestamps, headers. A generous bound.
+_ENVELOPE_OVERHEAD = 4096
 
 _CLAIM_SQL = """
 WITH stored AS (
@@ -164,6 +167,23 @@ class DuplicateExternalId(ServiceError):
         self.existing_order_id = existing_order_id
 
 
+class OrderTooLarge(ServiceError):
+    """The order after this command would not fit in one message of the events topic.
+
+    The relay publishes each event with the whole order view; a message over the producer's
+    (and the broker's) limit could never be published, and the relay would hold every order
+    behind it. Refused at the write, while the producer can still be told.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the order would be about {size} bytes on the events topic; the limit is {limit}"
+            " (fewer or shorter lines, or a larger kafka.max_batch_size on producer and broker)"
+        )
+        self.size = size
+        self.limit = limit
+
+
 class IdempotencyMismatch(ServiceError):
     def __init__(self, key: str) -> None:
         super().__init__(f"idempotency key {key!r} was already used for a different request")
@@ -202,6 +222,8 @@ class OrderService:
     store: EventStore
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     id_factory: Callable[[], UUID] = field(default=uuid4)
+    #: Largest relay message (`kafka.max_batch_size`: the producer's record limit).
+    max_message_bytes: int = 1024 * 1024
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -335,6 +357,7 @@ class OrderService:
         assert new_state is not None
         status = 201 if type(command).__name__ in _CREATES else 200
         outcome = Outcome(status, dumps({"data": order_view(new_state)}), order_id, new_state.version)
+        self._check_message_size(len(outcome.body), events)
         metadata = {
             "actor": actor.name,
             "client_id": actor.client_id,
@@ -371,6 +394,20 @@ class OrderService:
                 return Outcome.from_stored(result.outcome)
             return Outcome(outcome.status, outcome.body, order_id, result.version, replayed=True)
         return Outcome(outcome.status, outcome.body, order_id, outcome.version, appended=len(new_events))
+
+    def _check_message_size(self, view_bytes: int, events: Sequence[OrderEvent]) -> None:
+        """Refuse an order whose relay messages could not be published (`OrderTooLarge`).
+
+        A message is about the order view (the response body, already serialized) plus the
+        event's data; the data is measured only near the limit, so a usual write pays nothing.
+        """
+        limit = self.max_message_bytes
+        if view_bytes + _ENVELOPE_OVERHEAD <= limit // 2:
+            return  # an event is never larger than the order view it produced, give or take
+        largest = max(len(dumps(event_data(event))) for event in events)
+        size = view_bytes + largest + _ENVELOPE_OVERHEAD
+        if size > limit:
+            raise OrderTooLarge(size, limit)
 
     async def _check_external_id(self, placed: Any, stream: str) -> None:
         """Fast path of the external-id rule (the trigger of migration 0021 closes the race)."""

@@ -38,6 +38,7 @@ from ledger.service import (
     OrderDeleted,
     OrderNotFound,
     OrderService,
+    OrderTooLarge,
     ServiceError,
     VersionConflict,
 )
@@ -114,6 +115,8 @@ def to_problem(exc: Exception) -> Problem | None:
             existing_order_id=exc.existing_order_id,
             headers={"Location": f"/api/v3/orders/{exc.existing_order_id}"},
         )
+    if isinstance(exc, OrderTooLarge):
+        return Problem(422, "order-too-large", str(exc), size=exc.size, max_bytes=exc.limit)
     if isinstance(exc, IdempotencyMismatch):
         return Problem(422, "idempotency-key-reused", str(exc))
     if isinstance(exc, IdempotencyInProgress):
@@ -180,7 +183,9 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "bad-request")
+        slug = {404: "not-found", 405: "method-not-allowed", 422: "validation-error"}.get(
+            exc.status_code, "bad-request"
+        )
         headers = dict(exc.headers or {})
         return problem_response(Problem(exc.status_code, slug, str(exc.detail), headers=headers), request)
 
@@ -290,7 +295,7 @@ def create_app(
         own_pool = pool is None
         db = pool or await create_pool(settings.database_url, settings.store, application_name="ledger-api")
         store = EventStore(db, event_registry(), settings.store, observe=metrics.observe_append)
-        svc = service or OrderService(store)
+        svc = service or OrderService(store, max_message_bytes=settings.kafka.max_batch_size)
         app.state.ledger = AppState(settings, db, store, svc, TokenStore(db), metrics)
         started = time.monotonic()
         log.info("api started", pool_size=db.get_max_size())

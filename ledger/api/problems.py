@@ -27,6 +27,7 @@ TITLES: dict[str, str] = {
     "invalid-idempotency-key": "The Idempotency-Key header is not valid",
     "invalid-if-match": "The If-Match header is not valid",
     "body-too-large": "The request body is too large",
+    "order-too-large": "The order would be too large to publish",
     "unsupported-media-type": "Unsupported content type",
     "method-not-allowed": "Method not allowed",
     "bad-request": "Bad request",

@@ -19,14 +19,14 @@ import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ledger.api.app import event_registry, to_problem
 from ledger.api.jsonbody import BodyError, dumps, parse_json
@@ -89,6 +89,39 @@ def rejection(record: Received, problem: Problem) -> dict[str, Any]:
     }
 
 
+#: The envelope's `idempotency_key` rule, for the `idempotency-key` header fallback.
+_KEY_RULE: TypeAdapter[str] = TypeAdapter(
+    Annotated[str, *IntakeEnvelope.model_fields["idempotency_key"].metadata]
+)
+#: Database errors about the data itself (SQLSTATE 22: NUL in text, bad encoding, out of range;
+#: 54: a value too large to index): the same record fails the same way on every retry, so a
+#: retry would block its partition for good.
+_NEVER_STORABLE = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
+
+
+def _header_key(record: Received) -> str | None:
+    """The `idempotency-key` header, held to the envelope field's rule (a `Problem` if broken).
+
+    Unchecked, a NUL byte reached PostgreSQL, whose refusal looked transient: retried forever.
+    """
+    key = record.header("idempotency-key")
+    if not key:
+        return None
+    try:
+        return _KEY_RULE.validate_python(key)
+    except ValidationError as exc:
+        raise Problem(
+            422,
+            "validation-error",
+            "the idempotency-key header breaks the idempotency_key rule",
+            errors=field_errors(exc.errors(), prefix=("headers", "idempotency-key")),
+        ) from None
+
+
+#: Tries at a record that fails with an unforeseen error before it goes to the rejected topic.
+UNEXPECTED_ATTEMPTS = 3
+
+
 class Retry(Exception):
     """Transient: leave the offset uncommitted and process the record again after a pause."""
 
@@ -131,7 +164,7 @@ async def decide_record(service: OrderService, record: Received, max_lines: int)
     client = envelope.client_id or "kafka"
     key = (
         envelope.idempotency_key
-        or record.header("idempotency-key")
+        or _header_key(record)
         or (f"kafka:{record.topic}:{record.partition}:{record.offset}")
     )
     request_id = record.header("request-id") or f"{record.topic}:{record.partition}:{record.offset}"
@@ -152,6 +185,8 @@ async def decide_record(service: OrderService, record: Received, max_lines: int)
         )
     except IdempotencyInProgress:
         raise Retry("the same key is being handled elsewhere") from None
+    except _NEVER_STORABLE as exc:
+        raise Problem(422, "validation-error", f"the database refused the command's data: {exc}") from None
     except (DomainError, ServiceError, StoreError) as exc:
         problem = to_problem(exc)
         if problem is None or problem.status >= 500:
@@ -176,6 +211,7 @@ class Intake:
         self.metrics = metrics or Metrics()
         self._backoff = backoff_s or (lambda attempt: min(0.2 * 2**attempt, 10.0))
         self._failures = 0
+        self._unexpected: tuple[tuple[str, int, int], int] | None = None
         self._pool: asyncpg.Pool | None = None
         self.on_outcome: Callable[[Received, str], Awaitable[None]] | None = None
         kafka = settings.kafka
@@ -221,7 +257,7 @@ class Intake:
             store = EventStore(
                 self._pool, event_registry(), self.settings.store, observe=self.metrics.observe_append
             )
-            self.service = OrderService(store)
+            self.service = OrderService(store, max_message_bytes=self.settings.kafka.max_batch_size)
 
     async def _shutdown(self) -> None:
         if self._pool is not None:  # only what _startup created
@@ -248,25 +284,59 @@ class Intake:
         try:
             outcome = await decide_record(self.service, record, self.settings.api.max_lines)
         except Problem as problem:
-            try:
-                await self.rejected.publish(
-                    dumps(rejection(record, problem)),
-                    key=record.key,
-                    headers={"content-type": "application/json", "problem-type": problem.to_dict()["type"]},
-                )
-            except Exception as exc:
-                await self._retry(message, record, f"rejected publish failed: {exc!r}")
+            if not await self._reject(message, record, problem):
                 return
             outcome = "rejected"
-            log.info("intake rejected", offset=record.offset, problem=problem.slug, detail=problem.detail)
         except (Retry, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self._retry(message, record, repr(exc))
             return
+        except Exception as exc:
+            # A bug, not the record's fault as far as we know. Unhandled, the handler would
+            # neither ack nor nack and the next ack would commit past the record: lost. Retried
+            # forever, it would block the partition. A few tries, then the rejected topic
+            # (which keeps the record whole, for a resend after the fix).
+            if self._unexpected_attempt(record) < UNEXPECTED_ATTEMPTS:
+                log.exception("intake failed unexpectedly; will retry", offset=record.offset)
+                await self._retry(message, record, repr(exc))
+                return
+            log.exception("intake failed unexpectedly; rejecting", offset=record.offset)
+            internal = Problem(
+                500,
+                "internal-error",
+                f"the ledger failed on this record ({type(exc).__name__}); it was logged",
+            )
+            if not await self._reject(message, record, internal):
+                return
+            outcome = "rejected"
         self._failures = 0
+        self._unexpected = None
         if self.on_outcome is not None:
             await self.on_outcome(record, outcome)
         await message.ack()
         self.metrics.intake_commands.labels(outcome).inc()
+
+    async def _reject(self, message: KafkaMessage, record: Received, problem: Problem) -> bool:
+        """Publish the record and its problem to the rejected topic; False (retry scheduled) if
+        that publish failed, so the record is never committed unrecorded."""
+        try:
+            await self.rejected.publish(
+                dumps(rejection(record, problem)),
+                key=record.key,
+                headers={"content-type": "application/json", "problem-type": problem.to_dict()["type"]},
+            )
+        except Exception as exc:
+            await self._retry(message, record, f"rejected publish failed: {exc!r}")
+            return False
+        log.info("intake rejected", offset=record.offset, problem=problem.slug, detail=problem.detail)
+        return True
+
+    def _unexpected_attempt(self, record: Received) -> int:
+        """How many times this record has now failed unexpectedly (records come back in order:
+        one counter, for the record at the head of the partition)."""
+        where = (record.topic, record.partition, record.offset)
+        count = self._unexpected[1] + 1 if self._unexpected and self._unexpected[0] == where else 1
+        self._unexpected = (where, count)
+        return count
 
     async def _retry(self, message: KafkaMessage, record: Received, reason: str) -> None:
         delay = self._backoff(self._failures)

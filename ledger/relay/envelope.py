@@ -32,12 +32,14 @@ from uuid import UUID
 import orjson
 
 from ledger.domain.views import MoneyFormat
+from ledger.observability import get_logger
 from ledger.store.records import Checkpoint, RecordedEvent
 
 ORDER_STREAM_PREFIX = "order-"
 _PREFIX_LEN = len(ORDER_STREAM_PREFIX)
 CONTENT_TYPE = b"application/json"
 _NESTED = orjson.OPT_SORT_KEYS
+_log = get_logger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -231,16 +233,30 @@ def _data_json(
 ) -> tuple[int, orjson.Fragment]:
     """`(schema_version, canonical data JSON)` of an event (upcast to the current shape); a
     short text is remembered."""
+    decoded = orjson.loads(stored) if isinstance(stored, str) else stored
+    try:
+        schema_version, data = upcast(type_, stored_version, decoded)
+    except Exception as exc:
+        return stored_version, _as_stored(type_, stored_version, decoded, exc)
     if not isinstance(stored, str):
-        schema_version, data = upcast(type_, stored_version, stored)
         return schema_version, orjson.Fragment(orjson.dumps(data, default=_default, option=_NESTED))
-    schema_version, data = upcast(type_, stored_version, orjson.loads(stored))
     fragment = orjson.Fragment(orjson.dumps(data, default=_default, option=_NESTED))
     if len(stored) <= _SHORT:
         if len(_DATA_CACHE) >= _CACHE_LIMIT:
             _DATA_CACHE.clear()
         _DATA_CACHE[stored] = (type_, stored_version, upcast, schema_version, fragment)
     return schema_version, fragment
+
+
+def _as_stored(type_: str, stored_version: int, data: dict[str, Any], exc: Exception) -> orjson.Fragment:
+    """Canonical JSON of data this code cannot upcast (a newer writer's version, a broken upcaster).
+
+    Raising would stop the relay on this event, and every order behind it, until the code is
+    upgraded; published as stored, with its stored `schema_version`, consumers can tell (and park
+    the order: its state is `null`, the fold fails the same way). Not cached: rare, and logged each time.
+    """
+    _log.warning("relay.upcast_failed", type=type_, schema_version=stored_version, error=repr(exc))
+    return orjson.Fragment(orjson.dumps(data, default=_default, option=_NESTED))
 
 
 def _metadata_json(metadata: str | dict[str, Any]) -> orjson.Fragment:

@@ -97,16 +97,27 @@ def producer_options(
     return options
 
 
-async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int, request_timeout_ms: int) -> None:
+async def ensure_topic(
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int,
+    request_timeout_ms: int,
+    *,
+    check_partitions: bool = True,
+) -> None:
     """Create the topic if missing, with explicit partitions (never rely on auto-create).
 
-    Replication factor is min(3, brokers): 3 on a real cluster, 1 on a single dev broker.
+    Replication factor is min(3, brokers): 3 on a real cluster, 1 on a single dev broker. An
+    existing topic with another partition count is refused (`TopicPartitionsChanged`) unless
+    `check_partitions` is off (a consumer only needs the topic to exist).
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=request_timeout_ms)
     await admin.start()
     try:
         existing = await admin.list_topics()
         if topic in existing:
+            if check_partitions:
+                await _check_partitions(admin, topic, partitions)
             await _warn_if_not_durable(admin, topic)
             return
         brokers = 1
@@ -124,6 +135,31 @@ async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int, requ
             pass
     finally:
         await admin.close()
+
+
+class TopicPartitionsChanged(RelayConfigError):
+    """The topic's partition count is not the configured one: keys would map to other partitions."""
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, topic: str, configured: int) -> None:
+    """Refuse to publish when the topic's partitions differ from the settings.
+
+    A key's partition is `murmur2(key) % partitions`: with another count, an order's next events
+    go to another partition than its earlier ones, and a consumer may see them first. Raised
+    from `start`, the relay holds (logging it as a broker error) until an operator has drained
+    the consumers and set `LEDGER_KAFKA__PARTITIONS` to the topic's count.
+    """
+    try:
+        [described] = await admin.describe_topics([topic])
+        actual = len(described["partitions"])
+    except Exception:  # best effort: not every broker answers describe
+        return
+    if actual and actual != configured:
+        raise TopicPartitionsChanged(
+            f"topic {topic!r} has {actual} partitions, the settings say {configured}: an order's events"
+            " would change partition and could be consumed out of order. Drain the consumers, then set"
+            f" LEDGER_KAFKA__PARTITIONS={actual} (or restore the topic's partition count)"
+        )
 
 
 async def _warn_if_not_durable(admin: AIOKafkaAdminClient, topic: str) -> None:

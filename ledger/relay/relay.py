@@ -40,7 +40,7 @@ import functools
 import gc
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,7 +51,7 @@ from ledger.relay.envelope import LogEvent, OutMessage, build_message
 from ledger.relay.publisher import KafkaPublisher
 from ledger.relay.states import DomainAdapter, OrderStates
 from ledger.settings import Settings
-from ledger.store import EventRegistry, EventStore, create_pool
+from ledger.store import EventRegistry, EventStore, check_xid_horizon, create_pool
 from ledger.store.records import START, Checkpoint, Connection, RecordedEvent
 from ledger.store.store import load_checkpoint, save_checkpoint
 
@@ -72,6 +72,12 @@ _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.Ti
 
 
 _MORE = object()  # `_drain`: the queue is empty but not finished
+_LEADER_CHECK_TIMEOUT_S = 5.0  # a lock session that does not answer in time is taken as lost
+
+
+class LeadershipLost(Exception):
+    """The relay's advisory lock session is gone: another relay may be active now."""
+
 
 #: `LogEvent._make` without its Python-level frame (~1.5% of the relay's CPU): a row of
 #: `reads.LOG_COLUMNS` has exactly `LogEvent`'s fields.
@@ -96,6 +102,29 @@ def _drain(
             return messages, _MORE
         item = queue.get_nowait()
     return messages, item
+
+
+def _cancelling() -> bool:
+    """True when the current task was asked to stop (its CancelledError may have been replaced)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _finish(step: asyncio.Future[Any]) -> None:
+    """Cancel a pending `anext` of the log's generator and wait until it has unwound.
+
+    Left running, it would keep the generator busy (its `aclose` then raises "already running",
+    and its LISTEN connection stays out of the pool). Waits even when the caller is cancelled
+    meanwhile: the generator must be idle before it is closed.
+    """
+    if step.done():
+        if not step.cancelled():
+            step.exception()  # retrieved: an error raised while cancelled is not news
+        return
+    step.cancel()
+    await asyncio.wait({step})
+    if not step.cancelled():
+        step.exception()
 
 
 def tune_gc() -> None:
@@ -248,8 +277,10 @@ class Relay:
         states: OrderStates | None = None,
         publisher_factory: Callable[[], KafkaPublisher] | None = None,
         lag_interval_s: float = 1.0,
+        still_leader: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.settings = settings
+        self._still_leader = still_leader
         self.pool = pool
         self.stop = stop
         self.metrics = metrics
@@ -282,6 +313,7 @@ class Relay:
                 return
             while not self.stop.is_set():
                 try:
+                    await check_xid_horizon(self.pool)
                     self.checkpoint = await load_checkpoint(self.pool, self.name) or START
                     _log.info(
                         "relay.resuming",
@@ -328,6 +360,7 @@ class Relay:
                     if tail is _MORE and 0 < len(messages) < batch_size and loop.time() < next_publish:
                         messages, tail = await _gather(messages, queue, next_publish, batch_size)
                     if published := len(messages):
+                        await self._check_leader()
                         next_publish = loop.time() + interval_s
                         if not await self._publish_until_acked(messages):
                             return
@@ -360,6 +393,10 @@ class Relay:
                     await queue.put(messages)
             await queue.put(None)
         except Exception as exc:  # handed to `_follow`, which raises it where it is handled
+            if _cancelling():
+                # `_follow` cancelled us and reads no more: waiting for a queue slot would hang
+                # it (and the relay) for good. An error raised while unwinding is not news.
+                raise asyncio.CancelledError from exc
             await queue.put(exc)
 
     async def _next_batch(self, batches: AsyncIterator[list[asyncpg.Record]]) -> list[LogEvent] | None:
@@ -378,14 +415,10 @@ class Relay:
         waiting: set[asyncio.Future[Any]] = {nxt, stopper}
         try:
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            return nxt.result() if nxt.done() else None
         finally:
             stopper.cancel()
-        if nxt.done():
-            return nxt.result()
-        nxt.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-            await nxt
-        return None
+            await _finish(nxt)
 
     async def _encode(self, batch: Sequence[LogEvent | RecordedEvent]) -> list[OutMessage]:
         """The records of `batch`, each envelope built right after its order view: no list of a
@@ -427,6 +460,15 @@ class Relay:
                 if await sleep_or_stop(self.stop, delay):
                     return False
 
+    async def _check_leader(self) -> None:
+        """Raise `LeadershipLost` unless this relay still holds its lock (checked before each publish).
+
+        The lock was taken once; if its session died, a standby may hold it now, and publishing
+        on would make two active relays (everything published twice, interleaved).
+        """
+        if self._still_leader is not None and not await self._still_leader():
+            raise LeadershipLost(self.name)
+
     async def _save_checkpoint(self, conn: asyncpg.Connection, checkpoint: Checkpoint) -> None:
         """Save after the acknowledgement. A database error propagates: `run` backs off and
         resumes from the saved checkpoint, re-publishing the acknowledged batch (at-least-once)."""
@@ -464,18 +506,44 @@ async def run_relay(
         pool = await _connect(settings, stop)
         if pool is None:
             return
-    relay = Relay(settings, pool, stop=stop, metrics=metrics, topic=topic)
+    backoff = Backoff(settings.relay.backoff_initial_s, settings.relay.backoff_max_s)
     try:
-        async with pool.acquire() as conn:
-            if await _lead(conn, relay.name, stop):
-                try:
-                    await relay.run()
-                finally:
-                    with contextlib.suppress(*_DB_ERRORS):
-                        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", relay.name)
+        while not stop.is_set():
+            try:
+                await _term(settings, pool, stop, metrics, topic)
+                backoff.reset()
+            except (*_DB_ERRORS, LeadershipLost) as exc:
+                _log.warning("relay.stepped_down", topic=topic, error=repr(exc))
+                await sleep_or_stop(stop, backoff.next_delay())
     finally:
         if own_pool:
             await pool.close()
+
+
+async def _term(
+    settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event, metrics: Metrics, topic: str | None
+) -> None:
+    """One term: standby until this process holds the lock, then active until stopped; raises
+    `LeadershipLost` (back to standby) when the lock's session is gone."""
+    async with pool.acquire() as conn:
+        still_leader = functools.partial(_session_alive, conn)
+        relay = Relay(settings, pool, stop=stop, metrics=metrics, topic=topic, still_leader=still_leader)
+        if await _lead(conn, relay.name, stop):
+            try:
+                await relay.run()
+            finally:
+                with contextlib.suppress(*_DB_ERRORS):
+                    await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", relay.name)
+
+
+async def _session_alive(conn: Connection) -> bool:
+    """True while the lock's session answers: a session advisory lock lives exactly as long as it."""
+    try:
+        await conn.fetchval("SELECT 1", timeout=_LEADER_CHECK_TIMEOUT_S)
+    except _DB_ERRORS as exc:
+        _log.warning("relay.lock_session_lost", error=repr(exc))
+        return False
+    return True
 
 
 async def _lead(conn: Connection, name: str, stop: asyncio.Event, poll_s: float = 1.0) -> bool:
@@ -483,7 +551,9 @@ async def _lead(conn: Connection, name: str, stop: asyncio.Event, poll_s: float 
 
     Two relays on one topic would not reorder anything (each publishes in log order from the
     shared checkpoint), but they would publish everything twice. The session lock makes a second
-    instance a hot standby that takes over when the first one's connection goes away.
+    instance a hot standby that takes over when the first one's connection goes away; the
+    active one checks that session before each publish and steps down when it is gone
+    (`_session_alive`), or it would keep publishing beside the new leader.
     """
     announced = False
     while not stop.is_set():

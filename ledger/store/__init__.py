@@ -25,9 +25,11 @@ from ledger.store.errors import (
     MigrationError,
     StoreError,
     UnknownEventType,
+    XidHorizonError,
 )
 from ledger.store.migrate import migrate, pending_migrations
 from ledger.store.pool import create_pool
+from ledger.store.reads import check_xid_horizon
 from ledger.store.records import (
     ANY,
     NO_STREAM,
@@ -80,6 +82,8 @@ __all__ = [
     "StoreError",
     "StoredIdempotency",
     "UnknownEventType",
+    "XidHorizonError",
+    "check_xid_horizon",
     "create_pool",
     "event_hash",
     "load_checkpoint",

@@ -85,3 +85,7 @@ class MigrationChecksumMismatch(MigrationError):
             f"migration {version:04d} ({name}) was applied with checksum {recorded[:12]}… but the file now "
             f"has {actual[:12]}…; applied migrations must not change: add a new migration instead"
         )
+
+
+class XidHorizonError(StoreError):
+    """Stored `tx` values are ahead of the cluster's transaction ids (see `reads.check_xid_horizon`)."""

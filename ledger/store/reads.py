@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.store.errors import XidHorizonError
 from ledger.store.pool import fetch_clean
 from ledger.store.records import START, Checkpoint, Executor, FenceStatus, RecordedEvent
 
@@ -57,6 +58,29 @@ def _all_sql(columns: str, *, with_types: bool, with_limit: bool = True) -> str:
         f"SELECT {columns} FROM events WHERE (tx, position) > ($1::xid8, $2::bigint) AND {FENCE}{types}"
         f" ORDER BY tx, position{limit}"
     )
+
+
+_HORIZON_SQL = """
+SELECT max(tx) AS stored, pg_snapshot_xmax(pg_current_snapshot()) AS next FROM events
+"""
+
+
+async def check_xid_horizon(db: Executor) -> None:
+    """Raise `XidHorizonError` if a stored `tx` is not below the next transaction id to be assigned.
+
+    The fence and every checkpoint compare `tx` with live transaction ids, so they assume ids only
+    grow. A dump restored into a cluster with a lower xid counter breaks that: new events get
+    smaller `tx` than the restored ones and readers resuming from a restored checkpoint never see
+    them. Call before a reader starts; `pg_snapshot_xmax` assigns no xid (unlike `pg_current_xact_id`).
+    """
+    row = await db.fetchrow(_HORIZON_SQL)
+    if row is not None and row["stored"] is not None and row["stored"] >= row["next"]:
+        raise XidHorizonError(
+            f"stored tx {row['stored']} is at or above this cluster's next transaction id {row['next']}:"
+            " the database was restored into a cluster with a lower xid counter, and readers would"
+            " silently miss new events. A restore must keep the xid epoch (physical backup/replica,"
+            " or advance the new cluster's xids, e.g. pg_resetwal -x, past the stored maximum)."
+        )
 
 
 def _to_events(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:

@@ -18,6 +18,7 @@ from consumers.fanout.envelope import Envelope
 from ledger.observability import Metrics
 from ledger.relay import KafkaPublisher, RelayConfigError, checkpoint_name, producer_options, run_relay
 from ledger.relay.envelope import LogEvent, OutMessage
+from ledger.relay.publisher import TopicPartitionsChanged, ensure_topic
 from ledger.relay.relay import Relay
 from ledger.settings import KafkaSettings, Settings
 from ledger.store import NO_STREAM, Checkpoint, EventStore
@@ -42,7 +43,15 @@ HEADERS = {"event_id", "type", "schema_version", "content-type"}
 async def running_relay(
     settings: Settings, pool: asyncpg.Pool, metrics: Metrics | None = None, **kwargs: object
 ) -> AsyncIterator[Metrics]:
-    """The relay in a task of this loop; stopped (and awaited) on exit."""
+    """The relay in a task of this loop; stopped (and awaited) on exit.
+
+    The topic is created first, as the relay would: a test's consumer started beside the relay
+    could otherwise auto-create it with the broker's default partitions, which the relay refuses.
+    """
+    kafka = settings.kafka
+    await ensure_topic(
+        settings.bootstrap_servers, kafka.events_topic, kafka.partitions, kafka.request_timeout_ms
+    )
     metrics = metrics or Metrics()
     stop = asyncio.Event()
     if kwargs:
@@ -375,6 +384,17 @@ async def test_topic_is_created_at_start_up_with_the_configured_partitions(
     finally:
         await admin.close()
     assert len(described["partitions"]) == 5
+
+
+async def test_a_topic_whose_partition_count_differs_from_the_settings_is_refused(
+    kafka_bootstrap: str, unique_topic: str
+) -> None:
+    """Another count maps keys to other partitions: an order's later events could be consumed
+    before its earlier ones. The publisher refuses to start (the relay holds, logging it)."""
+    await ensure_topic(kafka_bootstrap, unique_topic, 5, 10_000)
+    with pytest.raises(TopicPartitionsChanged, match="has 5 partitions, the settings say 6"):
+        await ensure_topic(kafka_bootstrap, unique_topic, 6, 10_000)
+    await ensure_topic(kafka_bootstrap, unique_topic, 5, 10_000)  # as configured: fine
 
 
 async def test_producer_config_is_acks_all_and_settings_flow_through() -> None:
