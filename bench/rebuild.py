@@ -17,6 +17,9 @@
    `order_state` and of `transactions` with the rebuild's own figures, then raw read again.
 
 Prints one JSON document per phase and a summary with the rebuild/raw ratio (target >= 0.3).
+Each phase also reports `cores_busy`: how many of the machine's cores were busy on average
+(every process, PostgreSQL included, from /proc/stat), so a ratio can be read against the
+hardware: the raw read is one stream, the rebuild uses as many cores as it is given.
 """
 
 from __future__ import annotations
@@ -133,7 +136,34 @@ async def load(dsn: str, total: int) -> dict[str, Any]:
     }
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU-seconds all cores of the machine spent busy since boot (Linux /proc/stat; None elsewhere).
+
+    Busy is everything but idle and iowait; guest time is already counted in user.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CoresBusy:
+    """Average number of busy cores between `__init__` and `value()`."""
+
+    def __init__(self) -> None:
+        self._busy, self._started = machine_busy_seconds(), time.perf_counter()
+
+    def value(self) -> float | None:
+        busy = machine_busy_seconds()
+        if busy is None or self._busy is None:
+            return None
+        return round((busy - self._busy) / (time.perf_counter() - self._started), 2)
+
+
 async def raw_read(pool: asyncpg.Pool, page_size: int) -> dict[str, Any]:
+    cores = CoresBusy()
     started, count = time.perf_counter(), 0
     async for page in iter_all_records(pool, START, page_size=page_size, raw=True):
         count += len(page)
@@ -143,6 +173,7 @@ async def raw_read(pool: asyncpg.Pool, page_size: int) -> dict[str, Any]:
         "events": count,
         "seconds": round(seconds, 2),
         "events_per_s": round(count / seconds),
+        "cores_busy": cores.value(),
     }
 
 
@@ -152,10 +183,12 @@ async def measure(dsn: str, page_size: int, workers: int) -> None:
     try:
         results.append(await raw_read(pool, page_size))
         for projection in (order_state.PROJECTION, transactions.PROJECTION):
+            cores = CoresBusy()
             report = await rebuild(pool, projection, dsn=dsn, workers=workers, page_size=page_size)
             figures = report.as_json()
             total = sum(report.seconds.values())
             figures["end_to_end_events_per_s"] = round(report.bulk_events / total)
+            figures["cores_busy"] = cores.value()
             figures["phase"] = f"rebuild {projection.name}"
             results.append(figures)
         results.append(await raw_read(pool, page_size))
@@ -254,18 +287,26 @@ def report(dsn: str, args: argparse.Namespace) -> None:
     measured = json.loads(child.stdout.strip().splitlines()[-1])
     for result in measured["results"]:
         print(json.dumps(result))
-    raw = max(r["events_per_s"] for r in measured["results"] if r["phase"] == "raw_read")
+    raws = [r for r in measured["results"] if r["phase"] == "raw_read"]
+    fastest = max(raws, key=lambda r: r["events_per_s"])
+    raw = fastest["events_per_s"]
     for result in measured["results"]:
         if result["phase"].startswith("rebuild"):
             print(
                 f"{result['phase']}: build {result['build_rate']:,} ev/s = {result['build_rate'] / raw:.2f}x raw read"
                 f" ({raw:,} ev/s); with verification {result['end_to_end_events_per_s']:,} ev/s"
                 f" = {result['end_to_end_events_per_s'] / raw:.2f}x"
+                f"; cores busy {_cores(result)} (raw read {_cores(fastest)}) of {os.cpu_count()}"
             )
-    print(
-        f"peak RSS: measuring process {measured['peak_rss_mib']} MiB,"
-        f" largest of {args.workers} rebuild worker(s) {measured['worker_peak_rss_mib']} MiB"
-    )
+    if args.workers > 1:
+        workers = f"largest of {args.workers} rebuild workers {measured['worker_peak_rss_mib']} MiB"
+    else:
+        workers = "the rebuild ran in it (one worker: no worker processes)"
+    print(f"peak RSS: measuring process {measured['peak_rss_mib']} MiB, {workers}")
+
+
+def _cores(result: dict[str, Any]) -> str:
+    return "n/a" if result.get("cores_busy") is None else f"{result['cores_busy']:.2f}"
 
 
 if __name__ == "__main__":

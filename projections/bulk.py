@@ -22,7 +22,10 @@ import asyncio
 import contextlib
 import gc
 import multiprocessing
+import os
 import resource
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -160,34 +163,37 @@ async def _load_part(
                 _PART_SQL.format(streams=streams), part.upper.tx, part.upper.position, *args
             )
             fetching = asyncio.ensure_future(cursor.fetch(part.page_size))
-            while page := await fetching:
-                fetching = asyncio.ensure_future(cursor.fetch(part.page_size))
-                for start in range(0, len(page), _SLICE):
-                    # Let the prefetch and the COPY in flight send their next bytes, so the
-                    # server keeps working while this process folds (the fold never awaits).
-                    await asyncio.sleep(0)
-                    for stream, version, type_, schema_version, data, recorded_at in page[
-                        start : start + _SLICE
-                    ]:
-                        if stream != current:
-                            if state is not None:
-                                finish()
-                            current, state, folded = stream, None, 0
-                        decoder = decoders.get(type_)
-                        event = (
-                            decoder[1](data)
-                            if decoder is not None and decoder[0] == schema_version
-                            else decode_event(type_, data, schema_version=schema_version)
-                        )
-                        state = evolve(state, event, version=version, recorded_at=recorded_at)
-                        folded += 1
-                        last_version = version
-                events += len(page)
-                advance(len(page))
-                if len(records) >= part.copy_chunk:
-                    await writer.write(chunk, records)
-                    orders += len(records)
-                    chunk, records = {base: [] for base in bases}, []
+            try:
+                while page := await fetching:
+                    fetching = asyncio.ensure_future(cursor.fetch(part.page_size))
+                    for start in range(0, len(page), _SLICE):
+                        # Let the prefetch and the COPY in flight send their next bytes, so the
+                        # server keeps working while this process folds (the fold never awaits).
+                        await asyncio.sleep(0)
+                        for stream, version, type_, schema_version, data, recorded_at in page[
+                            start : start + _SLICE
+                        ]:
+                            if stream != current:
+                                if state is not None:
+                                    finish()
+                                current, state, folded = stream, None, 0
+                            decoder = decoders.get(type_)
+                            event = (
+                                decoder[1](data)
+                                if decoder is not None and decoder[0] == schema_version
+                                else decode_event(type_, data, schema_version=schema_version)
+                            )
+                            state = evolve(state, event, version=version, recorded_at=recorded_at)
+                            folded += 1
+                            last_version = version
+                    events += len(page)
+                    advance(len(page))
+                    if len(records) >= part.copy_chunk:
+                        await writer.write(chunk, records)
+                        orders += len(records)
+                        chunk, records = {base: [] for base in bases}, []
+            finally:
+                await _settle(fetching)
         if state is not None:
             finish()
         await writer.write(chunk, records)
@@ -197,12 +203,38 @@ async def _load_part(
     return events, orders + len(records)
 
 
+async def _settle(fetching: asyncio.Future[Any]) -> None:
+    """Let a prefetch still in flight end (cancelled) before its transaction does.
+
+    An error that leaves the fold with a fetch pending would otherwise meet the transaction's
+    ROLLBACK on a busy connection, and asyncpg's "another operation is in progress" would be
+    raised in place of the error that stopped the fold.
+    """
+    if not fetching.done():
+        fetching.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await fetching
+
+
 _progress: Synchronized[int] | None = None
 
 
-def _init_worker(counter: Synchronized[int]) -> None:
+def _init_worker(counter: Synchronized[int], parent: int) -> None:
     global _progress  # noqa: PLW0603 - one counter per worker process, set once by the pool
     _progress = counter
+    # `parent` comes from the pool, not `os.getppid()`: a worker still starting when its
+    # parent died has been adopted already, and would watch the wrong process.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """End this worker once the rebuilding process is gone (SIGKILL or SIGTERM leave it no
+    chance to stop its workers): an orphan would go on folding and COPYing into tables that a
+    restarted rebuild recreates. Exiting drops its connections, so the server rolls back its
+    transactions."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 def report_progress(n: int) -> None:
@@ -238,7 +270,7 @@ class WorkerPool:
         self.workers = workers
         self.counter: Synchronized[int] = context.Value("q", 0)
         self.executor = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(self.counter,)
+            workers, mp_context=context, initializer=_init_worker, initargs=(self.counter, os.getpid())
         )
         self._warm = [self.executor.submit(_ready) for _ in range(workers)]
         #: The largest peak RSS (KiB) a worker reported (`RUSAGE_CHILDREN` only counts
@@ -251,11 +283,26 @@ class WorkerPool:
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
+    def terminate(self) -> None:
+        """Stop the workers now, parts in progress included (a rebuild that failed or was
+        interrupted must not wait for them, nor leave them writing)."""
+        # ProcessPoolExecutor cannot stop a running call before Python 3.14
+        # (`terminate_workers`); its process table is the only handle on them.
+        processes = list((getattr(self.executor, "_processes", None) or {}).values())
+        for process in processes:
+            process.terminate()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(5)
+
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.terminate()
 
 
 def peak_rss_kib() -> int:

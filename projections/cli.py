@@ -8,6 +8,7 @@ what to do. Typer has no async commands, so each command wraps one `asyncio.run`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -65,7 +66,10 @@ async def _with_pool(settings: Settings, role: str, work: Callable[[asyncpg.Pool
 
 def _run(coro: Awaitable[T]) -> T:
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(_stopped_by_sigterm(coro))
+    except asyncio.CancelledError:
+        console.print("[yellow]stopped[/yellow] (SIGTERM)")
+        raise typer.Exit(143) from None
     except registry.ProjectionError as exc:
         if isinstance(exc, VerificationFailed):
             console.print(f"[red]verification failed:[/red] {exc}")
@@ -75,6 +79,19 @@ def _run(coro: Awaitable[T]) -> T:
     except KeyError as exc:
         console.print(f"[red]{exc.args[0]}[/red]")
         raise typer.Exit(2) from None
+
+
+async def _stopped_by_sigterm(coro: Awaitable[T]) -> T:
+    """SIGTERM cancels the command as Ctrl-C does, so its cleanup runs: a rebuild's worker
+    processes are stopped and its lock released instead of dying with them still writing."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await coro
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 @app.command()
@@ -104,14 +121,25 @@ def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if build_missing:
-            for report in await setup.build_missing(
-                pool,
-                projections,
-                dsn=settings.database_url,
-                workers=os.cpu_count() or 1,
-                page_size=settings.projections.rebuild_page_size,
-                batch_size=settings.projections.batch_size,
-            ):
+            building = asyncio.ensure_future(
+                setup.build_missing(
+                    pool,
+                    projections,
+                    dsn=settings.database_url,
+                    workers=os.cpu_count() or 1,
+                    page_size=settings.projections.rebuild_page_size,
+                    batch_size=settings.projections.batch_size,
+                )
+            )
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((building, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not building.done():  # stopped mid-build: its cleanup stops the workers
+                building.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await building
+                return
+            for report in building.result():
                 console.print(
                     f"{report.projection} v{report.version} built and swapped ({report.orders:,} orders)"
                 )
@@ -204,17 +232,32 @@ def rebuild_command(
 
 
 @app.command()
-def rollback(name: Annotated[str, typer.Argument()], database_url: DatabaseUrl = None) -> None:
+def rollback(
+    name: Annotated[str, typer.Argument()],
+    database_url: DatabaseUrl = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Roll back even though the previous version is behind the log and no runner of"
+            " it runs (readers get it as it is until its code is deployed)."
+        ),
+    ] = False,
+) -> None:
     """Serve the previous version again (the current one becomes `previous`)."""
     settings = _settings(database_url)
     projection = catalog.get(name)
 
     async def main(pool: asyncpg.Pool) -> registry.Rollback:
         async with connection(pool) as conn:
-            return await registry.rollback(conn, projection)
+            return await registry.rollback(conn, projection, force=force)
 
     done = _run(_with_pool(settings, "rollback", main))
     console.print(f"{name}: v{done.to_version} is live again (v{done.from_version} kept as previous)")
+    if done.lag_events:
+        catching_up = "its runner is catching up" if done.runner_active else "no runner of it runs"
+        console.print(
+            f"[yellow]v{done.to_version} is {done.lag_events:,} events behind the log; {catching_up}[/yellow]"
+        )
 
 
 @app.command()

@@ -150,23 +150,38 @@ async def rebuild(
     report = RebuildReport(projection.name, version)
     async with connection(pool) as conn:
         await conn.execute("SET statement_timeout = 0")
-        report.previous = await registry.begin_build(conn, projection)
+        # The lock first: a refused rebuild must leave the registry as it was (a `previous`
+        # version stays the rollback target, a `failed` one keeps its report).
         key = projection.lock_key()
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            raise registry.RebuildRefused(
+            raise registry.RebuildLocked(
                 f"projection {projection.name!r} v{version} is held by another runner or rebuild"
             )
-        await conn.execute(f"SET application_name = '{registry.application_name(projection, 'rebuilding')}'")
         try:
+            report.previous = await registry.begin_build(conn, projection)
+            await conn.execute(
+                f"SET application_name = '{registry.application_name(projection, 'rebuilding')}'"
+            )
             if workers > 1:
                 with bulk.WorkerPool(workers) as workers_pool:
                     await _build(conn, projection, report, sink, options, db=pool, pool=workers_pool)
             else:
                 await _build(conn, projection, report, sink, options, db=pool, pool=None)
         finally:
-            if not conn.is_closed():
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            await _unlock(conn, key)
     return report
+
+
+async def _unlock(conn: asyncpg.Connection, key: int) -> None:
+    """Release the version's lock. A connection an error left unusable (a statement cut off
+    mid-way) is dropped instead: the server frees the lock with the session, and the error
+    that stopped the rebuild is the one raised, not this one."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    except (asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+        conn.terminate()
 
 
 async def _connect(dsn: str | None) -> asyncpg.Connection:
@@ -193,6 +208,7 @@ async def _build(
         report.seconds[name] = report.seconds.get(name, 0.0) + now - timer
         timer = now
 
+    await reads.check_xid_horizon(conn)  # the bulk's upper bound and the catch-up trust xids
     await tables.create_tables(conn, projection, version)
     await checksums.create(conn, projection, version)
     upper = await reads.head(conn)
@@ -220,12 +236,17 @@ async def _build(
         await save_checkpoint(conn, projection.checkpoint_name(), upper)
     lap("bulk")
     sink.phase("index")
-    helpers = [await _connect(options.dsn) for _ in range(options.workers - 1)] if pool else []
+    helpers: list[asyncpg.Connection] = []
     try:
+        for _ in range(options.workers - 1 if pool else 0):
+            helpers.append(await _connect(options.dsn))  # noqa: PERF401 - close those opened if one fails
         await tables.create_indexes(conn, projection, version, helpers)
-    finally:
-        for helper in helpers:
-            await helper.close()
+    except BaseException:
+        for helper in helpers:  # a build may still run on it: drop the connection, not wait
+            helper.terminate()
+        raise
+    for helper in helpers:
+        await helper.close()
     lap("index")
 
     sink.phase("catch-up")

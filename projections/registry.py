@@ -15,6 +15,9 @@ from typing import Any
 
 import asyncpg
 
+from ledger.store import reads
+from ledger.store.records import START
+from ledger.store.store import load_checkpoint
 from projections import tables
 from projections.definition import Projection
 
@@ -40,6 +43,10 @@ class NotBuilt(ProjectionError):
 
 class RebuildRefused(ProjectionError):
     """A rebuild that would overwrite the live version, or a swap that failed verification."""
+
+
+class RebuildLocked(RebuildRefused):
+    """Another runner or rebuild of the same version holds its lock."""
 
 
 def _name_lock(name: str) -> int:
@@ -196,10 +203,24 @@ class Rollback:
     projection: str
     from_version: int
     to_version: int
+    #: Events the version now live has not applied yet, and whether a runner of it is active
+    #: (only that runner can catch it up: the deployed code may be another version's).
+    lag_events: int
+    runner_active: bool
 
 
-async def rollback(conn: asyncpg.Connection, projection: Projection) -> Rollback:
-    """Swap back to the previous version (which becomes live; the rolled-back one `previous`)."""
+class StaleRollback(ProjectionError):
+    """The previous version is behind the log and nothing would catch it up."""
+
+
+async def rollback(conn: asyncpg.Connection, projection: Projection, *, force: bool = False) -> Rollback:
+    """Swap back to the previous version (which becomes live; the rolled-back one `previous`).
+
+    Since the swap, the previous version was only kept up to date if a runner of its own code
+    ran. Without one it is as old as the swap and stays so, and readers would get that state
+    silently: refused unless `force`, with what to do instead (deploy the previous version's
+    code, whose runner catches it up while the current version keeps serving, then roll back).
+    """
     name = projection.name
     async with conn.transaction():
         await lock_registry(conn, name)
@@ -211,10 +232,34 @@ async def rollback(conn: asyncpg.Connection, projection: Projection) -> Rollback
             raise ProjectionError(f"projection {name!r} has no previous version to roll back to")
         if not await tables.tables_exist(conn, projection, previous):
             raise ProjectionError(f"the tables of {name!r} v{previous} are gone; nothing to roll back to")
+        lag = await _lag(conn, projection, previous)
+        active = await runner_active(conn, projection, previous)
+        if lag and not active and not force:
+            raise StaleRollback(
+                f"{name!r} v{previous} is {lag:,} events behind the log and no runner of v{previous} is"
+                f" running, so it would stay behind: deploy v{previous}'s code (its runner catches it up"
+                f" while v{live} keeps serving), then roll back; or roll back with --force to serve it"
+                " as it is"
+            )
         await set_status(conn, name, live, "previous")
         await set_status(conn, name, previous, "live")
         await point_views(conn, projection, previous)
-        return Rollback(name, live, previous)
+        return Rollback(name, live, previous, lag, active)
+
+
+async def _lag(conn: asyncpg.Connection, projection: Projection, version: int) -> int:
+    checkpoint = await load_checkpoint(conn, projection.checkpoint_name(version))
+    return await reads.events_after(conn, checkpoint or START)
+
+
+async def runner_active(conn: asyncpg.Connection, projection: Projection, version: int) -> bool:
+    """Whether a runner of `version` holds its lock now (its connection's label says so)."""
+    active: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = $1)",
+        application_name(projection, "active", version),
+    )
+    return active
 
 
 def application_name(projection: Projection, role: str, version: int | None = None) -> str:

@@ -133,7 +133,7 @@ class Runner:
         async with connection(self.pool) as conn:
             await conn.execute(f"SET application_name = '{registry.application_name(p, 'standby')}'")
             self.state = "standby"
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            while not await self._take_lock(conn, key):
                 if self._stop.is_set():
                     return
                 await self._sleep(self.poll_interval_s)
@@ -147,8 +147,26 @@ class Runner:
                     with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                         await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
+    async def _take_lock(self, conn: asyncpg.Connection, key: int) -> bool:
+        """The version's lock, if it is free and the version is servable.
+
+        A version that is `building` (its rebuild died, leaving bare tables) or `failed`
+        (verification refused it) is not served: taking its lock would also make the operator's
+        next `rebuild` fail as "held by another runner". Stay standby until it is built.
+        """
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            return False
+        row = await registry.version_row(conn, self.projection.name, self.projection.version)
+        if row is None or row["status"] not in ("building", "failed"):
+            return True
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        return False
+
     async def _loop(self, conn: asyncpg.Connection) -> None:
         p = self.projection
+        # A cluster whose xids are behind the stored ones (a logical restore) would hide new
+        # events from the fence for good: refuse, with what to do, rather than lag silently.
+        await reads.check_xid_horizon(conn)
         # Checkpoint and cache are only trusted while we hold the lock: reload both on takeover.
         folder = OrderFolder(self.cache_size)
         checkpoint = await load_checkpoint(conn, p.checkpoint_name()) or START

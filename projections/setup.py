@@ -11,10 +11,13 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from ledger.observability.logs import get_logger
 from projections import catalog, registry
 from projections.db import connection
 from projections.definition import Projection
 from projections.rebuild import RebuildReport, rebuild
+
+_log = get_logger(__name__)
 
 
 async def install_projections(dsn: str) -> dict[str, str]:
@@ -57,9 +60,16 @@ async def build_missing(
                 continue
             except registry.NotBuilt:
                 pass
-        reports.append(
-            await rebuild(
+        try:
+            report = await rebuild(
                 pool, projection, dsn=dsn, workers=workers, page_size=page_size, batch_size=batch_size
             )
-        )
+        except registry.RebuildLocked:
+            # Another instance started with --build-missing is building it: this one's runner
+            # waits for that build as a standby instead of failing the deploy.
+            _log.info(
+                "projection being built elsewhere", projection=projection.name, version=projection.version
+            )
+            continue
+        reports.append(report)
     return reports

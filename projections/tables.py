@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -75,19 +75,20 @@ async def create_indexes(
     """Primary keys and list-filter indexes, then fresh statistics for the planner.
 
     Index builds are spread over `conn` and the `helpers` connections (each takes the next
-    statement when done: a bulk load's index phase is CPU-bound sorting, one core per build).
-    Each connection builds in one transaction with a large `maintenance_work_mem`, so sorts
-    stay in memory instead of spilling runs to disk.
+    statement when done: a bulk load's index phase is CPU-bound sorting, one core per build),
+    with a large `maintenance_work_mem`, so sorts stay in memory instead of spilling runs to
+    disk. Each build is its own transaction: a transaction's id holds back the fence of every
+    reader on the cluster (live runners, the relay) until it ends, so none spans the phase.
     """
     queue = [statement for table in projection.tables for statement in table.index_builds(version)]
 
     async def build(c: asyncpg.Connection) -> None:
-        async with c.transaction():
-            await c.execute("SET LOCAL maintenance_work_mem = '256MB'")
-            while queue:
-                await c.execute(queue.pop(0))
+        await c.execute("SET maintenance_work_mem = '256MB'")
+        while queue:
+            await c.execute(queue.pop(0))
+        await c.execute("RESET maintenance_work_mem")
 
-    await asyncio.gather(*(build(c) for c in (conn, *helpers)))
+    await _all_or_none([build(c) for c in (conn, *helpers)])
     for table in projection.tables:
         await conn.execute(table.primary_key_sql(version))
     # Statistics for the planner, one table per connection at a time (ANALYZE reads a sample).
@@ -97,7 +98,20 @@ async def create_indexes(
         while tables_left:
             await c.execute(f"ANALYZE {tables_left.pop(0)}")
 
-    await asyncio.gather(*(analyze(c) for c in (conn, *helpers)))
+    await _all_or_none([analyze(c) for c in (conn, *helpers)])
+
+
+async def _all_or_none(jobs: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run `jobs` at once; the first failure cancels the others (their statements are cancelled
+    on the server) before it is raised, so no connection is left mid-statement."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def drop_tables(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
