@@ -226,7 +226,7 @@ async def send(
     deadline_s: float | None = None,
     remote_id: Callable[[Any], str | None] | None = None,
 ) -> Outcome:
-    """Make one call and classify it; transport errors become outcomes, never exceptions.
+    """Make one call and classify it; httpx errors become outcomes, never exceptions.
 
     `deadline_s` bounds the whole exchange, so a slow-drip body cannot outlive the client
     timeout (httpx timeouts are per read). `remote_id` extracts the vendor id from a 2xx body;
@@ -247,6 +247,8 @@ async def send(
         return Retryable("timeout", ambiguous=True)
     except httpx.TransportError as exc:
         return Retryable(f"transport_error:{type(exc).__name__}", ambiguous=True)
+    except httpx.HTTPError as exc:  # e.g. a body that fails to decode: the vendor did answer
+        return Retryable(f"http_error:{type(exc).__name__}", ambiguous=True)
     outcome = classify_response(status, resp_headers, raw, truncated=truncated)
     if isinstance(outcome, Success) and remote_id is not None:
         try:

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from consumers.fanout.budget import RateBudget, call_with_retries
+import asyncpg
+
+from consumers.fanout.budget import Budget, Closing, RateBudget, call_with_retries
 from consumers.fanout.destinations import Destination, OmneoDestination
 from consumers.fanout.envelope import DestinationCall, Envelope, EnvelopeError
 from consumers.fanout.state import Conn, DeliveryRow, FanoutStore
@@ -72,6 +74,11 @@ class _Park:
     detail: Any = None
 
 
+def _maybe_accepted(outcome: Outcome) -> bool:
+    """A 2xx, or an answer after which the vendor may have applied the call (timeout, 500...)."""
+    return isinstance(outcome, Success) or (isinstance(outcome, Retryable) and outcome.ambiguous)
+
+
 class Deliverer:
     """One destination's delivery logic, shared by the worker, `redrive` and `replay`."""
 
@@ -82,7 +89,7 @@ class Deliverer:
         settings: DestinationSettings,
         metrics: Metrics,
         *,
-        budget: RateBudget | None = None,
+        budget: Budget | None = None,
         closing: asyncio.Event | None = None,
         after_success: Callable[[], None] | None = None,
     ) -> None:
@@ -91,7 +98,8 @@ class Deliverer:
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        self.budget = budget or RateBudget(settings.rate_per_minute)
+        # Processes pass the shared (Postgres) budget; the in-process one is for tests only.
+        self.budget: Budget = budget or RateBudget(settings.rate_per_minute)
         self.closing = closing or asyncio.Event()
         self._after_success = after_success
         self.metrics_calls = 0
@@ -121,7 +129,7 @@ class Deliverer:
             parked_now = False
             if good:
                 self._lag(good[-1])
-                parked_now = not await self._deliver(conn, row, good, outcome="delivered")
+                parked_now = not await self._deliver_or_park(conn, row, good)
             if rest and parked_now:
                 await self._park(conn, order_id, rest, "waiting behind parked event", queued=True)
             elif rest:
@@ -158,13 +166,20 @@ class Deliverer:
     async def replay(self, order_id: str, envs: Sequence[Envelope]) -> int:
         """Re-send the latest state regardless of inbox and digests (after a mapping fix)."""
         async with self.store.order_lock(order_id) as conn:
-            row = await self.store.load(conn, order_id)
-            row.sent = {k: v for k, v in row.sent.items() if k.startswith(("inflight:", "ev:"))}
-            row.last_version = 0
-            items = [Item(e.event_id, e.version, e.position, b"", e) for e in envs]
-            before = self.metrics_calls
-            await self._deliver(conn, row, items, outcome="replayed")
-            return self.metrics_calls - before
+            return await self.replay_locked(conn, order_id, envs)
+
+    async def replay_locked(self, conn: Conn, order_id: str, envs: Sequence[Envelope]) -> int:
+        """`replay` for a caller already holding the order lock (it read the log under it)."""
+        row = await self.store.load(conn, order_id)
+        row.sent = {k: v for k, v in row.sent.items() if k.startswith(("inflight:", "ev:"))}
+        row.last_version = 0
+        # The real envelope, not b"": a failed replay parks these and redrive must read them.
+        items = [Item(e.event_id, e.version, e.position, e.to_bytes(), e) for e in envs]
+        before = self.metrics_calls
+        if not await self._deliver(conn, row, items, outcome="replayed"):
+            # Parked: keep the replay's clean slate (digests, version), so redrive re-sends it.
+            await self.store.save(conn, row)
+        return self.metrics_calls - before
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -180,6 +195,20 @@ class Deliverer:
         else:
             status = str(outcome.status) if outcome.status is not None else outcome.reason
         self.metrics.outbound_calls.labels(self.name, status).inc()
+
+    async def _deliver_or_park(self, conn: Conn, row: DeliveryRow, items: Sequence[Item]) -> bool:
+        """`_deliver`, but an unforeseen error parks this order (with why) instead of failing the
+        batch, which would block every order of the partition (DESIGN §8: the others flow).
+        Database trouble is not the order's fault: it still fails the batch, which is read again.
+        """
+        try:
+            return await self._deliver(conn, row, items, outcome="delivered")
+        except (Halted, Closing, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            raise
+        except Exception as exc:
+            log.exception("delivery failed unexpectedly", destination=self.name, order_id=row.order_id)
+            await self._park(conn, row.order_id, items, f"unexpected error: {type(exc).__name__}: {exc}")
+            return False
 
     async def _deliver(
         self,
@@ -236,14 +265,21 @@ class Deliverer:
         if call.kind == "omneo.order.create":
             row.status = "creating"
             await self.store.save(conn, row)
-        outcome = await call_with_retries(
-            lambda: self.destination.perform(call, row),
-            budget=self.budget,
-            settings=self.settings,
-            closing=self.closing,
-            on_outcome=self._count,
-            retry_ambiguous=not at_most_once and call.kind != "omneo.order.create",
-        )
+        try:
+            outcome = await call_with_retries(
+                lambda: self.destination.perform(call, row),
+                budget=self.budget,
+                settings=self.settings,
+                closing=self.closing,
+                on_outcome=self._count,
+                retry_ambiguous=not at_most_once and call.kind != "omneo.order.create",
+            )
+        except Closing:
+            if at_most_once:  # no ambiguous attempt (those return at once): never accepted
+                await self._forget_inflight(conn, row, call)
+            raise
+        if at_most_once and not _maybe_accepted(outcome):
+            await self._forget_inflight(conn, row, call)
         if call.kind == "omneo.order.create" and isinstance(outcome, Retryable) and outcome.ambiguous:
             park = await self._reconcile_create(conn, row)
             if park is not None:
@@ -270,6 +306,11 @@ class Deliverer:
         return _Park(
             f"{call.kind} failed after {self.settings.max_attempts} attempts: {outcome.reason}", outcome.body
         )
+
+    async def _forget_inflight(self, conn: Conn, row: DeliveryRow, call: DestinationCall) -> None:
+        """Omnisend definitely did not take the event: drop its marker so a redrive sends it."""
+        row.sent.pop(f"inflight:{call.key}", None)
+        await self.store.save(conn, row)
 
     async def _reconcile_create(self, conn: Conn, row: DeliveryRow) -> _Park | None:
         """A create may have happened: adopt the existing Omneo order, or clear the intent."""

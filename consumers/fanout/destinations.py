@@ -98,21 +98,16 @@ class OmnisendDestination:
     async def perform(self, call: DestinationCall, row: DeliveryRow) -> Outcome:
         body = call.body or {}
         if call.kind == "omnisend.order.create":
-            outcome = await self.client.create_order(body)
-            if isinstance(outcome, Permanent) and outcome.reason == "already_exists":
-                # Created before (e.g. a crash right after the 2xx): the order exists, so
-                # replace it with this state; the effect is the same as the lost create.
-                return await self.client.replace_order(call.key, body)
-            return outcome
+            return await self._create(call.key, body)
         if call.kind in ("omnisend.order.replace", "omnisend.order.patch"):
             if call.kind == "omnisend.order.patch":
                 outcome = await self.client.patch_order(call.key, body)
             else:
                 outcome = await self.client.replace_order(call.key, body)
             if isinstance(outcome, Permanent) and outcome.reason == "not_found":
-                return Permanent(
-                    404, "not_found", {"error": "order missing in Omnisend; replay recreates it"}
-                )
+                # Gone on the Omnisend side (deleted in the UI, purged): create it again whole.
+                row.remote_exists = False
+                return await self._create(call.key, call.create_body or body)
             return outcome
         if call.kind == "omnisend.order.delete":
             outcome = await self.client.delete_order(call.key)
@@ -121,6 +116,14 @@ class OmnisendDestination:
         if call.kind == "omnisend.event":
             return await self.client.send_event(body)
         raise ValueError(f"not an Omnisend call: {call.kind}")
+
+    async def _create(self, order_id: str, body: dict[str, Any]) -> Outcome:
+        outcome = await self.client.create_order(body)
+        if isinstance(outcome, Permanent) and outcome.reason == "already_exists":
+            # Created before (e.g. a crash right after the 2xx): the order exists, so
+            # replace it with this state; the effect is the same as the lost create.
+            return await self.client.replace_order(order_id, body)
+        return outcome
 
     def applied(self, call: DestinationCall, outcome: Success, row: DeliveryRow) -> None:
         if call.kind in ("omnisend.order.create", "omnisend.order.replace", "omnisend.order.patch"):

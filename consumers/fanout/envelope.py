@@ -17,7 +17,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from ledger.domain.state import Order
-from ledger.domain.views import order_from_json
+from ledger.domain.views import order_from_json, order_to_json
+from ledger.relay.envelope import ENVELOPE_MONEY, dumps_canonical
 
 __all__ = ["REMOTE_ID", "CallKind", "DestinationCall", "Envelope", "EnvelopeError"]
 
@@ -49,6 +50,8 @@ class DestinationCall:
     `key` is the idempotency/dedupe key (Omneo transaction external_id, Omnisend orderID or
     eventID). `remember` holds digests the worker stores in delivery state once the call
     succeeded, so an unchanged record is not re-sent. `notes` record lossy mapping decisions (F22).
+    `create_body` is the whole record for an update call, to create it again if the destination
+    lost it (Omnisend PUT/PATCH 404), since a PATCH body alone cannot create an order.
     """
 
     kind: CallKind
@@ -58,6 +61,7 @@ class DestinationCall:
     key: str
     remember: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default=())
+    create_body: dict[str, Any] | None = None
 
     @property
     def needs_remote_id(self) -> bool:
@@ -109,6 +113,22 @@ class Envelope:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EnvelopeError(f"bad envelope: {type(exc).__name__}: {exc}") from exc
+
+    def to_bytes(self) -> bytes:
+        """The envelope as the relay writes it, so a replayed event can be parked and redriven."""
+        return dumps_canonical(
+            {
+                "event_id": self.event_id,
+                "order_id": self.order_id,
+                "version": self.version,
+                "position": self.position,
+                "type": self.type,
+                "data": self.data,
+                "metadata": self.metadata,
+                "recorded_at": self.recorded_at.isoformat(),
+                "order": order_to_json(self.order, money=ENVELOPE_MONEY),
+            }
+        )
 
     @classmethod
     def from_order(

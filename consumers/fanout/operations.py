@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 
+from consumers.fanout.budget import SharedRateBudget
 from consumers.fanout.delivery import Deliverer
 from consumers.fanout.destinations import build_destination
 from consumers.fanout.envelope import Envelope
-from consumers.fanout.state import FanoutStore
+from consumers.fanout.state import Conn, FanoutStore
 from consumers.fanout.worker import destination_settings
 from ledger.domain import Order, decode_event, evolve
 from ledger.observability import METRICS, Metrics
@@ -68,7 +69,8 @@ async def redrive(
         dest = destination_settings(settings, name)
         adapter, http = build_destination(name, dest, transport=transport)
         try:
-            deliverer = Deliverer(adapter, FanoutStore(pool, name), dest, metrics)
+            budget = SharedRateBudget(pool, name, dest.rate_per_minute)
+            deliverer = Deliverer(adapter, FanoutStore(pool, name), dest, metrics, budget=budget)
             for row in rows:
                 done, stopped = await deliverer.redrive(row["order_id"], drop_unreadable=drop_unreadable)
                 results.append(RedriveResult(name, row["order_id"], done, stopped))
@@ -77,11 +79,11 @@ async def redrive(
     return results
 
 
-async def _envelopes(pool: asyncpg.Pool, order_id: str) -> list[Envelope]:
+async def _envelopes(conn: Conn, order_id: str) -> list[Envelope]:
     """Every event of the order with the state after it, folded from the Postgres log."""
     state: Order | None = None
     out = []
-    for rec in await read_stream(pool, f"order-{order_id}"):
+    for rec in await read_stream(conn, f"order-{order_id}"):
         event = decode_event(rec.type, rec.data, schema_version=rec.schema_version)
         state = evolve(state, event, version=rec.version, recorded_at=rec.recorded_at)
         out.append(
@@ -124,22 +126,24 @@ async def replay(
     store = FanoutStore(pool, destination)
     summary = {"orders": 0, "calls": 0, "skipped_parked": 0}
     try:
-        deliverer = Deliverer(adapter, store, dest, metrics)
+        budget = SharedRateBudget(pool, destination, dest.rate_per_minute)
+        deliverer = Deliverer(adapter, store, dest, metrics, budget=budget)
         for oid in orders:
-            envs = await _envelopes(pool, oid)
-            if not envs:
-                continue
+            # Read the log under the order lock: a live delivery in between would otherwise be
+            # overwritten by an older state.
             async with store.order_lock(oid) as conn:
-                parked = await store.is_parked(conn, oid)
-            if parked:
-                summary["skipped_parked"] += 1
-                continue
-            if from_position is not None and destination == "omnisend" and dest.mode == "events":
-                envs = [e for e in envs if e.position >= from_position]
-            elif destination == "omneo" or dest.mode != "events":
-                envs = envs[-1:]
-            summary["calls"] += await deliverer.replay(oid, envs)
-            summary["orders"] += 1
+                envs = await _envelopes(conn, oid)
+                if not envs:
+                    continue
+                if await store.is_parked(conn, oid):
+                    summary["skipped_parked"] += 1
+                    continue
+                if from_position is not None and destination == "omnisend" and dest.mode == "events":
+                    envs = [e for e in envs if e.position >= from_position]
+                elif destination == "omneo" or dest.mode != "events":
+                    envs = envs[-1:]
+                summary["calls"] += await deliverer.replay_locked(conn, oid, envs)
+                summary["orders"] += 1
     finally:
         await http.aclose()
     return summary

@@ -6,8 +6,9 @@ the fetched batch has a recorded outcome (delivered, coalesced, parked or skippe
 coalesce into one call (Omnisend PUT: only the latest state matters). Orders in a batch are
 delivered concurrently, each order's events in log order (same key = same partition).
 401/403 halts the destination: nothing more is committed, the worker exits (code 3) instead of
-retry-storming. SIGTERM: the in-flight batch finishes (or, if it is waiting on retries, is left
-uncommitted for redelivery), the offsets are committed, the process exits.
+retry-storming. SIGTERM: calls in flight finish, no new call starts (nor a retry or rate-limit
+wait goes on); a batch left unfinished is not committed and comes back after restart (the
+inbox dedupes what it did), finished ones are committed, the process exits.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from consumers.fanout.budget import Closing
+from consumers.fanout.budget import Closing, SharedRateBudget
 from consumers.fanout.delivery import Deliverer, Halted, Item
 from consumers.fanout.destinations import build_destination
 from consumers.fanout.state import FanoutStore
 from ledger.observability import METRICS, Metrics, get_logger, serve_metrics
+from ledger.relay.publisher import ensure_topic
 from ledger.settings import DestinationSettings, Settings
 
 __all__ = ["EXIT_HALTED", "destination_settings", "run_worker"]
@@ -77,7 +79,9 @@ async def _deliver_batch(deliverer: Deliverer, records: tuple[Any, ...]) -> None
         key = record.key.decode("utf-8", "replace") if record.key else None
         order_id = key or (item.env.order_id if item.env is not None else fallback)
         groups.setdefault(order_id, []).append(item)
-    gate = asyncio.Semaphore(ORDER_CONCURRENCY)
+    # Each order in delivery holds a pool connection (its lock) and briefly needs another for
+    # the shared rate budget: at least one must stay free, or a small pool would deadlock.
+    gate = asyncio.Semaphore(max(1, min(ORDER_CONCURRENCY, deliverer.store.pool.get_max_size() - 1)))
 
     async def one(order_id: str, items: list[Item]) -> None:
         async with gate:
@@ -117,7 +121,15 @@ async def run_worker(
         )
     adapter, http = build_destination(destination, dest, transport=transport)
     store = FanoutStore(pool, destination)
-    deliverer = Deliverer(adapter, store, dest, metrics, closing=closing, after_success=_kill_hook())
+    deliverer = Deliverer(
+        adapter,
+        store,
+        dest,
+        metrics,
+        budget=SharedRateBudget(pool, destination, dest.rate_per_minute),
+        closing=closing,
+        after_success=_kill_hook(),
+    )
     previous = await store.clear_halt()
     if previous is not None:
         log.warning(
@@ -125,9 +137,10 @@ async def run_worker(
         )
     metrics.parked_orders.labels(destination).set(await store.parked_count())
 
+    events_topic = topic or settings.kafka.events_topic
     broker = KafkaBroker(settings.bootstrap_servers, graceful_timeout=30.0, logger=None)
     subscriber = broker.subscriber(
-        topic or settings.kafka.events_topic,
+        events_topic,
         batch=True,
         group_id=dest.group_id or f"ledger-fanout-{destination}",
         auto_offset_reset="earliest",
@@ -171,6 +184,16 @@ async def run_worker(
             log.warning("offset commit failed", destination=destination, error=str(exc))
 
     try:
+        kafka = settings.kafka
+        # Created as the relay creates it, before subscribing: a subscription to a missing topic
+        # may auto-create it with the broker's default partition count, which the relay refuses.
+        await ensure_topic(
+            settings.bootstrap_servers,
+            events_topic,
+            kafka.partitions,
+            kafka.request_timeout_ms,
+            check_partitions=False,
+        )
         await broker.start()
         if started is not None:
             started.set()
@@ -180,10 +203,10 @@ async def run_worker(
         for waiter in waiters:
             waiter.cancel()
     finally:
-        if halted:
-            closing.set()
-        await broker.stop()  # waits for the in-flight handler (which commits its batch)
+        # Before stopping: a handler waiting out a retry or a rate-limit window gives up at
+        # once instead of holding shutdown for the whole graceful timeout.
         closing.set()
+        await broker.stop()
         await http.aclose()
         if own_pool:
             await pool.close()

@@ -42,11 +42,18 @@ def _data_id(body: Any) -> str | None:
     return None if value is None or isinstance(value, bool) else str(value)
 
 
-def _first_list_id(body: Any) -> str | None:
+def _matching_id(body: Any, external_id: str) -> str | None:
+    """The listed order with our external_id; "" for an empty list; None (unusable) otherwise.
+
+    Why not the first row: a list that ignores the filter returns other orders, and adopting
+    one would send this order's updates to someone else's order.
+    """
     rows = body["data"]
     if not isinstance(rows, list):
         return None
-    return str(rows[0]["id"]) if rows else ""
+    if not rows:
+        return ""
+    return next((str(r["id"]) for r in rows if r.get("external_id") == external_id), None)
 
 
 class OmneoClient(VendorClient):
@@ -79,7 +86,8 @@ class OmneoClient(VendorClient):
         """Look an order up by our external id before re-POSTing after an ambiguous create.
 
         Uses `GET /orders?filter[external_id]=` which CONNECTORS §7 marks unconfirmed [X];
-        `remote_id` is the first match's id, or "" when none.
+        `remote_id` is the id of the order whose external_id is ours, or "" when none is
+        listed; a list of only other orders is an unusable answer (retried, then parked).
         """
         return await send(
             self._http,
@@ -88,7 +96,7 @@ class OmneoClient(VendorClient):
             params={"filter[external_id]": external_id},
             max_bytes=self._max,
             deadline_s=self._deadline_s,
-            remote_id=_first_list_id,
+            remote_id=lambda body: _matching_id(body, external_id),
         )
 
     async def update_order(self, order_id: int | str, changes: Mapping[str, Any]) -> Outcome:

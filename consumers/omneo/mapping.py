@@ -30,6 +30,7 @@ from ledger.domain.money import to_major
 from ledger.domain.state import Order
 from ledger.domain.statuses import fulfillment_status, payment_status
 from ledger.domain.transactions import Transaction, derive_transactions
+from ledger.domain.values import LineItem
 
 __all__ = ["OmneoState", "map_batch", "map_event", "omneo_status", "order_body", "transaction_body"]
 
@@ -76,24 +77,34 @@ def omneo_status(order: Order) -> str:
     return order.status
 
 
+def _item(line: LineItem, quantity: int, c: str) -> dict[str, Any]:
+    """An Omneo item: the line's unit prices and product identity, for an order or a Transaction.
+
+    `price_current` is the product's current price, `price_sell` what was paid per unit
+    (CONNECTORS: Omneo refunds against `price_sell`), `price_original` the list price.
+    """
+    item: dict[str, Any] = {
+        "name": line.name,
+        "external_id": line.line_id,
+        "quantity": quantity,
+        "price_current": _money(line.price_current, c),
+        "price_sell": _money(line.price_sell, c),
+        "price_original": _money(line.price_original, c),
+    }
+    if isinstance(line.variant_id, int) and not isinstance(line.variant_id, bool):
+        item["product_variant_id"] = line.variant_id
+    elif line.variant_id is not None:
+        item["variant_external_id"] = str(line.variant_id)
+    if line.sku:
+        item["sku"] = line.sku
+    return item
+
+
 def _items(order: Order) -> list[dict[str, Any]]:
     c = order.currency
     out = []
     for line in order.lines:
-        item: dict[str, Any] = {
-            "name": line.name,
-            "external_id": line.line_id,
-            "quantity": line.quantity,
-            "price_current": _money(line.price_current, c),
-            "price_sell": _money(line.price_sell, c),
-            "price_original": _money(line.price_original, c),
-        }
-        if isinstance(line.variant_id, int) and not isinstance(line.variant_id, bool):
-            item["product_variant_id"] = line.variant_id
-        elif line.variant_id is not None:
-            item["variant_external_id"] = str(line.variant_id)
-        if line.sku:
-            item["sku"] = line.sku
+        item = _item(line, line.quantity, c)
         if line.tax:
             item["price_tax"] = _money(line.tax, c)
         if line.discount:
@@ -123,6 +134,7 @@ def order_body(order: Order) -> dict[str, Any]:
 def transaction_body(tx: Transaction, order: Order) -> dict[str, Any]:
     """One paid shipment for `update-create`; `order_id` links it to the Omneo order."""
     c = tx.currency
+    lines = {line.line_id: line for line in order.lines}
     body: dict[str, Any] = {
         "external_id": tx.external_id,
         "order_id": REMOTE_ID,
@@ -131,17 +143,9 @@ def transaction_body(tx: Transaction, order: Order) -> dict[str, Any]:
         "currency": c,
         "transacted_at": _local(tx.transacted_at),
         "timezone": "UTC",
-        "items": [
-            {
-                "name": line.name,
-                "external_id": line.line_id,
-                "quantity": line.quantity,
-                "price_current": _money(line.price_sell, c),
-                "price_sell": _money(line.price_sell, c),
-                **({"sku": line.sku} if line.sku else {}),
-            }
-            for line in tx.lines
-        ],
+        # The shipped quantity at the order line's prices (a Transaction is derived from the
+        # current order, so each of its lines is one of the order's).
+        "items": [_item(lines[line.line_id], line.quantity, c) for line in tx.lines],
     }
     if order.external_id:
         body["order_number"] = order.external_id

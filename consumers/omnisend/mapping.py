@@ -267,8 +267,10 @@ def _orders_calls(
         return []
     if patch_ok and state.sent.get("products") == products:
         patch = _patch_body(body)
-        return [DestinationCall("omnisend.order.patch", "PATCH", path, patch, order_id, remember, notes)]
-    return [DestinationCall("omnisend.order.replace", "PUT", path, body, order_id, remember, notes)]
+        return [
+            DestinationCall("omnisend.order.patch", "PATCH", path, patch, order_id, remember, notes, body)
+        ]
+    return [DestinationCall("omnisend.order.replace", "PUT", path, body, order_id, remember, notes, body)]
 
 
 def map_event(

@@ -80,7 +80,14 @@ class OrderStory:
 
     # -- readable steps ---------------------------------------------------------------------
     def place(
-        self, *, lines: int = 2, currency: str = "USD", price: str = "10.00", **extra: Any
+        self,
+        *,
+        lines: int = 2,
+        currency: str = "USD",
+        price: str = "10.00",
+        current: str | None = None,
+        original: str | None = None,
+        **extra: Any,
     ) -> list[dict[str, Any]]:
         items = [
             {
@@ -88,8 +95,8 @@ class OrderStory:
                 "name": f"Item {i + 1}",
                 "quantity": 1,
                 "price_sell": Decimal(price),
-                "price_current": Decimal(price),
-                "price_original": Decimal(price),
+                "price_current": Decimal(current or price),
+                "price_original": Decimal(original or price),
                 "sku": f"SKU-{i + 1}",
                 "product_id": f"P{i + 1}",
                 "product_variant_id": 1000 + i,

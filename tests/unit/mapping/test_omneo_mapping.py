@@ -55,6 +55,8 @@ def test_split_shipment_gives_one_transaction_per_paid_shipment() -> None:
             "quantity": 1,
             "price_current": Decimal("10.00"),
             "price_sell": Decimal("10.00"),
+            "price_original": Decimal("10.00"),
+            "product_variant_id": 1000,
             "sku": "SKU-1",
         }
     ]
@@ -64,6 +66,25 @@ def test_split_shipment_gives_one_transaction_per_paid_shipment() -> None:
     kinds = [c.kind for c in second]
     assert kinds.count("omneo.transaction.upsert") == 1, "S1 is unchanged, only S2 is new"
     assert any(c.kind == "omneo.order.update" and c.body == {"status": "fulfilled"} for c in second)
+
+
+def test_transaction_items_carry_the_order_lines_prices_and_variant() -> None:
+    """Omneo's price_current is the product's current price, not what was paid (price_sell)."""
+    story = OrderStory()
+    story.place(price="8.00", current="10.00", original="12.00")
+    story.pay("16.00")
+    state = _delivered(story)
+    (tx,) = [
+        c for c in map_event(parse(story.ship("S1", "L2")[0]), state) if c.kind == "omneo.transaction.upsert"
+    ]
+    assert tx.body is not None
+    (item,) = tx.body["items"]
+    assert (item["price_current"], item["price_sell"], item["price_original"]) == (
+        Decimal("10.00"),
+        Decimal("8.00"),
+        Decimal("12.00"),
+    )
+    assert (item["external_id"], item["quantity"], item["product_variant_id"]) == ("L2", 1, 1001)
 
 
 def test_unpaid_shipment_makes_no_transaction() -> None:
