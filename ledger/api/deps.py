@@ -30,7 +30,7 @@ M = TypeVar("M", bound=BaseModel)
 log = get_logger(__name__)
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:~+/=-]{8,255}$")
-_ETAG_RE = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
+_ETAG_RE = re.compile(r'^"?(\d{1,9})"?$')
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 BODY_MODELS: dict[str, type[BaseModel]] = {}
 
@@ -120,7 +120,13 @@ def if_match(request: Request) -> int | None:
     value = request.headers.get("if-match")
     if value is None or value.strip() == "*":
         return None
-    match = _ETAG_RE.fullmatch(value.strip())
+    value = value.strip()
+    if value.startswith("W/"):
+        # RFC 9110 §13.1.1: If-Match compares strongly, so a weak tag can never match.
+        raise Problem(
+            400, "invalid-if-match", 'If-Match takes the strong ETag this API sends, e.g. "3", not W/"3"'
+        )
+    match = _ETAG_RE.fullmatch(value)
     if match is None:
         raise Problem(400, "invalid-if-match", 'If-Match must be an ETag of this API, e.g. "3"')
     return int(match[1])

@@ -170,6 +170,7 @@ async def test_an_order_too_large_to_publish_is_refused_and_a_large_one_is_not(a
         ("PATCH", "/api/v3/orders", {}, 405),
         ("GET", "/api/v3/nothing-here", {}, 404),
         ("PUT", "/api/v3/orders/00000000-0000-0000-0000-000000000000", {"If-Match": "yesterday"}, 400),
+        ("PUT", "/api/v3/orders/00000000-0000-0000-0000-000000000000", {"If-Match": 'W/"1"'}, 400),
         ("POST", "/api/v3/orders", {"Idempotency-Key": "short"}, 400),
         ("POST", "/api/v3/orders", {"Idempotency-Key": "aaaaaaaaaaaa"}, 400),
         ("POST", "/api/v3/orders", {"Idempotency-Key": "x" * 300}, 400),

@@ -12,7 +12,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from ledger.domain import (
@@ -177,7 +177,7 @@ def fulfillment_rules(order: Order) -> str:
     return "unfulfilled"
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120)
 @given(place=place_orders(), data=st.data())
 def test_random_command_sequences_only_raise_domain_errors_and_keep_every_invariant(
     place: PlaceOrder, data: st.DataObject
@@ -203,7 +203,7 @@ def test_random_command_sequences_only_raise_domain_errors_and_keep_every_invari
     assert fold(replayed) == s.order
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(currency=st.sampled_from(sorted(CURRENCY_EXPONENTS)), minor=st.integers(-MAX_MINOR, MAX_MINOR))
 def test_minor_units_survive_a_round_trip_through_major_units_in_every_currency(
     currency: str, minor: int
@@ -212,7 +212,7 @@ def test_minor_units_survive_a_round_trip_through_major_units_in_every_currency(
     assert to_minor(str(to_major(minor, currency)), currency) == minor
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(place=place_orders(), data=st.data())
 def test_fully_shipped_and_paid_orders_have_transactions_adding_up_to_the_total(
     place: PlaceOrder, data: st.DataObject

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections import tables
@@ -115,7 +115,7 @@ async def assert_checksummed_alike(pool: asyncpg.Pool, nullable: list[Row], stri
         assert await server_checksums(conn, STRICT) == python_checksums(STRICT, strict)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60)
 @given(drawn=rows(), strict=rows(nullable=False))
 async def test_python_and_the_server_checksum_the_same_rows_alike(
     pool: asyncpg.Pool, drawn: list[Row], strict: list[Row]
@@ -147,7 +147,7 @@ async def test_booleans_and_nulls_in_one_row_are_written_alike(pool: asyncpg.Poo
     await assert_checksummed_alike(pool, nulls, strict)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80)
 @given(value=json_values)
 async def test_jsonb_text_is_the_text_the_server_gives_back(pool: asyncpg.Pool, value: Any) -> None:
     assert await pool.fetchval("SELECT $1::text::jsonb::text", orjson.dumps(value).decode()) == jsonb_text(

@@ -7,7 +7,7 @@ import random
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.store import EventStore
@@ -45,7 +45,7 @@ async def _reset(pool: asyncpg.Pool) -> None:
                     await conn.execute(f"DROP TABLE IF EXISTS {t.physical(v)}")
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20)
 @given(
     rnd=st.randoms(use_true_random=False),
     orders=st.integers(1, 8),

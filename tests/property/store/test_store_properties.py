@@ -10,7 +10,7 @@ import asyncio
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.store import (
@@ -52,12 +52,7 @@ async def _truncate(store: EventStore) -> None:
         await conn.execute("RESET session_replication_role")
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(max_examples=40)
 @given(ops=operations)
 async def test_random_appends_and_reads_match_the_model(
     store: EventStore, ops: list[tuple[str, int, int, str]]

@@ -32,7 +32,7 @@ def test_orjson_writes_an_aware_datetime_as_its_isoformat(value: datetime) -> No
     assert orjson.dumps(parsed) == orjson.dumps(parsed.isoformat())
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(st.integers(0, 2**32 - 1))
 def test_stored_documents_are_the_serialized_default_views(seed: int) -> None:
     for order in _orders(seed, 40):

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.domain import (
@@ -121,7 +121,7 @@ def test_a_memo_given_another_orders_state_starts_over() -> None:
         assert memo.dumps(order) == plain(order)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60)
 @given(data=st.data())
 def test_random_command_sequences_give_the_plain_views_bytes(data: st.DataObject) -> None:
     s = Stream()
