@@ -153,14 +153,22 @@ class Runner:
         A version that is `building` (its rebuild died, leaving bare tables) or `failed`
         (verification refused it) is not served: taking its lock would also make the operator's
         next `rebuild` fail as "held by another runner". Stay standby until it is built.
+
+        The status is read before the lock is tried: a standby that took the lock just to look
+        would make a rebuild started in that instant fail the same way.
         """
+        if not await self._servable(conn):
+            return False
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
             return False
-        row = await registry.version_row(conn, self.projection.name, self.projection.version)
-        if row is None or row["status"] not in ("building", "failed"):
+        if await self._servable(conn):  # a rebuild may have begun (and died) in between
             return True
         await conn.execute("SELECT pg_advisory_unlock($1)", key)
         return False
+
+    async def _servable(self, conn: asyncpg.Connection) -> bool:
+        row = await registry.version_row(conn, self.projection.name, self.projection.version)
+        return row is None or row["status"] not in ("building", "failed")
 
     async def _loop(self, conn: asyncpg.Connection) -> None:
         p = self.projection

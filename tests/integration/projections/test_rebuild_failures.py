@@ -193,3 +193,29 @@ async def test_a_runner_of_a_version_not_built_waits_as_standby_and_leaves_the_r
         await _active(runner)  # built and live: the standby takes over
         await wait_caught_up(pool, V2)
     assert await _statuses(pool) == {V1.version: "previous", V2.version: "live"}
+
+
+async def test_a_standby_runner_of_a_version_not_built_never_holds_its_lock_even_for_an_instant(
+    pool: asyncpg.Pool, store: EventStore
+) -> None:
+    """The operator's rebuild takes the lock with one try: a standby that took it to read the
+    registry, however briefly, would make that rebuild fail as held by another runner."""
+    await append_interleaved(store, HistoryGenerator(seed=70).histories(5), seed=70)
+    async with connection(pool) as conn:
+        await registry.begin_build(conn, V2)
+    runner = Runner(pool, V2, poll_interval_s=0, metrics=Metrics())  # polls as fast as it can
+    task = asyncio.create_task(runner.run())
+    refused = 0
+    try:
+        async with connection(pool) as conn:
+            for _ in range(400):
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", V2.lock_key()):
+                    await conn.execute("SELECT pg_advisory_unlock($1)", V2.lock_key())
+                else:
+                    refused += 1
+                await asyncio.sleep(0)
+        assert runner.state == "standby"
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 10)
+    assert refused == 0
