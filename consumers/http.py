@@ -1,7 +1,7 @@
 """One outbound call to a destination, classified into a typed outcome.
 
 Why: workers decide retry / park / stop from one value instead of raw status codes
-(DESIGN §8, RELIABILITY F13-F15); reads are bounded so a hostile or broken vendor cannot
+(docs/architecture.md#fanout, docs/reliability.md#f13 to #f15); reads are bounded so a hostile or broken vendor cannot
 exhaust memory (S7); request headers never appear in an outcome, so secrets cannot leak
 into logs or parked rows (S9). There is no retry loop here: the worker owns retries.
 """
@@ -76,7 +76,7 @@ class AuthFailure:
     """401/403: stop the destination and alert instead of retry-storming (F15, S9).
 
     `possibly_throttled` is set for Omnisend 403, which v3 also uses for "blocked due to many
-    errors in a particular time" (CONNECTORS §3.2): the worker may probe again after a pause.
+    errors in a particular time" (docs/connectors.md#omnisend-v3-orders): the worker may probe again after a pause.
     """
 
     status: int
@@ -279,7 +279,7 @@ class VendorClient:
     """What both destination clients share: an injected `httpx.AsyncClient` and a whole-call deadline.
 
     The deadline bounds the entire call (connect, send, slow-drip body), which httpx's per-phase
-    timeouts alone do not; reads stop at `max_response_bytes` (RELIABILITY S7).
+    timeouts alone do not; reads stop at `max_response_bytes` (docs/reliability.md#s7).
     """
 
     def __init__(

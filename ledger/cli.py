@@ -1,4 +1,4 @@
-"""`ledger`: one CLI, one verb per process (DESIGN §9).
+"""`ledger`: one CLI, one verb per process (docs/architecture.md#processes).
 
 Each verb builds `Settings` once (environment `LEDGER_*`, `.env`) and hands it to its package's
 composition root; nothing else reads the environment. Typer has no async commands, so every verb

@@ -3,7 +3,7 @@
 Environment variables use the `LEDGER_` prefix and `__` for nesting, so
 `LEDGER_KAFKA__BOOTSTRAP_SERVERS` sets `settings.kafka.bootstrap_servers`. The two
 most common ones also have flat aliases (`LEDGER_DATABASE_URL`,
-`LEDGER_KAFKA_BOOTSTRAP_SERVERS`) because DESIGN §9 and the dev stack's `.ledger/dev.env` use them.
+`LEDGER_KAFKA_BOOTSTRAP_SERVERS`) because docs/architecture.md#processes and the dev stack's `.ledger/dev.env` use them.
 """
 
 from __future__ import annotations

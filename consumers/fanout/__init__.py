@@ -1,4 +1,4 @@
-"""Fan-out workers: deliver `orders.events` to Omneo and Omnisend (DESIGN §8).
+"""Fan-out workers: deliver `orders.events` to Omneo and Omnisend (docs/architecture.md#fanout).
 
 Modules: `envelope` (what is read, what mappings return), `state` (delivery state, inbox,
 park queue in Postgres), `budget` (rate budget + retries), `destinations` (per-vendor

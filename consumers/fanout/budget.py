@@ -225,7 +225,7 @@ async def call_with_retries(
         on_outcome(outcome)
         retry_after: float | None = None
         if isinstance(outcome, AuthFailure):
-            # Omnisend v3 also answers 403 for "blocked after many errors" (CONNECTORS §5, §7):
+            # Omnisend v3 also answers 403 for "blocked after many errors" (docs/connectors.md#mapping, #open-questions):
             # a few spaced tries before halting the destination as an auth failure.
             if not (outcome.possibly_throttled and attempt < THROTTLED_403_ATTEMPTS):
                 return outcome

@@ -1,4 +1,4 @@
-"""ISO 3166-1 alpha-2 <-> alpha-3, for Omnisend's ``countryCode`` (CONNECTORS §"Conflicts").
+"""ISO 3166-1 alpha-2 <-> alpha-3, for Omnisend's ``countryCode`` (docs/connectors.md#conflicts).
 
 Why embedded: the ledger accepts either length on input, the seed wants alpha-3 and the vendor
 spec alpha-2, so the mapper converts both ways. The table is Debian iso-codes' ISO 3166-1

@@ -198,7 +198,7 @@ class Deliverer:
 
     async def _deliver_or_park(self, conn: Conn, row: DeliveryRow, items: Sequence[Item]) -> bool:
         """`_deliver`, but an unforeseen error parks this order (with why) instead of failing the
-        batch, which would block every order of the partition (DESIGN §8: the others flow).
+        batch, which would block every order of the partition (docs/architecture.md#fanout: the others flow).
         Database trouble is not the order's fault: it still fails the batch, which is read again.
         """
         try:

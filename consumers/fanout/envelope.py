@@ -1,7 +1,7 @@
 """What a fan-out worker reads (the `orders.events` envelope) and what a mapping returns (calls).
 
 Why a parsed envelope with the domain `Order`: mappings are pure functions of the event and
-the order state after it (DESIGN §6 event-carried state), so workers need no database read to
+the order state after it (docs/architecture.md#kafka: event-carried state), so workers need no database read to
 map, and replay can build the same value from the Postgres log (`from_order`).
 Why `DestinationCall` is data: the worker executes the list and tests assert on it; the mapper
 never does I/O.

@@ -2,7 +2,7 @@
 
 Why a batch subscriber with AckPolicy.MANUAL: offsets are committed only after every event of
 the fetched batch has a recorded outcome (delivered, coalesced, parked or skipped) in Postgres
-(never auto-commit-before-processing, STYLE B1), and a batch lets one order's pending events
+(never auto-commit-before-processing, docs/architecture.md#fanout), and a batch lets one order's pending events
 coalesce into one call (Omnisend PUT: only the latest state matters). Orders in a batch are
 delivered concurrently, each order's events in log order (same key = same partition).
 401/403 halts the destination: nothing more is committed, the worker exits (code 3) instead of

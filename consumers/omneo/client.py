@@ -1,4 +1,4 @@
-"""Thin async client for the Omneo v3 calls the fan-out worker makes (CONNECTORS §2).
+"""Thin async client for the Omneo v3 calls the fan-out worker makes (docs/connectors.md#omneo).
 
 Why thin: the worker owns retries, rate budget and parking; this layer only speaks the
 vendor's paths and turns each answer into an `Outcome`. Omneo orders have no upsert, so
@@ -85,7 +85,7 @@ class OmneoClient(VendorClient):
     async def find_order(self, external_id: str) -> Outcome:
         """Look an order up by our external id before re-POSTing after an ambiguous create.
 
-        Uses `GET /orders?filter[external_id]=` which CONNECTORS §7 marks unconfirmed [X];
+        Uses `GET /orders?filter[external_id]=` which docs/connectors.md#open-questions marks unconfirmed [X];
         `remote_id` is the id of the order whose external_id is ours, or "" when none is
         listed; a list of only other orders is an unusable answer (retried, then parked).
         """

@@ -1,4 +1,4 @@
-"""Ledger envelope -> Omneo calls (CONNECTORS §2, §5), as pure functions.
+"""Ledger envelope -> Omneo calls (docs/connectors.md#omneo, #mapping), as pure functions.
 
 Omneo keeps two records: the mutable Order (no upsert: POST once, then PUT merges) and one
 immutable Transaction per paid shipment (`update-create` by a deterministic `external_id`,
@@ -81,7 +81,7 @@ def _item(line: LineItem, quantity: int, c: str) -> dict[str, Any]:
     """An Omneo item: the line's unit prices and product identity, for an order or a Transaction.
 
     `price_current` is the product's current price, `price_sell` what was paid per unit
-    (CONNECTORS: Omneo refunds against `price_sell`), `price_original` the list price.
+    (docs/connectors.md#omneo-transaction-fields: Omneo refunds against `price_sell`), `price_original` the list price.
     """
     item: dict[str, Any] = {
         "name": line.name,

@@ -1,4 +1,4 @@
-"""Thin async client for Omnisend v3 orders and v5 events (CONNECTORS §3).
+"""Thin async client for Omnisend v3 orders and v5 events (docs/connectors.md#omnisend).
 
 Why thin: the worker owns retries, the shared 400/min budget and parking; this layer speaks
 the vendor's paths and classifies answers. A duplicate `POST /v3/orders` is not an upsert:
@@ -39,7 +39,7 @@ PATCHABLE_FIELDS = frozenset(
         "cartID",
     }
 )
-"""The only fields `PATCH /v3/orders/{orderID}` accepts (CONNECTORS §3.2)."""
+"""The only fields `PATCH /v3/orders/{orderID}` accepts (docs/connectors.md#omnisend-v3-orders)."""
 
 
 def build_http_client(

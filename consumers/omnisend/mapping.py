@@ -1,4 +1,4 @@
-"""Ledger envelope -> Omnisend calls (CONNECTORS §3.2, §3.4, §5), as pure functions.
+"""Ledger envelope -> Omnisend calls (docs/connectors.md#omnisend-v3-orders, #omnisend-events, #mapping), as pure functions.
 
 Orders mode (v3, the default): the whole order is recomputed from the state after the event;
 POST creates, PUT replaces (full body, never partial: PUT wipes what it does not carry), PATCH

@@ -1,7 +1,7 @@
 """Faithful local sandboxes of Omneo and Omnisend (real HTTP servers, in-memory state).
 
 Why: tests and `ledger dev` need destinations that enforce the vendors' documented auth,
-validation, error shapes and rate limits (CONNECTORS.md), and that can be made to fail
+validation, error shapes and rate limits (docs/connectors.md), and that can be made to fail
 on demand. Start one with `run_in_background(create_omneo_app(cfg))` in tests, or
 `serve(vendor, host, port, token)` for the CLI.
 

@@ -53,7 +53,7 @@ class ManualClock:
 
 @dataclass(frozen=True, slots=True)
 class RateDecision:
-    """One limiter answer; `reset_s` is whole seconds until a slot frees (CONNECTORS §3.5)."""
+    """One limiter answer; `reset_s` is whole seconds until a slot frees (docs/connectors.md#omnisend-rate-limits)."""
 
     allowed: bool
     limit: int

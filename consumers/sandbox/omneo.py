@@ -1,9 +1,9 @@
-"""Local Omneo: orders and transactions under `/api/v3`, per CONNECTORS §2.
+"""Local Omneo: orders and transactions under `/api/v3`, per docs/connectors.md#omneo.
 
 Faithful where documented: bearer auth with `{"message":"Unauthenticated."}`, `{"data": ...}`
 wrapping, integer ids assigned here, PUT /orders as a partial merge, transactions upserted
 by `external_id` (then `id`) through `POST /transactions/update-create`, void via `is_void`,
-Laravel 422 bodies, null `is_void`/`receipt_is_email` rejected. Guessed ([X] in CONNECTORS):
+Laravel 422 bodies, null `is_void`/`receipt_is_email` rejected. Guessed ([X] in docs/connectors.md#sandbox-guesses):
 required order fields, `filter[external_id]` on the order list, PUT `items` replacing the
 list, the rate limit (configurable, Laravel `X-RateLimit-*` + `Retry-After` headers).
 """

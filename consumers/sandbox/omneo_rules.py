@@ -1,4 +1,4 @@
-"""Omneo request validation, Laravel-style (CONNECTORS §2.4-2.7).
+"""Omneo request validation, Laravel-style (docs/connectors.md#omneo-order-fields to #omneo-errors-limits).
 
 Why Laravel-style: Omneo is a Laravel app; its 422s are `{"message", "errors": {field: [..]}}`
 with messages like "The total field is required.". Field types follow the docs and the SDK;

@@ -1,4 +1,4 @@
-"""Local Omnisend: v3 orders (`/v3/orders`) and v5 events (`/v5/events`), per CONNECTORS §3.
+"""Local Omnisend: v3 orders (`/v3/orders`) and v5 events (`/v5/events`), per docs/connectors.md#omnisend.
 
 Faithful where documented: `X-API-KEY` auth, `{"error": ...}` bodies, POST create-only,
 PUT full replace, PATCH of status/tracking fields only, DELETE 204, 400 requests/minute with
@@ -33,7 +33,7 @@ _MESSAGES = {
 
 @dataclass
 class OmnisendConfig(SandboxConfig):
-    """Omnisend sandbox settings; defaults follow CONNECTORS.md (400/min, 500 products)."""
+    """Omnisend sandbox settings; defaults follow docs/connectors.md (400/min, 500 products)."""
 
     token: str = "omnisend-sandbox-key"  # noqa: S105 - a local fake
     rate_limit_per_minute: int | None = 400

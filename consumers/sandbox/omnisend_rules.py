@@ -1,4 +1,4 @@
-"""Omnisend request validation: the vendor's v3 OpenAPI plus CONNECTORS.md's rules.
+"""Omnisend request validation: the vendor's v3 OpenAPI plus docs/connectors.md's rules.
 
 Why both: the spec alone misses the seed's rules (status enums, max 500 products, alpha-3
 countryCode, uppercase currency, a contact identifier on create), and the seed contradicts
@@ -43,7 +43,7 @@ _SPEC_FILE = "omnisend_v3_orders.openapi.json"
 
 
 def load_spec() -> dict[str, Any]:
-    """The vendor's v3 orders OpenAPI (a copy of shared/specs, shipped with the package)."""
+    """The vendor's v3 orders OpenAPI (a copy of Omnisend's own spec, shipped with the package)."""
     text = resources.files("consumers.sandbox").joinpath(_SPEC_FILE).read_text(encoding="utf-8")
     spec: dict[str, Any] = json.loads(text)
     return spec
@@ -117,7 +117,7 @@ class OmnisendRules:
         return errors
 
     def event(self, body: Any) -> list[SchemaError]:
-        """v5 `POST /events` envelope, plus the v2 order-event properties (CONNECTORS §3.4)."""
+        """v5 `POST /events` envelope, plus the v2 order-event properties (docs/connectors.md#omnisend-events)."""
         if not isinstance(body, dict):
             return [SchemaError("", "type", "must be a JSON object")]
         errors = [

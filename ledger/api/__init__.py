@@ -1,4 +1,4 @@
-"""HTTP API (FastAPI): order commands and reads, audit feed, health and metrics (DESIGN §5).
+"""HTTP API (FastAPI): order commands and reads, audit feed, health and metrics (docs/architecture.md#http-api).
 
 `create_app` is imported lazily so `ledger.service` can use `ledger.api.jsonbody` without an
 import cycle.

@@ -1,7 +1,7 @@
 """The global audit feed `GET /api/v3/events`: the fenced log, filtered, with cursor pages.
 
 The cursor is the last event's `(tx, position)` checkpoint, so pages never skip an event that
-committed late (DESIGN §3); it is opaque to clients (base64url of "tx.position").
+committed late (docs/architecture.md#xid8-fence); it is opaque to clients (base64url of "tx.position").
 """
 
 from __future__ import annotations

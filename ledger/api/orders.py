@@ -1,8 +1,8 @@
-"""Order routes (DESIGN §5): writes through `OrderService`, reads folded from the event stream.
+"""Order routes (docs/architecture.md#http-api): writes through `OrderService`, reads folded from the event stream.
 
 Writes answer with the order view after the command and `ETag: "<version>"`; they accept
-`If-Match` (a stale version is 409 `version-conflict` with `current_version`, as DESIGN §3 and
-RELIABILITY F6 ask, rather than 412) and `Idempotency-Key`.
+`If-Match` (a stale version is 409 `version-conflict` with `current_version`, as docs/architecture.md#append and
+docs/reliability.md#f6 ask, rather than 412) and `Idempotency-Key`.
 """
 
 from __future__ import annotations

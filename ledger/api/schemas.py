@@ -1,6 +1,6 @@
 """Response models for the OpenAPI document only: handlers write bytes with orjson themselves.
 
-They describe the shape clients rely on (DESIGN §5) and allow extra fields, so the domain's
+They describe the shape clients rely on (docs/architecture.md#http-api) and allow extra fields, so the domain's
 view can grow without breaking the document.
 """
 

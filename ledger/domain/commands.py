@@ -6,7 +6,7 @@ with ``name``, ``product_variant_id``, ``quantity``, ``price_current``, ``price_
 Money is a decimal number of major units; the currency-exact conversion to minor units happens
 in ``decide`` (it needs the order's currency), so ``1.005`` for USD fails there with a reason.
 
-Strictness (RELIABILITY F23): unknown fields are rejected; integers are real integers (no
+Strictness (docs/reliability.md#f23): unknown fields are rejected; integers are real integers (no
 ``true``, no ``2.0``, no ``"2"``); amounts are finite; text is bounded and may not contain
 NUL, other C0 controls except tab/newline/CR, lone surrogates, or bidi override controls.
 The number of lines is bounded by ``context={"max_lines": n}`` (default :data:`MAX_LINES`).

@@ -1,11 +1,11 @@
-"""``decide(command, state) -> events``: every rule of DESIGN §4, as a pure function.
+"""``decide(command, state) -> events``: every rule of docs/architecture.md#domain, as a pure function.
 
 The clock (``now``) and the id source (``ids``) are parameters, so the same inputs always
 decide the same events. A broken rule raises :class:`DomainError` with a reason; a command
 that would change nothing returns ``[]`` (a repeated PUT, cancel, delivered, or a shipment
 re-sent with the same id and content), so retries are harmless.
 
-Decisions beyond DESIGN §4:
+Decisions beyond docs/architecture.md#domain:
 - Currency: ``PlaceOrder.currency`` defaults to ``default_currency`` (AUD: Omneo is an
   Australian platform, and its curl examples carry no currency); it never changes afterwards.
   Any currency given on an item, amount or payment must be the order's (``mixed_currency``).

@@ -2,7 +2,7 @@
 
 Errors are collected per field, so one response names every bad amount at once.
 
-How totals must add up (decided here, RELIABILITY F24):
+How totals must add up (decided here, docs/reliability.md#f24):
 - ``subtotal``, when given, must equal the sum of the lines at ``price_sell``; otherwise it is
   that sum.
 - When a request gives lines or any part of the breakdown (subtotal, discount, shipping, tax,

@@ -1,6 +1,6 @@
 """Derived payment and fulfilment statuses (the Omnisend v3 enums), never stored by producers.
 
-Rules (CONNECTORS.md "decisions", with the edge cases decided here):
+Rules (docs/connectors.md#decisions, with the edge cases decided here):
 - payment: ``refunded`` once refunds reach what was captured (> 0); ``partiallyRefunded`` for
   0 < refunded < captured; with nothing captured: ``voided`` when an authorisation was
   released and none is outstanding, else ``awaitingPayment`` (a zero-total order is ``paid``);

@@ -1,7 +1,7 @@
 """Transactions derived from shipments: one pure function for the projection and the Omneo worker.
 
 Omneo wants one immutable Transaction per completed (fulfilled and paid) part of an order.
-Rules (DESIGN §4):
+Rules (docs/architecture.md#transactions):
 - Shipments are taken in dispatch order. Shipment *i* becomes a Transaction once captured
   payments cover the value of shipments 1..i together (a prefix: a later shipment never
   jumps ahead of an earlier unpaid one). Captures only grow, and lines and amounts are frozen

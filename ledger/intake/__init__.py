@@ -1,4 +1,4 @@
-"""Kafka command intake (DESIGN §6): `orders.intake` commands run through `OrderService`."""
+"""Kafka command intake (docs/architecture.md#kafka): `orders.intake` commands run through `OrderService`."""
 
 from ledger.intake.app import Intake, asyncapi_document
 from ledger.intake.schemas import EventEnvelope, IntakeEnvelope, RejectedCommand

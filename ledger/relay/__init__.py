@@ -1,4 +1,4 @@
-"""Kafka relay: publishes the fenced event log on `orders.events` (DESIGN §6).
+"""Kafka relay: publishes the fenced event log on `orders.events` (docs/architecture.md#relay).
 
 Entry points: `run_relay` (library), `python -m ledger.relay` (process), and the typer
 function `ledger.relay.cli.relay` (the `ledger relay` verb).

@@ -1,4 +1,4 @@
-"""The `orders.events` message of one stored event (DESIGN §6), serialized deterministically.
+"""The `orders.events` message of one stored event (docs/architecture.md#kafka), serialized deterministically.
 
 At-least-once delivery means a crash can re-publish an event, and consumers may compare a
 duplicate with what they already saw; so the same event must always give the same bytes.

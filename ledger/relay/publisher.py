@@ -1,7 +1,7 @@
 """Kafka side of the relay: producer configuration, topic creation, and ordered batch produces.
 
 Throughput: aiokafka's per-message `send()` is CPU-bound (~25k msg/s here), so records are
-packed into one `BatchBuilder` per partition and sent with `send_batch()` (DESIGN §6).
+packed into one `BatchBuilder` per partition and sent with `send_batch()` (docs/architecture.md#relay).
 
 Order: a key always maps to one partition (Kafka's murmur2 partitioner, the same as the Java
 client, so consumers in any language agree). Within a partition at most one batch is in flight:
@@ -74,7 +74,7 @@ class RelayConfigError(ValueError):
 def producer_options(
     kafka: KafkaSettings, bootstrap_servers: str, client_id: str = "ledger-relay"
 ) -> dict[str, Any]:
-    """AIOKafkaProducer keyword arguments of the relay (RELIABILITY F9: a test asserts them).
+    """AIOKafkaProducer keyword arguments of the relay (docs/reliability.md#f9: a test asserts them).
 
     `acks=all` is required: with fewer acks a broker failover can lose an acknowledged record
     after the checkpoint moved past it. Idempotence and transactions follow the settings (real
@@ -163,7 +163,7 @@ async def _check_partitions(admin: AIOKafkaAdminClient, topic: str, configured: 
 
 
 async def _warn_if_not_durable(admin: AIOKafkaAdminClient, topic: str) -> None:
-    """RELIABILITY F9: say so loudly when the topic cannot survive a broker loss (fine in dev)."""
+    """docs/reliability.md#f9: say so loudly when the topic cannot survive a broker loss (fine in dev)."""
     with contextlib.suppress(Exception):  # best effort: not every broker answers describe
         [described] = await admin.describe_topics([topic])
         replicas = min(len(p["replicas"]) for p in described["partitions"])

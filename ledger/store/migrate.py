@@ -1,4 +1,4 @@
-"""Plain-SQL migrations applied by a small asyncpg runner (STYLE B9).
+"""Plain-SQL migrations applied by a small asyncpg runner (docs/architecture.md#migrations).
 
 Files are `NNNN_name.sql` in `ledger/store/migrations/` (package data; number ranges per area
 are in docs/CONTRACTS.md). `migrate()` takes a session advisory lock, so concurrent runs (every

@@ -1,6 +1,6 @@
 """Coalesced wake-up notifications for subscribers, kept off the append path.
 
-`NOTIFY` inside an append transaction serialises commits (DESIGN §3 measured 0.58x), so appends
+`NOTIFY` inside an append transaction serialises commits (docs/architecture.md#costs: 0.58x measured), so appends
 never notify. Instead, a successful append pokes this notifier, which sends at most one
 `pg_notify` per `debounce_s` from its own autocommit statement after the append committed.
 Subscribers LISTEN for it and also poll every `poll_interval_s`, so a lost or late notification

@@ -1,7 +1,7 @@
 """The asyncpg pool every ledger process uses for the store.
 
 Session settings bound how long a transaction can stay open, because every open writer
-transaction holds the xid8 fence back for all readers in the cluster (DESIGN §3).
+transaction holds the xid8 fence back for all readers in the cluster (docs/architecture.md#xid8-fence).
 jsonb values are encoded and decoded with orjson in the binary format (no text round trip).
 
 On release, asyncpg resets a pooled connection with a second round trip (`UNLISTEN *; RESET

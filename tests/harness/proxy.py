@@ -1,6 +1,6 @@
 """A small asyncio TCP proxy that tests can cut and restore, to take a service "away".
 
-`tc netem` and Toxiproxy are not available on the development machines (RELIABILITY.md §4), so
+`tc netem` and Toxiproxy are not available on the development machines (docs/reliability.md#fault-injection), so
 faults between our processes and a broker or database come from here: while cut, new
 connections are refused and open ones are reset, exactly what a client sees when a broker dies.
 """

@@ -1,4 +1,4 @@
-"""RELIABILITY F17: the runner SIGKILLed mid-batch, again and again, never double-applies an event."""
+"""docs/reliability.md#f17: the runner SIGKILLed mid-batch, again and again, never double-applies an event."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`python -m tests.faults.relay.crashing_relay POINT N`: the relay process (`ledger.relay`), SIGKILLed
-by itself the `N`th time it passes the named crash point `POINT` (RELIABILITY F1).
+by itself the `N`th time it passes the named crash point `POINT` (docs/reliability.md#f1).
 
 The points are the moments between the relay's steps where a crash leaves different state behind:
 

@@ -1,6 +1,6 @@
 """The relay as a process under faults: SIGKILL at random moments, SIGTERM, the broker going away.
 
-RELIABILITY F1 and F8. The relay runs as `python -m ledger.relay` with settings from the
+docs/reliability.md#f1 and #f8. The relay runs as `python -m ledger.relay` with settings from the
 environment, exactly as deployed; the tests append through the store directly (the write path
 never involves Kafka) and check the topic against the committed log with `check_topic`.
 """
@@ -58,7 +58,7 @@ NAMED_CRASH_RUNS = 3
 #: The outage the issue asks for. Long enough to outlast the producer's request timeout and
 #: several back-off rounds at the cap, so "no hot loop" is measured on the steady state.
 OUTAGE_S = 30.0
-#: Relay CPU allowed during the outage (RELIABILITY F8 says < 5%).
+#: Relay CPU allowed during the outage (docs/reliability.md#f8 says < 5%).
 MAX_OUTAGE_CPU = 0.05
 
 
@@ -137,7 +137,7 @@ async def drain(settings: Settings, log: Path, pool: asyncpg.Pool, store: EventS
 
 
 async def checked_topic(pool: asyncpg.Pool, bootstrap: str, topic: str) -> tuple[TopicCheck, int]:
-    """The topic against the committed log (RELIABILITY F1's pass criteria, asserted), and how
+    """The topic against the committed log (docs/reliability.md#f1's pass criteria, asserted), and how
     many events were committed."""
     committed = await committed_events(pool)
     check = check_topic(await read_to_end(bootstrap, topic), committed)
@@ -218,7 +218,7 @@ async def test_sigkill_at_random_moments_loses_nothing_keeps_order_and_duplicate
     unique_topic: str,
     relay_log: Path,
 ) -> None:
-    """RELIABILITY F1: at-least-once with per-order order, across at least ten SIGKILLs."""
+    """docs/reliability.md#f1: at-least-once with per-order order, across at least ten SIGKILLs."""
     rng = random.Random(SEED)
     settings = relay_settings(database_url, kafka_bootstrap, unique_topic, batch_size=100)
     budget = [TOTAL_EVENTS]
@@ -263,7 +263,7 @@ async def test_sigkill_at_a_named_crash_point_loses_nothing_keeps_order_and_dupl
     relay_log: Path,
     point: str,
 ) -> None:
-    """RELIABILITY F1's named crash points (see `crashing_relay`): the relay SIGKILLs itself there,
+    """docs/reliability.md#f1's named crash points (see `crashing_relay`): the relay SIGKILLs itself there,
     a few times at seeded batches while writers append, then a clean run drains the log."""
     rng = random.Random(f"{SEED}-{point}")
     settings = relay_settings(database_url, kafka_bootstrap, unique_topic, batch_size=40)
@@ -351,7 +351,7 @@ async def test_broker_outage_appends_continue_relay_backs_off_quietly_and_drains
     unique_topic: str,
     relay_log: Path,
 ) -> None:
-    """RELIABILITY F8 with a 30 s outage: no lost event, order kept, CPU near idle while away."""
+    """docs/reliability.md#f8 with a 30 s outage: no lost event, order kept, CPU near idle while away."""
     rng = random.Random(SEED + 1)
     bootstrap = cuttable_broker.bootstrap_servers
     # backoff_max_s=2 bounds how long after restore the next attempt comes (production: 10 s).

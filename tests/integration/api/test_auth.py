@@ -1,4 +1,4 @@
-"""Auth matrix (RELIABILITY S1, S2): no token, unknown token, wrong scope, on every route."""
+"""Auth matrix (docs/reliability.md#s1, #s2): no token, unknown token, wrong scope, on every route."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile and malformed input (RELIABILITY F23, F24, S4, S5): always 4xx problem+json, nothing appended."""
+"""Hostile and malformed input (docs/reliability.md#f23, #f24, #s4, #s5): always 4xx problem+json, nothing appended."""
 
 from __future__ import annotations
 

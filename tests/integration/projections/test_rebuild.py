@@ -333,7 +333,7 @@ async def test_build_missing_rebuilds_a_bumped_version_once_then_leaves_it_alone
 async def test_rebuilding_twice_gives_identical_content(
     database_url: str, pool: asyncpg.Pool, store: EventStore
 ) -> None:
-    """RELIABILITY F16: two rebuilds of the same log (one in-process, one split over 2 workers)
+    """docs/reliability.md#f16: two rebuilds of the same log (one in-process, one split over 2 workers)
     hold the same rows, order for order."""
     await append_interleaved(store, HistoryGenerator(seed=45).histories(120), seed=45)
     await wait_fenced(pool)

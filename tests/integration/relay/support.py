@@ -92,7 +92,7 @@ def relay_env(settings: Settings) -> dict[str, str]:
 
 @dataclass
 class TopicCheck:
-    """What a topic holds compared with the committed log (RELIABILITY F1 pass criteria)."""
+    """What a topic holds compared with the committed log (docs/reliability.md#f1 pass criteria)."""
 
     missing: set[str] = field(default_factory=set)
     out_of_order: list[str] = field(default_factory=list)

@@ -326,7 +326,7 @@ CREATE TRIGGER test_hold BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION t
 async def test_never_passes_a_held_open_transaction_and_publishes_it_after_release(
     store: EventStore, pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, unique_topic: str
 ) -> None:
-    """RELIABILITY F2: a transaction with a smaller tx commits after a later one.
+    """docs/reliability.md#f2: a transaction with a smaller tx commits after a later one.
 
     One partition, so the topic shows the publish order: the held event (smaller tx) goes
     before the one that committed first, as the fenced log orders them.
@@ -398,7 +398,7 @@ async def test_a_topic_whose_partition_count_differs_from_the_settings_is_refuse
 
 
 async def test_producer_config_is_acks_all_and_settings_flow_through() -> None:
-    """RELIABILITY F9 (configuration half): what the relay asks of the producer."""
+    """docs/reliability.md#f9 (configuration half): what the relay asks of the producer."""
     options = producer_options(KafkaSettings(), "b:9092")
     assert options["acks"] == "all"
     assert options["enable_idempotence"] is False  # Tansu has none; real Kafka: turn it on

@@ -1,4 +1,4 @@
-"""Properties of the domain over random command sequences (RELIABILITY §5: I1, I3, I6).
+"""Properties of the domain over random command sequences (docs/reliability.md#i1, #i3, #i6).
 
 Each example places an order and applies up to 25 random commands, valid or not. Whatever
 happens: only DomainError is ever raised, nothing is appended on a refusal, the fold of the

@@ -1,4 +1,4 @@
-"""RELIABILITY I1/I2: for random order histories, every read model equals the fold of its events."""
+"""docs/reliability.md#i1 and #i2: for random order histories, every read model equals the fold of its events."""
 
 from __future__ import annotations
 

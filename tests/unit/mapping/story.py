@@ -1,7 +1,7 @@
 """Build `orders.events` envelopes with the real domain (decide -> evolve -> order_to_json).
 
 Why: until the relay publishes them, fan-out tests produce envelopes themselves, and they must
-be exactly what the relay will send (DESIGN §6), so they come from the same domain functions.
+be exactly what the relay will send (docs/architecture.md#kafka), so they come from the same domain functions.
 """
 
 from __future__ import annotations
