@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,9 +40,6 @@ __all__ = ["EXIT_HALTED", "destination_settings", "run_worker"]
 log = get_logger(__name__)
 
 EXIT_HALTED = 3
-KILL_AFTER_ENV = "LEDGER_FANOUT_TEST_KILL_AFTER_SUCCESS"
-"""Test hook (fault tests only): SIGKILL this process right after the Nth successful call."""
-
 MAX_RECORDS = 500
 ORDER_CONCURRENCY = 16
 
@@ -54,20 +50,6 @@ def destination_settings(settings: Settings, destination: str) -> DestinationSet
     if destination == "omnisend":
         return settings.omnisend
     raise ValueError(f"unknown destination {destination!r} (omneo or omnisend)")
-
-
-def _kill_hook() -> Callable[[], None] | None:
-    raw = os.environ.get(KILL_AFTER_ENV)
-    if not raw:
-        return None
-    remaining = [int(raw)]
-
-    def after_success() -> None:
-        remaining[0] -= 1
-        if remaining[0] <= 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return after_success
 
 
 async def _deliver_batch(deliverer: Deliverer, records: tuple[Any, ...]) -> None:
@@ -106,8 +88,13 @@ async def run_worker(
     metrics: Metrics = METRICS,
     started: asyncio.Event | None = None,
     topic: str | None = None,
+    after_success: Callable[[], None] | None = None,
 ) -> int:
-    """Run one destination's worker until `stop` is set (0) or the destination halts (3)."""
+    """Run one destination's worker until `stop` is set (0) or the destination halts (3).
+
+    `after_success` runs right after each 2xx, before its outcome is recorded: the seam where
+    a fault test injects a crash (production passes nothing and reads no test switch).
+    """
     dest = destination_settings(settings, destination)
     stop = stop or asyncio.Event()
     closing = asyncio.Event()
@@ -128,7 +115,7 @@ async def run_worker(
         metrics,
         budget=SharedRateBudget(pool, destination, dest.rate_per_minute),
         closing=closing,
-        after_success=_kill_hook(),
+        after_success=after_success,
     )
     previous = await store.clear_halt()
     if previous is not None:
@@ -213,7 +200,13 @@ async def run_worker(
     return EXIT_HALTED if halted else 0
 
 
-def main(destination: str, settings: Settings | None = None, *, metrics_port: int | None = None) -> int:
+def main(
+    destination: str,
+    settings: Settings | None = None,
+    *,
+    metrics_port: int | None = None,
+    after_success: Callable[[], None] | None = None,
+) -> int:
     """Process entry: SIGTERM/SIGINT set the stop event; returns the exit code."""
     settings = settings or Settings()
     if metrics_port:
@@ -225,6 +218,6 @@ def main(destination: str, settings: Settings | None = None, *, metrics_port: in
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        return await run_worker(destination, settings, stop=stop)
+        return await run_worker(destination, settings, stop=stop, after_success=after_success)
 
     return asyncio.run(run())

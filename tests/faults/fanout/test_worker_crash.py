@@ -13,7 +13,6 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumers.fanout.worker import KILL_AFTER_ENV
 from tests.integration.fanout.support import Sandbox, inbox_count, new_topic, publish, sandbox, wait_for
 from tests.unit.mapping.story import OrderStory
 
@@ -44,12 +43,17 @@ def _env(
     return env
 
 
-async def _start(destination: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+async def _start(
+    destination: str, env: dict[str, str], *, kill_after_successes: int | None = None
+) -> asyncio.subprocess.Process:
+    """The worker process; with `kill_after_successes`, the test-only entry that kills itself."""
+    entry = ["consumers.fanout", destination]
+    if kill_after_successes is not None:
+        entry = ["tests.faults.fanout.crashing_worker", destination, str(kill_after_successes)]
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "consumers.fanout",
-        destination,
+        *entry,
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
@@ -83,7 +87,7 @@ async def test_sigkill_right_after_2xx_then_restart_has_no_second_effect(
         await publish(kafka_bootstrap, topic, story.envelopes)
         env = _env(destination, box, database_url, kafka_bootstrap, topic=topic, group=group)
 
-        crashing = await _start(destination, {**env, KILL_AFTER_ENV: "1"})
+        crashing = await _start(destination, env, kill_after_successes=1)
         assert await asyncio.wait_for(crashing.wait(), 45) == -signal.SIGKILL
         first = await box.requests()
         assert len(first) == 1, "killed right after the first 2xx"
