@@ -8,7 +8,10 @@ Prints:
 
 Needs: PostgreSQL at LEDGER_BENCH_DATABASE_URL (an admin URL; default the local server,
 user postgres) and a broker at LEDGER_KAFKA_BOOTSTRAP_SERVERS (default: a Tansu started here).
-Run: `.venv/bin/python bench/fanout.py [--orders 2000] [--backlog-orders 300] [--events-per-order 5]`.
+Run: `.venv/bin/python bench/fanout.py [--orders 2000] [--backlog-orders 300] [--events-per-order 5]`
+with the runtime plus the `dev` extra (`pip install -e '.[dev]'`); it imports nothing of `tests/`.
+Envelopes are built with the domain and written by the fan-out's own `Envelope.to_bytes`, the
+relay's byte format.
 """
 
 from __future__ import annotations
@@ -22,22 +25,37 @@ import time
 import uuid
 from asyncio.subprocess import DEVNULL
 from collections.abc import AsyncIterator, Iterator
-from functools import partial
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+from aiokafka import AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from consumers.fanout.envelope import Envelope  # noqa: E402
 from consumers.fanout.worker import run_worker  # noqa: E402
+from ledger.domain import (  # noqa: E402
+    Command,
+    DispatchShipment,
+    Order,
+    PlaceOrder,
+    RecordPayment,
+    UpdateOrder,
+    decide,
+    event_data,
+    evolve,
+)
 from ledger.observability import Metrics  # noqa: E402
+from ledger.relay.publisher import ensure_topic  # noqa: E402
+from ledger.settings import DestinationSettings, Settings  # noqa: E402
 from ledger.store import migrate  # noqa: E402
 from ledger.store.pool import init_connection  # noqa: E402
-from tests.harness.kafka import create_topic, produce  # noqa: E402
-from tests.integration.fanout.support import Sandbox, make_settings  # noqa: E402
-from tests.unit.mapping.story import OrderStory, dumps  # noqa: E402
 
 ADMIN_URL = os.environ.get("LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -48,7 +66,8 @@ async def database() -> AsyncIterator[str]:
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    base, _, query = ADMIN_URL.partition("?")  # a unix-socket DSN keeps its `?host=`
+    url = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
     try:
         await migrate(url)
         yield url
@@ -80,10 +99,130 @@ asyncio.run(serve_app(app, "127.0.0.1", port))
 """
 
 
+@dataclass(frozen=True)
+class Sandbox:
+    """Where a sandbox listens and the credential it accepts."""
+
+    url: str
+    token: str
+
+
+class Story:
+    """One order's events as `orders.events` values: decided, folded and enveloped like the relay's."""
+
+    START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    _positions = iter(range(1, 1 << 62))
+
+    def __init__(self) -> None:
+        self.now = self.START
+        self.order: Order | None = None
+        self.values: list[tuple[bytes, bytes]] = []
+
+    def run(self, command: Command) -> None:
+        self.now += timedelta(minutes=1)
+        for event in decide(command, self.order, now=self.now, ids=uuid.uuid4):
+            version = 1 if self.order is None else self.order.version + 1
+            self.order = evolve(self.order, event, version=version, recorded_at=self.now)
+            envelope = Envelope(
+                event_id=str(uuid.uuid4()),
+                order_id=str(self.order.id),
+                version=version,
+                position=next(self._positions),
+                type=event.type,
+                data=event_data(event),
+                recorded_at=self.now,
+                order=self.order,
+                metadata={"actor": "bench"},
+            )
+            self.values.append((envelope.order_id.encode(), envelope.to_bytes()))
+
+    def place(self) -> None:
+        items = [
+            {
+                "line_id": f"L{i}",
+                "name": f"Item {i}",
+                "quantity": 1,
+                "price_sell": Decimal("10.00"),
+                "price_current": Decimal("10.00"),
+                "price_original": Decimal("10.00"),
+                "sku": f"SKU-{i}",
+                "product_id": f"P{i}",
+                "product_variant_id": 1000 + i,
+            }
+            for i in (1, 2)
+        ]
+        self.run(
+            PlaceOrder.model_validate(
+                {
+                    "external_id": "1001",
+                    "currency": "USD",
+                    "total": Decimal("20.00"),
+                    "subtotal": Decimal("20.00"),
+                    "email": "ann@example.com",
+                    "first_name": "Ann",
+                    "profile_id": "9332c9b2-e31c-4d49-8ec3-62a9466d339c",
+                    "shipping_address": {"country_code": "US", "city": "Austin", "postal_code": "73301"},
+                    "items": items,
+                }
+            )
+        )
+
+    def step(self, n: int) -> None:
+        """The `n`th step after placing: status, payment, then one shipment per line."""
+        commands: list[Command] = [
+            UpdateOrder.model_validate({"status": "processing"}),
+            RecordPayment(kind="captured", amount=Decimal("20.00")),
+            *(self._shipment(f"S{i}", f"L{i}") for i in (1, 2)),
+        ]
+        self.run(commands[n])
+
+    @staticmethod
+    def _shipment(shipment_id: str, line_id: str) -> DispatchShipment:
+        return DispatchShipment.model_validate(
+            {
+                "shipment_id": shipment_id,
+                "lines": [{"line_id": line_id, "quantity": 1}],
+                "carrier": "UPS",
+                "tracking_code": f"TRK-{shipment_id}",
+                "tracking_url": f"https://track.example.com/{shipment_id}",
+                "location_id": "WH1",
+            }
+        )
+
+
+def make_settings(database_url: str, bootstrap: str, topic: str, destination: str, box: Sandbox) -> Settings:
+    """No rate limit worth the name (the bench measures the worker), a consumer group of its own."""
+    settings = Settings(database_url=database_url, kafka_bootstrap_servers=bootstrap)
+    settings.kafka.events_topic = topic
+    dest = DestinationSettings(
+        base_url=box.url,
+        token=box.token,
+        rate_per_minute=10_000_000.0,
+        timeout_s=2.0,
+        max_attempts=6,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.5,
+        group_id=f"bench-{destination}-{uuid.uuid4().hex[:8]}",
+    )
+    setattr(settings, destination, dest)
+    return settings
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    """Send (key, value) pairs and wait for every acknowledgement."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent: list[Any] = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
 @contextlib.asynccontextmanager
 async def sandbox_process(vendor: str) -> AsyncIterator[Sandbox]:
     """The sandbox in its own process, so its CPU is not the worker's (2-core machine)."""
-    from consumers.sandbox import OmneoConfig, OmnisendConfig, create_omneo_app, create_omnisend_app
+    from consumers.sandbox import OmneoConfig, OmnisendConfig
     from ledger.dev.broker import free_port, wait_for_port
 
     port = free_port()
@@ -91,9 +230,9 @@ async def sandbox_process(vendor: str) -> AsyncIterator[Sandbox]:
         sys.executable, "-c", _SANDBOX, vendor, str(port), cwd=ROOT, stdout=DEVNULL, stderr=DEVNULL
     )
     await asyncio.to_thread(wait_for_port, "127.0.0.1", port)
-    app = create_omneo_app(OmneoConfig()) if vendor == "omneo" else create_omnisend_app(OmnisendConfig())
+    token = OmneoConfig().token if vendor == "omneo" else OmnisendConfig().token
     try:
-        yield Sandbox(app, f"http://127.0.0.1:{port}", app.config.token)
+        yield Sandbox(f"http://127.0.0.1:{port}", token)
     finally:
         proc.terminate()
         await proc.wait()
@@ -111,22 +250,16 @@ def _stub(destination: str) -> httpx.MockTransport:
 
 
 async def run_case(
-    destination: str, db_url: str, bootstrap: str, stories: list[OrderStory], *, stub: bool = False
+    destination: str, db_url: str, bootstrap: str, stories: list[Story], *, stub: bool = False
 ) -> tuple[int, int, float]:
     """Publish every story's events, then time one worker draining them; (events, calls, seconds)."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    await create_topic(bootstrap, topic, partitions=6)
-    envelopes = [e for s in stories for e in s.envelopes]
-    await produce(bootstrap, topic, [(e["order_id"].encode(), dumps(e)) for e in envelopes])
+    await ensure_topic(bootstrap, topic, 6, 30_000)
+    envelopes = [value for s in stories for value in s.values]
+    await produce(bootstrap, topic, envelopes)
     pool = await asyncpg.create_pool(db_url, min_size=2, max_size=30, init=init_connection)
     async with sandbox_process(destination) as box:
-        settings = make_settings(
-            db_url,
-            bootstrap,
-            topic,
-            **{destination: box},  # type: ignore[arg-type]
-            rate_per_minute=10_000_000.0,
-        )
+        settings = make_settings(db_url, bootstrap, topic, destination, box)
         stop, started, metrics = asyncio.Event(), asyncio.Event(), Metrics()
         task = asyncio.create_task(
             run_worker(
@@ -170,24 +303,22 @@ async def _until(pool: asyncpg.Pool, n: int, interval: float) -> int:
     raise TimeoutError(f"inbox never reached {n}")
 
 
-def _placed(n: int) -> list[OrderStory]:
+def _placed(n: int) -> list[Story]:
     out = []
     for _ in range(n):
-        s = OrderStory()
+        s = Story()
         s.place()
         out.append(s)
     return out
 
 
-def _busy(n: int, per_order: int) -> list[OrderStory]:
+def _busy(n: int, per_order: int) -> list[Story]:
     out = []
     for _ in range(n):
-        s = OrderStory()
+        s = Story()
         s.place()
-        steps = [partial(s.update, status="processing"), partial(s.pay, "20.00")]
-        steps += [partial(s.ship, "S1", "L1"), partial(s.ship, "S2", "L2")]
-        for step in steps[: per_order - 1]:
-            step()
+        for step in range(min(per_order - 1, 4)):
+            s.step(step)
         out.append(s)
     return out
 

@@ -69,6 +69,17 @@ def dev(
     api_port: Annotated[int, typer.Option(help="API port (another free port is taken if busy).")] = 8000,
 ) -> None:
     """Run the whole system on embedded defaults: PostgreSQL, Kafka, sandboxes and every process."""
+    import os
+
+    from ledger.dev import DEV_EXTRA, missing_dev_extras
+
+    missing = missing_dev_extras(os.environ)
+    if missing:
+        typer.echo(
+            f"ledger dev needs the dev extra ({', '.join(missing)} not installed): {DEV_EXTRA}",
+            err=True,
+        )
+        raise typer.Exit(2)
     from ledger.dev.stack import run_dev
 
     raise typer.Exit(run_dev(home.resolve(), api_port, typer.echo))
