@@ -6,6 +6,7 @@ COPY pyproject.toml README.md ./
 COPY ledger ./ledger
 COPY projections ./projections
 COPY consumers ./consumers
+COPY ledger_app ./ledger_app
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 ledger
 USER ledger
 ENTRYPOINT ["ledger"]

@@ -1,6 +1,6 @@
 """Place-order throughput and latency through the HTTP API, beside the store's direct append rate.
 
-The API runs as in production: a uvicorn subprocess (`ledger.api.cli:app_factory`) on a fresh
+The API runs as in production: a uvicorn subprocess (`ledger_app.api:app_factory`) on a fresh
 migrated database; the load generator (httpx, N concurrent clients) runs on the same 2-core
 machine, so it competes for CPU with the server: figures are a floor, not a ceiling.
 
@@ -29,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from ledger.api.app import event_registry  # noqa: E402
 from ledger.api.auth import TokenStore  # noqa: E402
-from ledger.dev.broker import free_port, wait_for_port  # noqa: E402
 from ledger.domain.commands import PlaceOrder  # noqa: E402
 from ledger.domain.decide import decide  # noqa: E402
 from ledger.domain.events import event_data  # noqa: E402
 from ledger.settings import StoreSettings  # noqa: E402
 from ledger.store import EventStore, NewEvent, create_pool, migrate  # noqa: E402
+from ledger_app.dev.broker import free_port, wait_for_port  # noqa: E402
 
 ORDER = {
     "profile_id": "9332c9b2-e31c-4d49-8ec3-62a9466d339c",
@@ -158,7 +158,7 @@ async def main() -> None:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "ledger.api.cli:app_factory",
+                "ledger_app.api:app_factory",
                 "--factory",
                 "--host",
                 "127.0.0.1",

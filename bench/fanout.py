@@ -82,7 +82,7 @@ def broker() -> Iterator[str]:
     if named:
         yield named
         return
-    from ledger.dev.broker import TansuBroker
+    from ledger_app.dev.broker import TansuBroker
 
     with TansuBroker() as b:
         yield b.bootstrap_servers
@@ -223,7 +223,7 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]
 async def sandbox_process(vendor: str) -> AsyncIterator[Sandbox]:
     """The sandbox in its own process, so its CPU is not the worker's (2-core machine)."""
     from consumers.sandbox import OmneoConfig, OmnisendConfig
-    from ledger.dev.broker import free_port, wait_for_port
+    from ledger_app.dev.broker import free_port, wait_for_port
 
     port = free_port()
     proc = await asyncio.create_subprocess_exec(

@@ -55,7 +55,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from ledger.dev.broker import TansuBroker
 from ledger.domain import (
     EVENT_TYPES,
     UPCASTERS,
@@ -71,6 +70,7 @@ from ledger.relay.publisher import ensure_topic
 from ledger.relay.relay import Relay, tune_gc
 from ledger.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
 from ledger.store import NO_STREAM, EventRegistry, EventStore, NewEvent, create_pool, migrate, save_checkpoint
+from ledger_app.dev.broker import TansuBroker
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 6
@@ -118,7 +118,7 @@ async def admin_url(stack: contextlib.ExitStack) -> str:
     named = os.environ.get("LEDGER_BENCH_ADMIN_URL")
     if named:
         return named
-    from ledger.store.embedded import start_embedded_postgres, stop_embedded_postgres
+    from ledger_app.dev.embedded import start_embedded_postgres, stop_embedded_postgres
 
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="ledger-bench-pg-"))
     pgdata = Path(folder) / "pgdata"

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api import audit, orders
 from ledger.api.auth import TokenStore
-from ledger.api.deps import BODY_MODELS, AppState, require, state_of
+from ledger.api.deps import BODY_MODELS, AppState, state_of
 from ledger.api.jsonbody import dumps
 from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
 from ledger.domain.errors import DomainError
@@ -44,7 +44,6 @@ from ledger.service import (
 )
 from ledger.settings import Settings
 from ledger.store import EventRegistry, EventStore, InvalidInput, StoreError, create_pool, pending_migrations
-from projections.routes import make_router
 
 log = get_logger(__name__)
 
@@ -286,8 +285,13 @@ def create_app(
     pool: asyncpg.Pool | None = None,
     metrics: Metrics | None = None,
     service: OrderService | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
-    """The API app. Without `pool`, the lifespan creates one from `settings` (and closes it)."""
+    """The API app. Without `pool`, the lifespan creates one from `settings` (and closes it).
+
+    `routers` are the read models' routes, mounted by the composition root (`ledger_app.api`):
+    the write side does not import `projections`.
+    """
     metrics = metrics or Metrics()
 
     @asynccontextmanager
@@ -323,6 +327,7 @@ def create_app(
     _ops_routes(app)
     app.include_router(orders.router, tags=["orders"])
     app.include_router(audit.router, tags=["audit"])
-    app.include_router(make_router(require), tags=["read models"])
+    for router in routers:
+        app.include_router(router, tags=["read models"])
     _custom_openapi(app)
     return app

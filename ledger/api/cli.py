@@ -1,4 +1,4 @@
-"""Typer commands of the API side: `api`, `intake`, `tokens create`, `asyncapi`.
+"""Typer commands of the API side: `intake`, `tokens create`, `asyncapi` (`api` is the root's: it mounts the read models).
 
 The coordinator mounts them on the main `ledger` CLI; each builds `Settings()` once (the only
 place the environment is read) and hands it to the composition roots.
@@ -16,43 +16,6 @@ import typer
 from ledger.settings import Settings
 
 tokens_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
-
-
-def api(
-    host: Annotated[str | None, typer.Option(help="Bind address (default: settings.api.host)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: settings.api.port)")] = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
-) -> None:
-    """Serve the HTTP API with uvicorn."""
-    import uvicorn
-
-    from ledger.observability import configure_logging
-
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_json)
-    bind_host = host or settings.api.host
-    bind_port = port or settings.api.port
-    if workers > 1:
-        uvicorn.run(
-            "ledger.api.cli:app_factory",
-            factory=True,
-            host=bind_host,
-            port=bind_port,
-            workers=workers,
-            log_config=None,
-            access_log=False,
-        )
-        return
-    from ledger.api.app import create_app
-
-    uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_config=None, access_log=False)
-
-
-def app_factory() -> object:
-    """uvicorn `--factory` entry for multi-worker runs."""
-    from ledger.api.app import create_app
-
-    return create_app(Settings())
 
 
 def intake(
@@ -112,7 +75,6 @@ def asyncapi(
 
 if __name__ == "__main__":
     cli = typer.Typer()
-    cli.command()(api)
     cli.command()(intake)
     cli.command()(asyncapi)
     cli.add_typer(tokens_app, name="tokens")

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ledger.dev.demo import read_env, run_demo
+from ledger_app.dev.demo import read_env, run_demo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -60,7 +60,7 @@ def test_dev_stack_runs_the_demo_story_and_stops_without_leftovers(tmp_path: Pat
     home = tmp_path / ".ledger"
     log = (tmp_path / "dev.out").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", "dev", "--api-port", "0"],
+        [sys.executable, "-m", "ledger_app.cli", "dev", "--api-port", "0"],
         cwd=tmp_path,
         env=_clean_env(),
         stdout=log,

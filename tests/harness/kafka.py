@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from ledger.dev.broker import TansuBroker
+from ledger_app.dev.broker import TansuBroker
 from tests.harness.proxy import TcpProxy
 
 
@@ -59,7 +59,7 @@ class CuttableBroker:
         self.proxy: TcpProxy | None = None
 
     def start(self) -> CuttableBroker:
-        from ledger.dev.broker import free_port
+        from ledger_app.dev.broker import free_port
 
         self.broker.port = free_port()
         self.proxy = TcpProxy("127.0.0.1", self.broker.port).start()

@@ -3,7 +3,7 @@
 The server is chosen once per session: `LEDGER_TEST_DATABASE_URL` (an admin URL: it must be
 allowed to CREATE DATABASE); else a testcontainers `postgres:16` when a Docker engine answers;
 else the local PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth); else an embedded
-server (`ledger.store.embedded`) under a temporary folder.
+server (`ledger_app.dev.embedded`) under a temporary folder.
 
 Per session (and per xdist worker) a template database gets every migration; per test,
 `CREATE DATABASE ... TEMPLATE` copies it (~30 ms) and the copy is dropped in the background
@@ -92,7 +92,7 @@ def _postgres_server() -> Iterator[tuple[str, str]]:
     if _local_postgres_answers() and _run_in_thread(_can_login(local)):
         yield local, "local"
         return
-    from ledger.store.embedded import start_embedded_postgres
+    from ledger_app.dev.embedded import start_embedded_postgres
 
     with tempfile.TemporaryDirectory(prefix="ledger-pg-") as folder:
         yield start_embedded_postgres(os.path.join(folder, "pgdata")), "embedded"

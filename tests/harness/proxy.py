@@ -13,7 +13,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
-from ledger.dev.broker import free_port
+from ledger_app.dev.broker import free_port
 
 
 class TcpProxy:

@@ -23,13 +23,13 @@ import asyncpg
 import httpx
 import pytest
 
-from ledger.api.app import create_app
 from ledger.api.auth import TokenStore
-from ledger.dev.broker import free_port
 from ledger.observability import Metrics
 from ledger.relay import checkpoint_name
 from ledger.settings import Settings
 from ledger.store import NO_STREAM, Checkpoint, EventStore
+from ledger_app.api import create_app
+from ledger_app.dev.broker import free_port
 from tests.harness.kafka import CuttableBroker
 from tests.integration.relay.support import (
     TopicCheck,

@@ -10,10 +10,10 @@ import httpx
 import pytest_asyncio
 from fastapi import FastAPI
 
-from ledger.api.app import create_app
 from ledger.api.auth import SCOPES, TokenStore
 from ledger.observability.metrics import Metrics
 from ledger.settings import ApiSettings, Settings
+from ledger_app.api import create_app
 from projections.setup import install_projections
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger_app.cli import app
 from tests.integration.api.conftest import Api
 
 pytestmark = pytest.mark.postgres

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger_app.cli import app
 
 COMPOSE = Path(__file__).resolve().parents[3] / "compose.yaml"
 

