@@ -7,6 +7,7 @@ COPY ledger ./ledger
 COPY projections ./projections
 COPY consumers ./consumers
 COPY ledger_app ./ledger_app
+COPY ledger_kernel ./ledger_kernel
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 ledger
 USER ledger
 ENTRYPOINT ["ledger"]

@@ -32,9 +32,9 @@ from ledger.api.auth import TokenStore  # noqa: E402
 from ledger.domain.commands import PlaceOrder  # noqa: E402
 from ledger.domain.decide import decide  # noqa: E402
 from ledger.domain.events import event_data  # noqa: E402
-from ledger.settings import StoreSettings  # noqa: E402
 from ledger.store import EventStore, NewEvent, create_pool, migrate  # noqa: E402
 from ledger_app.dev.broker import free_port, wait_for_port  # noqa: E402
+from ledger_kernel.settings import StoreSettings  # noqa: E402
 
 ORDER = {
     "profile_id": "9332c9b2-e31c-4d49-8ec3-62a9466d339c",

@@ -37,9 +37,9 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # run as a script from a checkout: make the repository importable
     sys.path.insert(0, _ROOT)
 
-from ledger.settings import StoreSettings  # noqa: E402
 from ledger.store import NO_STREAM, EventRegistry, EventStore, NewEvent, create_pool, migrate  # noqa: E402
 from ledger.store.reads import COLUMNS, RAW_COLUMNS  # noqa: E402
+from ledger_kernel.settings import StoreSettings  # noqa: E402
 
 RAW_TABLE = """
 CREATE TABLE raw_events (

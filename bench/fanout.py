@@ -51,11 +51,11 @@ from ledger.domain import (  # noqa: E402
     event_data,
     evolve,
 )
-from ledger.observability import Metrics  # noqa: E402
 from ledger.relay.publisher import ensure_topic  # noqa: E402
-from ledger.settings import DestinationSettings, Settings  # noqa: E402
 from ledger.store import migrate  # noqa: E402
 from ledger.store.pool import init_connection  # noqa: E402
+from ledger_kernel.observability import Metrics  # noqa: E402
+from ledger_kernel.settings import DestinationSettings, Settings  # noqa: E402
 
 ADMIN_URL = os.environ.get("LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

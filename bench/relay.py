@@ -64,13 +64,13 @@ from ledger.domain import (
     OrderStatusChanged,
     event_data,
 )
-from ledger.observability import Metrics
 from ledger.relay import checkpoint_name, run_relay
 from ledger.relay.publisher import ensure_topic
 from ledger.relay.relay import Relay, tune_gc
-from ledger.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
 from ledger.store import NO_STREAM, EventRegistry, EventStore, NewEvent, create_pool, migrate, save_checkpoint
 from ledger_app.dev.broker import TansuBroker
+from ledger_kernel.observability import Metrics
+from ledger_kernel.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 6

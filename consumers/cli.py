@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.observability import configure_logging
-from ledger.settings import Settings
+from ledger_kernel.observability import configure_logging
+from ledger_kernel.settings import Settings
 
 __all__ = ["app"]
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import httpx
 
 if TYPE_CHECKING:
-    from ledger.settings import DestinationSettings
+    from ledger_kernel.settings import DestinationSettings
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 """Largest response body read (S7); anything bigger is a failed call."""

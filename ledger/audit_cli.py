@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.settings import Settings
 from ledger.store import create_pool
 from ledger.store.chain import verify_stream
+from ledger_kernel.settings import Settings
 
 app = typer.Typer(help="Audit: an order's history and state as of a time; hash-chain verification.")
 console = Console()

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from ledger.api.app import create_app as create_write_api
 from ledger.api.deps import require
-from ledger.settings import Settings
+from ledger_kernel.settings import Settings
 from projections.routes import make_router
 
 

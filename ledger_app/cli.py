@@ -17,9 +17,9 @@ import typer
 from consumers.cli import app as fanout_app
 from ledger.api.cli import asyncapi, intake, tokens_app
 from ledger.audit_cli import app as audit_app
-from ledger.observability import configure_logging
 from ledger.relay.cli import relay
-from ledger.settings import Settings
+from ledger_kernel.observability import configure_logging
+from ledger_kernel.settings import Settings
 from projections.cli import app as projections_app
 
 app = typer.Typer(

@@ -30,10 +30,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from ledger.observability.logs import configure_logging
-from ledger.observability.metrics import METRICS, serve_metrics
-from ledger.settings import Settings
 from ledger.store.pool import create_pool
+from ledger_kernel.observability.logs import configure_logging
+from ledger_kernel.observability.metrics import METRICS, serve_metrics
+from ledger_kernel.settings import Settings
 from projections import catalog, registry, setup
 from projections.db import connection
 from projections.rebuild import VerificationFailed, rebuild

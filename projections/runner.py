@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ledger.observability.logs import get_logger
-from ledger.observability.metrics import METRICS, Metrics
 from ledger.store import reads
 from ledger.store.records import START, Checkpoint
 from ledger.store.store import load_checkpoint, save_checkpoint
+from ledger_kernel.observability.logs import get_logger
+from ledger_kernel.observability.metrics import METRICS, Metrics
 from projections import registry, tables
 from projections.db import connection
 from projections.definition import Projection

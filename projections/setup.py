@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from ledger.observability.logs import get_logger
+from ledger_kernel.observability.logs import get_logger
 from projections import catalog, registry
 from projections.db import connection
 from projections.definition import Projection

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from consumers.fanout.worker import main
-from ledger.observability import configure_logging
-from ledger.settings import Settings
+from ledger_kernel.observability import configure_logging
+from ledger_kernel.settings import Settings
 
 
 def _cli() -> int:

@@ -36,7 +36,7 @@ import asyncpg
 from aiolimiter import AsyncLimiter
 
 from consumers.http import AuthFailure, Outcome, Retryable, backoff_delay
-from ledger.settings import DestinationSettings
+from ledger_kernel.settings import DestinationSettings
 
 __all__ = ["Budget", "Closing", "RateBudget", "SharedRateBudget", "call_with_retries"]
 

@@ -32,8 +32,8 @@ from consumers.fanout.destinations import Destination, OmneoDestination
 from consumers.fanout.envelope import DestinationCall, Envelope, EnvelopeError
 from consumers.fanout.state import Conn, DeliveryRow, FanoutStore
 from consumers.http import AuthFailure, Outcome, Permanent, Retryable, Success
-from ledger.observability import Metrics, get_logger
-from ledger.settings import DestinationSettings
+from ledger_kernel.observability import Metrics, get_logger
+from ledger_kernel.settings import DestinationSettings
 
 __all__ = ["Deliverer", "Halted", "Item"]
 

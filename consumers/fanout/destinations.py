@@ -19,7 +19,7 @@ from consumers.omneo import mapping as omneo_mapping
 from consumers.omneo.client import OmneoClient
 from consumers.omnisend import mapping as omnisend_mapping
 from consumers.omnisend.client import OmnisendClient
-from ledger.settings import DestinationSettings
+from ledger_kernel.settings import DestinationSettings
 
 __all__ = ["Destination", "OmneoDestination", "OmnisendDestination", "build_destination"]
 

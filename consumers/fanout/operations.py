@@ -28,9 +28,9 @@ from consumers.fanout.envelope import Envelope
 from consumers.fanout.state import Conn, FanoutStore
 from consumers.fanout.worker import destination_settings
 from ledger.domain import Order, decode_event, evolve
-from ledger.observability import METRICS, Metrics
-from ledger.settings import Settings
 from ledger.store.reads import read_stream
+from ledger_kernel.observability import METRICS, Metrics
+from ledger_kernel.settings import Settings
 
 __all__ = ["RedriveResult", "redrive", "replay"]
 

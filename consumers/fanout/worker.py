@@ -31,9 +31,9 @@ from consumers.fanout.budget import Closing, SharedRateBudget
 from consumers.fanout.delivery import Deliverer, Halted, Item
 from consumers.fanout.destinations import build_destination
 from consumers.fanout.state import FanoutStore
-from ledger.observability import METRICS, Metrics, get_logger, serve_metrics
 from ledger.relay.publisher import ensure_topic
-from ledger.settings import DestinationSettings, Settings
+from ledger_kernel.observability import METRICS, Metrics, get_logger, serve_metrics
+from ledger_kernel.settings import DestinationSettings, Settings
 
 __all__ = ["EXIT_HALTED", "destination_settings", "run_worker"]
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from consumers.http import HeaderAuth, Outcome, VendorClient, send, strip_suffix
-from ledger.settings import DestinationSettings
+from ledger_kernel.settings import DestinationSettings
 
 API = "/api/v3"
 

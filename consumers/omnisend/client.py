@@ -22,7 +22,7 @@ from consumers.http import (
     send,
     strip_suffix,
 )
-from ledger.settings import DestinationSettings
+from ledger_kernel.settings import DestinationSettings
 
 ORDERS = "/v3/orders"
 EVENTS = "/v5/events"

@@ -29,8 +29,6 @@ from ledger.api.jsonbody import dumps
 from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
 from ledger.domain.errors import DomainError
 from ledger.domain.events import EVENT_TYPES, UPCASTERS
-from ledger.observability import get_logger
-from ledger.observability.metrics import Metrics
 from ledger.service import (
     DuplicateExternalId,
     IdempotencyInProgress,
@@ -42,8 +40,10 @@ from ledger.service import (
     ServiceError,
     VersionConflict,
 )
-from ledger.settings import Settings
 from ledger.store import EventRegistry, EventStore, InvalidInput, StoreError, create_pool, pending_migrations
+from ledger_kernel.observability import get_logger
+from ledger_kernel.observability.metrics import Metrics
+from ledger_kernel.settings import Settings
 
 log = get_logger(__name__)
 

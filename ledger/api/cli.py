@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.settings import Settings
+from ledger_kernel.settings import Settings
 
 tokens_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
 
@@ -23,7 +23,7 @@ def intake(
 ) -> None:
     """Consume `orders.intake` and run the commands (Ctrl-C or SIGTERM stops it cleanly)."""
     from ledger.intake import Intake
-    from ledger.observability import METRICS, configure_logging, serve_metrics
+    from ledger_kernel.observability import METRICS, configure_logging, serve_metrics
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)

@@ -20,11 +20,11 @@ from pydantic import BaseModel, ValidationError
 from ledger.api.auth import Principal, TokenStore
 from ledger.api.jsonbody import BodyError, parse_json
 from ledger.api.problems import Problem, field_errors
-from ledger.observability import get_logger
-from ledger.observability.metrics import Metrics
 from ledger.service import Actor, OrderService, RequestMeta
-from ledger.settings import Settings
 from ledger.store import EventStore
+from ledger_kernel.observability import get_logger
+from ledger_kernel.observability.metrics import Metrics
+from ledger_kernel.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 log = get_logger(__name__)

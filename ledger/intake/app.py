@@ -33,11 +33,11 @@ from ledger.api.jsonbody import BodyError, dumps, parse_json
 from ledger.api.problems import Problem, field_errors
 from ledger.domain.errors import DomainError
 from ledger.intake.schemas import COMMANDS, ROUTES, EventEnvelope, IntakeEnvelope, RejectedCommand
-from ledger.observability import get_logger
-from ledger.observability.metrics import Metrics
 from ledger.service import Actor, IdempotencyInProgress, OrderService, RequestMeta, ServiceError
-from ledger.settings import Settings
 from ledger.store import EventStore, StoreError, create_pool
+from ledger_kernel.observability import get_logger
+from ledger_kernel.observability.metrics import Metrics
+from ledger_kernel.settings import Settings
 
 log = get_logger(__name__)
 

@@ -11,9 +11,9 @@ import signal
 
 import typer
 
-from ledger.observability import METRICS, configure_logging, get_logger, serve_metrics
 from ledger.relay.relay import run_relay, tune_gc
-from ledger.settings import Settings
+from ledger_kernel.observability import METRICS, configure_logging, get_logger, serve_metrics
+from ledger_kernel.settings import Settings
 
 _log = get_logger(__name__)
 

@@ -32,8 +32,8 @@ from uuid import UUID
 import orjson
 
 from ledger.domain.views import MoneyFormat
-from ledger.observability import get_logger
 from ledger.store.records import Checkpoint, RecordedEvent
+from ledger_kernel.observability import get_logger
 
 ORDER_STREAM_PREFIX = "order-"
 _PREFIX_LEN = len(ORDER_STREAM_PREFIX)

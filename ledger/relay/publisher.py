@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from ledger.observability import get_logger
 from ledger.relay.envelope import OutMessage
-from ledger.settings import KafkaSettings
+from ledger_kernel.observability import get_logger
+from ledger_kernel.settings import KafkaSettings
 
 _log = get_logger(__name__)
 #: Room for the produce request's framing around a full record batch.

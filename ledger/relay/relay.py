@@ -46,14 +46,14 @@ from typing import Any, cast
 
 import asyncpg
 
-from ledger.observability import METRICS, Metrics, get_logger
 from ledger.relay.envelope import LogEvent, OutMessage, build_message
 from ledger.relay.publisher import KafkaPublisher
 from ledger.relay.states import DomainAdapter, OrderStates
-from ledger.settings import Settings
 from ledger.store import EventRegistry, EventStore, check_xid_horizon, create_pool
 from ledger.store.records import START, Checkpoint, Connection, RecordedEvent
 from ledger.store.store import load_checkpoint, save_checkpoint
+from ledger_kernel.observability import METRICS, Metrics, get_logger
+from ledger_kernel.settings import Settings
 
 _log = get_logger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ledger.settings import StoreSettings
 from ledger.store.records import Executor
+from ledger_kernel.settings import StoreSettings
 
 _JSONB_BINARY_VERSION = b"\x01"
 

@@ -23,7 +23,6 @@ import asyncpg
 import orjson
 from pydantic import BaseModel
 
-from ledger.settings import StoreSettings
 from ledger.store import reads
 from ledger.store.chain import verify_stream
 from ledger.store.errors import ConcurrencyConflict, DuplicateEventId, IdempotencyKeyReused
@@ -46,6 +45,7 @@ from ledger.store.records import (
 from ledger.store.registry import EventRegistry
 from ledger.store.statements import APPEND_ONE_SQL, APPEND_SQL
 from ledger.store.validation import STREAM_ID_PATTERN, PreparedAppend, prepare_append
+from ledger_kernel.settings import StoreSettings
 
 _EXISTING_SQL = (
     "SELECT event_id, stream_id, version, position, tx, type, schema_version, data"

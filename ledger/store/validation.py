@@ -15,7 +15,6 @@ from uuid import UUID
 
 import orjson
 
-from ledger.settings import StoreSettings
 from ledger.store.errors import (
     EventTooLarge,
     InvalidAppend,
@@ -25,6 +24,7 @@ from ledger.store.errors import (
 )
 from ledger.store.records import ExpectedVersion, IdempotencyRequest, NewEvent
 from ledger.store.registry import EventRegistry
+from ledger_kernel.settings import StoreSettings
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 #: Default stream ids: a lowercase category, a dash and a lowercase UUID (`order-<uuid>`).

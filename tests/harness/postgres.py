@@ -31,8 +31,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from ledger.settings import StoreSettings
 from ledger.store import EventRegistry, EventStore, create_pool, migrate
+from ledger_kernel.settings import StoreSettings
 
 _PREFIX = "ledger_t"
 

@@ -12,9 +12,9 @@ import httpx
 import pytest_asyncio
 import uvicorn
 
-from ledger.settings import ApiSettings, Settings, StoreSettings
 from ledger_app.api import create_app
 from ledger_app.dev.broker import free_port
+from ledger_kernel.settings import ApiSettings, Settings, StoreSettings
 from projections.setup import install_projections
 from tests.integration.api.conftest import make_tokens
 

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable
 
 from consumers.fanout.worker import main
-from ledger.observability import configure_logging
-from ledger.settings import Settings
+from ledger_kernel.observability import configure_logging
+from ledger_kernel.settings import Settings
 
 
 def kill_after(successes: int) -> Callable[[], None]:

@@ -20,8 +20,8 @@ from consumers.fanout.budget import Closing
 from consumers.fanout.delivery import Deliverer, Item
 from consumers.fanout.destinations import build_destination
 from consumers.fanout.state import FanoutStore
-from ledger.observability import Metrics
-from ledger.settings import DestinationSettings
+from ledger_kernel.observability import Metrics
+from ledger_kernel.settings import DestinationSettings
 from tests.unit.mapping.story import OrderStory, dumps, parse
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]

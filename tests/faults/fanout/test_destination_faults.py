@@ -12,7 +12,7 @@ import pytest
 from consumers.fanout.operations import redrive
 from consumers.fanout.state import list_halts, list_parked
 from consumers.fanout.worker import EXIT_HALTED
-from ledger.observability import Metrics
+from ledger_kernel.observability import Metrics
 from tests.integration.fanout.support import (
     inbox_count,
     make_settings,

@@ -24,12 +24,12 @@ import httpx
 import pytest
 
 from ledger.api.auth import TokenStore
-from ledger.observability import Metrics
 from ledger.relay import checkpoint_name
-from ledger.settings import Settings
 from ledger.store import NO_STREAM, Checkpoint, EventStore
 from ledger_app.api import create_app
 from ledger_app.dev.broker import free_port
+from ledger_kernel.observability import Metrics
+from ledger_kernel.settings import Settings
 from tests.harness.kafka import CuttableBroker
 from tests.integration.relay.support import (
     TopicCheck,

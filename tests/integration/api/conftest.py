@@ -11,9 +11,9 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from ledger.api.auth import SCOPES, TokenStore
-from ledger.observability.metrics import Metrics
-from ledger.settings import ApiSettings, Settings
 from ledger_app.api import create_app
+from ledger_kernel.observability.metrics import Metrics
+from ledger_kernel.settings import ApiSettings, Settings
 from projections.setup import install_projections
 
 

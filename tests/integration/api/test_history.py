@@ -115,9 +115,9 @@ async def test_health_readiness_metrics_and_openapi(api: Api) -> None:
 async def test_a_database_outage_is_503_with_retry_after_not_500(database_url: str) -> None:
     import httpx
 
-    from ledger.settings import Settings
     from ledger.store import create_pool
     from ledger_app.api import create_app
+    from ledger_kernel.settings import Settings
 
     pool = await create_pool(database_url)
     app = create_app(Settings(database_url=database_url), pool=pool)

@@ -8,9 +8,9 @@ import asyncpg
 import httpx
 import pytest
 
-from ledger.observability.metrics import Metrics
-from ledger.settings import Settings, StoreSettings
 from ledger_app.api import create_app
+from ledger_kernel.observability.metrics import Metrics
+from ledger_kernel.settings import Settings, StoreSettings
 from tests.integration.api.conftest import make_tokens
 
 pytestmark = pytest.mark.postgres

@@ -27,8 +27,8 @@ from consumers.sandbox import (
     create_omnisend_app,
     run_in_background,
 )
-from ledger.observability import Metrics
-from ledger.settings import DestinationSettings, Settings
+from ledger_kernel.observability import Metrics
+from ledger_kernel.settings import DestinationSettings, Settings
 from tests.harness.kafka import create_topic, produce
 from tests.unit.mapping.story import dumps
 

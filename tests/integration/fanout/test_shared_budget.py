@@ -25,9 +25,9 @@ from consumers.fanout.destinations import build_destination
 from consumers.fanout.operations import redrive
 from consumers.fanout.state import FanoutStore
 from consumers.http import Outcome, Success
-from ledger.observability import Metrics
-from ledger.settings import DestinationSettings, StoreSettings
 from ledger.store import create_pool
+from ledger_kernel.observability import Metrics
+from ledger_kernel.settings import DestinationSettings, StoreSettings
 from tests.integration.fanout.support import (
     inbox_count,
     make_settings,

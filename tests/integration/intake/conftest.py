@@ -11,8 +11,8 @@ import pytest_asyncio
 from ledger.intake import Intake
 from ledger.intake.app import Received
 from ledger.service import OrderService
-from ledger.settings import KafkaSettings, Settings
 from ledger.store import EventStore
+from ledger_kernel.settings import KafkaSettings, Settings
 from tests.harness.kafka import create_topic
 
 

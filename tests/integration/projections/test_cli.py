@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ledger.observability.metrics import Metrics
 from ledger.store import EventStore
+from ledger_kernel.observability.metrics import Metrics
 from projections import order_state, registry
 from projections.runner import Runner
 from projections.simulate import HistoryGenerator

@@ -13,10 +13,10 @@ import asyncpg
 import pytest
 
 from ledger.domain import Order, OrderEvent
-from ledger.observability.metrics import Metrics
-from ledger.settings import StoreSettings
 from ledger.store import NO_STREAM, EventRegistry, EventStore
 from ledger.store.pool import create_pool
+from ledger_kernel.observability.metrics import Metrics
+from ledger_kernel.settings import StoreSettings
 from projections import checksums, order_state, partition, queries, registry, setup, verify
 from projections.db import connection
 from projections.definition import Projection, Row

@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 from ledger.domain import Order
-from ledger.observability.metrics import Metrics
 from ledger.store import EventStore, XidHorizonError
 from ledger.store.store import load_checkpoint
+from ledger_kernel.observability.metrics import Metrics
 from projections import order_state, registry, setup
 from projections.db import connection
 from projections.definition import Row

@@ -9,8 +9,8 @@ import dataclasses
 import asyncpg
 import pytest
 
-from ledger.observability.metrics import Metrics
 from ledger.store import EventStore
+from ledger_kernel.observability.metrics import Metrics
 from projections import order_state, registry, transactions
 from projections.db import connection
 from projections.runner import Runner

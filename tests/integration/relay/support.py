@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from ledger.domain import Amounts, LineItem, OrderPlaced, OrderStatusChanged, event_data
-from ledger.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
 from ledger.store import NewEvent
+from ledger_kernel.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
 
 
 def placed(order_id: uuid.UUID, *, price: int = 1995, quantity: int = 2) -> NewEvent:

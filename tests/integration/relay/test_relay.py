@@ -15,14 +15,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.fanout.envelope import Envelope
-from ledger.observability import Metrics
 from ledger.relay import KafkaPublisher, RelayConfigError, checkpoint_name, producer_options, run_relay
 from ledger.relay.envelope import LogEvent, OutMessage
 from ledger.relay.publisher import TopicPartitionsChanged, ensure_topic
 from ledger.relay.relay import Relay
-from ledger.settings import KafkaSettings, Settings
 from ledger.store import NO_STREAM, Checkpoint, EventStore
 from ledger.store.reads import read_log
+from ledger_kernel.observability import Metrics
+from ledger_kernel.settings import KafkaSettings, Settings
 from tests.harness.kafka import consume, create_topic
 from tests.integration.relay.support import (
     check_topic,

@@ -11,10 +11,10 @@ import asyncpg
 import orjson
 import pytest
 
-from ledger.observability import Metrics
 from ledger.relay.envelope import OutMessage
 from ledger.relay.relay import Relay, run_relay
 from ledger.store import NO_STREAM, Checkpoint, EventStore, XidHorizonError, check_xid_horizon, create_pool
+from ledger_kernel.observability import Metrics
 from tests.integration.relay.support import placed, relay_settings, stream_of
 
 pytestmark = [pytest.mark.postgres]

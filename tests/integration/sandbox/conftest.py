@@ -24,7 +24,7 @@ from consumers.sandbox import (
     create_omnisend_app,
     run_in_background,
 )
-from ledger.settings import DestinationSettings
+from ledger_kernel.settings import DestinationSettings
 
 OMNEO_TOKEN = "omneo-test-token-ABC123"
 OMNISEND_KEY = "omnisend-test-key-XYZ789"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from ledger.settings import StoreSettings
 from ledger.store import create_pool
 from ledger.store.pool import fetch_clean
+from ledger_kernel.settings import StoreSettings
 
 pytestmark = pytest.mark.postgres
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from ledger.settings import StoreSettings
 from ledger.store import NO_STREAM, EventRegistry, EventStore, create_pool
 from ledger.store.lanes import AppendLanes
+from ledger_kernel.settings import StoreSettings
 from tests.integration.store.sample_events import item, new_stream
 
 pytestmark = pytest.mark.postgres

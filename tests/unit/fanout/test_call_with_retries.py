@@ -6,7 +6,7 @@ import asyncio
 
 from consumers.fanout.budget import THROTTLED_403_ATTEMPTS, RateBudget, call_with_retries
 from consumers.http import AuthFailure, Outcome, Success
-from ledger.settings import DestinationSettings
+from ledger_kernel.settings import DestinationSettings
 
 SETTINGS = DestinationSettings(
     base_url="http://vendor.test", token="t", rate_per_minute=60_000.0, max_attempts=8,

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ledger.relay.envelope import OutMessage
 from ledger.relay.relay import _MORE, _gather
-from ledger.settings import RelaySettings, Settings
+from ledger_kernel.settings import RelaySettings, Settings
 
 Queue = asyncio.Queue[list[OutMessage] | BaseException | None]
 

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from pydantic_core import TzInfo
 
 from ledger.domain import event_data
-from ledger.observability import Metrics
 from ledger.relay.envelope import LogEvent, build_message
 from ledger.relay.orderview import _iso
 from ledger.relay.relay import BatchGc, Relay
 from ledger.relay.states import DomainAdapter
-from ledger.settings import Settings
+from ledger_kernel.observability import Metrics
+from ledger_kernel.settings import Settings
 from tests.unit.domain.helpers import every_event_type
 
 OFFSETS = st.integers(-86_399, 86_399) | st.integers(-1_439, 1_439).map(lambda minutes: minutes * 60)

@@ -1,0 +1,6 @@
+"""Logging and metrics shared by every process."""
+
+from ledger_kernel.observability.logs import configure_logging, get_logger
+from ledger_kernel.observability.metrics import METRICS, Metrics, serve_metrics
+
+__all__ = ["METRICS", "Metrics", "configure_logging", "get_logger", "serve_metrics"]
