@@ -21,13 +21,10 @@ from rich.table import Table
 from ledger.store import create_pool
 from ledger.store.chain import verify_stream
 from ledger_kernel.settings import Settings
+from ledger_kernel.wire.streams import stream_id_of
 
 app = typer.Typer(help="Audit: an order's history and state as of a time; hash-chain verification.")
 console = Console()
-
-
-def _stream(order_id: UUID) -> str:
-    return f"order-{order_id}"
 
 
 @app.command("history")
@@ -48,7 +45,7 @@ def history(
             rows = await conn.fetch(
                 "SELECT version, position, type, schema_version, data::text AS data, metadata, recorded_at"
                 " FROM events WHERE stream_id = $1 ORDER BY version",
-                _stream(order_id),
+                stream_id_of(order_id),
             )
         finally:
             await conn.close()
@@ -123,7 +120,7 @@ def verify(
         pool = await create_pool(Settings().database_url, min_size=1, max_size=2)
         try:
             if order_id is not None:
-                streams = [_stream(order_id)]
+                streams = [stream_id_of(order_id)]
             else:
                 streams = [r["stream_id"] for r in await pool.fetch("SELECT DISTINCT stream_id FROM events")]
             out = []

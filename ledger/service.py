@@ -27,14 +27,15 @@ import asyncpg
 import orjson
 from pydantic import BaseModel
 
-from ledger.api.jsonbody import MONEY, dumps
 from ledger.domain.commands import PlaceOrder
 from ledger.domain.decide import decide
 from ledger.domain.errors import DomainError
 from ledger.domain.events import OrderEvent, decode_event, event_data
 from ledger.domain.state import Order, evolve
-from ledger.domain.views import order_to_json
+from ledger.domain.views import JSON_MONEY, order_to_json
 from ledger.store import ConcurrencyConflict, EventStore, IdempotencyKeyReused, IdempotencyRequest, NewEvent
+from ledger_kernel.wire.codec import dumps
+from ledger_kernel.wire.streams import order_id_of, stream_id_of
 
 __all__ = [
     "Actor",
@@ -48,7 +49,6 @@ __all__ = [
     "RequestMeta",
     "ServiceError",
     "VersionConflict",
-    "stream_id_of",
 ]
 
 _NS = uuid5(NAMESPACE_URL, "urn:order-ledger:commands")
@@ -74,11 +74,6 @@ SELECT (SELECT fingerprint FROM stored) AS fingerprint, (SELECT outcome FROM sto
 """
 _RELEASE_SQL = "DELETE FROM idempotency_inflight WHERE client_id = $1 AND key = $2 AND claim_id = $3"
 _EXTERNAL_SQL = "SELECT stream_id FROM order_external_ids WHERE source = $1 AND external_id = $2"
-
-
-def stream_id_of(order_id: UUID) -> str:
-    """The event-store stream of an order."""
-    return f"order-{order_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +207,7 @@ def fingerprint(command: BaseModel, route: str, order_id: UUID | None) -> str:
 
 def order_view(state: Order) -> dict[str, Any]:
     """The API's JSON view of an order (money pre-serialized for `jsonbody.dumps`)."""
-    return order_to_json(state, money=MONEY)
+    return order_to_json(state, money=JSON_MONEY)
 
 
 @dataclass
@@ -386,7 +381,7 @@ class OrderService:
             if getattr(exc, "sqlstate", None) == _EXTERNAL_ID_SQLSTATE:
                 existing = str(getattr(exc, "detail", "") or "")
                 raise DuplicateExternalId(
-                    str(getattr(events[0], "external_id", "")), existing.removeprefix("order-")
+                    str(getattr(events[0], "external_id", "")), order_id_of(existing) or existing
                 ) from None
             raise
         if result.replayed:
@@ -416,7 +411,7 @@ class OrderService:
             return
         existing = await self.store.pool.fetchval(_EXTERNAL_SQL, placed.source or "", external)
         if existing is not None and existing != stream:
-            raise DuplicateExternalId(external, str(existing).removeprefix("order-"))
+            raise DuplicateExternalId(external, order_id_of(str(existing)) or str(existing))
 
 
 _CREATES = frozenset({"PlaceOrder", "RecordPayment", "DispatchShipment"})

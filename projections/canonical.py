@@ -39,8 +39,8 @@ from typing import Any
 
 import orjson
 
+from ledger_kernel.wire.codec import dumps
 from projections.definition import Column, Projection, Row, Table
-from projections.encoding import dumps
 
 __all__ = [
     "checksum_sql",

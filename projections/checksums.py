@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import asyncpg
 
 from ledger.store.records import Checkpoint
+from ledger_kernel.wire.streams import ORDER_STREAM_PREFIX
 from projections.definition import Projection
 from projections.partition import StreamRange
 
@@ -30,7 +31,6 @@ from projections.partition import StreamRange
 Record = tuple[str, int, int, list[int], bytes]
 
 _COLUMNS = ("stream_id", "events", "last_version", "row_counts", "digests")
-STREAM_PREFIX = "order-"
 _DIGEST = 8
 
 
@@ -90,7 +90,7 @@ async def recorded(
     bases = [table.base for table in projection.tables]
     out: dict[str, dict[str, tuple[int, bytes]]] = {}
     for stream_id, counts, digests in rows:
-        out[stream_id.removeprefix(STREAM_PREFIX)] = {
+        out[stream_id.removeprefix(ORDER_STREAM_PREFIX)] = {
             base: (counts[i], digests[i * _DIGEST : (i + 1) * _DIGEST]) for i, base in enumerate(bases)
         }
     return out
@@ -122,7 +122,7 @@ async def completeness(
     out: list[tuple[str, str]] = []
     for stream_id, log_events, _, folded_events, _ in await conn.fetch(sql, upper.tx, upper.position, *args):
         kind = "missing" if folded_events is None else "extra" if log_events is None else "different"
-        out.append((stream_id.removeprefix(STREAM_PREFIX), kind))
+        out.append((stream_id.removeprefix(ORDER_STREAM_PREFIX), kind))
     return out
 
 

@@ -6,38 +6,18 @@ them at all (a `json` column validates every value on COPY, about 10 µs per kB;
 converts it to its binary form). Cast to `json` to query one by hand (`doc::json ->> 'status'`).
 Columns meant for querying stay jsonb.
 
-Views are built with `MONEY` and `NATIVE_DATETIMES`: orjson writes Decimal fragments and
-datetimes itself, byte for byte what the default view serializes to (a test checks it).
+Views are built with `JSON_MONEY` and `NATIVE_DATETIMES`: orjson writes Decimal fragments and
+datetimes itself, byte for byte what the default view serializes to (a test checks it). The
+codec is the house's one (`ledger_kernel.wire.codec`).
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from ledger.domain.views import MoneyFormat
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return orjson.Fragment(str(value))
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _fragment(major: Decimal) -> orjson.Fragment:
-    return orjson.Fragment(str(major))
-
-
-#: Money for the views of documents we serialize: the exact number's text, ready for orjson, so
-#: `dumps` writes it without a per-amount `default` callback (same bytes as `_default`).
-MONEY = MoneyFormat(_fragment)
-
-
-def dumps(value: Any) -> bytes:
-    """JSON bytes with `Decimal` written as the number it is (never through a float)."""
-    return orjson.dumps(value, default=_default)
+from ledger_kernel.wire.codec import dumps
 
 
 def text_value(value: Any) -> str:

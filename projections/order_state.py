@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ledger.domain.state import Order
-from ledger.domain.views import NATIVE_DATETIMES, order_to_json
+from ledger.domain.views import JSON_MONEY, NATIVE_DATETIMES, order_to_json
 from projections.definition import VIEW_MODULES, Column, Projection, Row, Table
-from projections.encoding import MONEY, text_value
+from projections.encoding import text_value
 
 NAME = "order_state"
 #: Bump when the rows change (a deploy with changed code under the same version is refused).
@@ -86,7 +86,7 @@ def _text(value: object) -> str | None:
 
 def rows(order: Order) -> Mapping[str, Sequence[Row]]:
     """The order's row and its line rows."""
-    doc = order_to_json(order, money=MONEY, timestamps=NATIVE_DATETIMES)
+    doc = order_to_json(order, money=JSON_MONEY, timestamps=NATIVE_DATETIMES)
     shipped = order.shipped_quantities()
     order_row: Row = (
         order.id,

@@ -16,8 +16,8 @@ from uuid import UUID
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
+from ledger_kernel.wire.codec import dumps
 from projections import queries
-from projections.encoding import dumps
 
 PoolGetter = Callable[[Request], asyncpg.Pool]
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)]

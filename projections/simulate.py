@@ -35,13 +35,10 @@ from ledger.domain import (
 from ledger.domain.commands import Command
 from ledger.domain.money import to_major
 from ledger.store.records import NewEvent
+from ledger_kernel.wire.streams import stream_id_of
 
 _PRODUCTS = [("Shirt", "19.95"), ("Hat", "12.50"), ("Socks", "4.99"), ("Jacket", "149.00"), ("Mug", "9.00")]
 _STATUSES = ["processing", "packed", "on-hold", "pending"]
-
-
-def stream_id(order_id: UUID) -> str:
-    return f"order-{order_id}"
 
 
 class HistoryGenerator:
@@ -148,7 +145,7 @@ class HistoryGenerator:
                     break
                 events.append(event)
                 state = evolve(state, event, version=len(events), recorded_at=self.now)
-        return stream_id(state.id), events
+        return stream_id_of(state.id), events
 
     def histories(self, orders: int, max_events: int = 12) -> Iterator[tuple[str, list[OrderEvent]]]:
         for _ in range(orders):

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 
 from ledger.domain.state import Order
 from ledger.domain.transactions import derive_transactions
-from ledger.domain.views import NATIVE_DATETIMES, transaction_to_json
+from ledger.domain.views import JSON_MONEY, NATIVE_DATETIMES, transaction_to_json
 from projections.definition import VIEW_MODULES, Column, Projection, Row, Table
-from projections.encoding import MONEY, json_value, text_value
+from projections.encoding import json_value, text_value
 
 NAME = "transactions"
 #: Bump when the rows change (a deploy with changed code under the same version is refused).
@@ -53,7 +53,7 @@ def rows(order: Order) -> Mapping[str, Sequence[Row]]:
     """One row per derived Transaction of the order."""
     out: list[Row] = []
     for tx in derive_transactions(order):
-        doc = transaction_to_json(tx, money=MONEY, timestamps=NATIVE_DATETIMES)
+        doc = transaction_to_json(tx, money=JSON_MONEY, timestamps=NATIVE_DATETIMES)
         # Serialize the items once: the same bytes go into `lines` and, embedded, into `doc`.
         items = doc["items"] = json_value(doc["items"])
         out.append(

@@ -32,6 +32,7 @@ from ledger.domain.events import decode_event
 from ledger.domain.state import fold
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
+from ledger_kernel.wire.streams import ORDER_STREAM_PREFIX
 from projections import checksums
 from projections.bulk import (
     READ_IN_STREAM_ORDER,
@@ -167,7 +168,7 @@ async def actual_checksums(
     out: Checksums = {}
     for table in projection.tables:
         # The same range predicate as the log side, on the stream id each row belongs to.
-        streams, args = part.where(f"('{checksums.STREAM_PREFIX}' || {table.key}::text)", 1)
+        streams, args = part.where(f"('{ORDER_STREAM_PREFIX}' || {table.key}::text)", 1)
         sql = checksum_sql(table, table.physical(version), streams)
         base = table.base
         async with conn.transaction(readonly=True):

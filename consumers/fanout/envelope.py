@@ -17,8 +17,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from ledger.domain.state import Order
-from ledger.domain.views import order_from_json, order_to_json
-from ledger.relay.envelope import ENVELOPE_MONEY, dumps_canonical
+from ledger.domain.views import JSON_MONEY, order_from_json, order_to_json
+from ledger_kernel.wire.codec import dumps_canonical
 
 __all__ = ["REMOTE_ID", "CallKind", "DestinationCall", "Envelope", "EnvelopeError"]
 
@@ -126,7 +126,7 @@ class Envelope:
                 "data": self.data,
                 "metadata": self.metadata,
                 "recorded_at": self.recorded_at.isoformat(),
-                "order": order_to_json(self.order, money=ENVELOPE_MONEY),
+                "order": order_to_json(self.order, money=JSON_MONEY),
             }
         )
 

@@ -31,6 +31,7 @@ from ledger.domain import Order, decode_event, evolve
 from ledger.store.reads import read_stream
 from ledger_kernel.observability import METRICS, Metrics
 from ledger_kernel.settings import Settings
+from ledger_kernel.wire.streams import ORDER_STREAM_PREFIX, stream_id_of
 
 __all__ = ["RedriveResult", "redrive", "replay"]
 
@@ -83,7 +84,7 @@ async def _envelopes(conn: Conn, order_id: str) -> list[Envelope]:
     """Every event of the order with the state after it, folded from the Postgres log."""
     state: Order | None = None
     out = []
-    for rec in await read_stream(conn, f"order-{order_id}"):
+    for rec in await read_stream(conn, stream_id_of(order_id)):
         event = decode_event(rec.type, rec.data, schema_version=rec.schema_version)
         state = evolve(state, event, version=rec.version, recorded_at=rec.recorded_at)
         out.append(
@@ -116,9 +117,10 @@ async def replay(
         orders = [order_id]
     else:
         rows = await pool.fetch(
-            "SELECT substr(stream_id, 7) AS order_id, min(position) AS first FROM events"
-            " WHERE position >= $1 AND stream_id LIKE 'order-%' GROUP BY stream_id ORDER BY first",
+            "SELECT substr(stream_id, length($2) + 1) AS order_id, min(position) AS first FROM events"
+            " WHERE position >= $1 AND stream_id LIKE $2 || '%' GROUP BY stream_id ORDER BY first",
             from_position,
+            ORDER_STREAM_PREFIX,
         )
         orders = [r["order_id"] for r in rows]
     dest = destination_settings(settings, destination)

@@ -1,6 +1,6 @@
 """HTTP API (FastAPI): order commands and reads, audit feed, health and metrics (docs/architecture.md#http-api).
 
-`create_app` is imported lazily so `ledger.service` can use `ledger.api.jsonbody` without an
+`create_app` is imported lazily so `ledger.service` can use `ledger_kernel.wire.codec` without an
 import cycle.
 """
 

@@ -25,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ledger.api import audit, orders
 from ledger.api.auth import TokenStore
 from ledger.api.deps import BODY_MODELS, AppState, state_of
-from ledger.api.jsonbody import dumps
 from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
 from ledger.domain.errors import DomainError
 from ledger.domain.events import EVENT_TYPES, UPCASTERS
@@ -44,6 +43,7 @@ from ledger.store import EventRegistry, EventStore, InvalidInput, StoreError, cr
 from ledger_kernel.observability import get_logger
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import Settings
+from ledger_kernel.wire.codec import dumps
 
 log = get_logger(__name__)
 

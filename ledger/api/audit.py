@@ -15,11 +15,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ledger.api.auth import Principal
 from ledger.api.deps import parse_order_id, require, state_of
-from ledger.api.jsonbody import dumps
 from ledger.api.problems import Problem
 from ledger.api.schemas import EventList, problem_responses
-from ledger.service import stream_id_of
 from ledger.store import Checkpoint, RecordedEvent
+from ledger_kernel.wire.codec import dumps
+from ledger_kernel.wire.streams import order_id_of, stream_id_of
 
 router = APIRouter(prefix="/api/v3")
 
@@ -29,7 +29,7 @@ def event_json(row: RecordedEvent) -> dict[str, Any]:
     return {
         "event_id": str(row.event_id),
         "stream_id": row.stream_id,
-        "order_id": row.stream_id.removeprefix("order-"),
+        "order_id": order_id_of(row.stream_id) or row.stream_id,
         "version": row.version,
         "position": row.position,
         "type": row.type,

@@ -18,13 +18,13 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from ledger.api.auth import Principal, TokenStore
-from ledger.api.jsonbody import BodyError, parse_json
 from ledger.api.problems import Problem, field_errors
 from ledger.service import Actor, OrderService, RequestMeta
 from ledger.store import EventStore
 from ledger_kernel.observability import get_logger
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import Settings
+from ledger_kernel.wire.codec import BodyError, parse_json
 
 M = TypeVar("M", bound=BaseModel)
 log = get_logger(__name__)

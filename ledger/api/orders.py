@@ -26,7 +26,6 @@ from ledger.api.deps import (
     require,
     state_of,
 )
-from ledger.api.jsonbody import dumps
 from ledger.api.problems import Problem
 from ledger.api.schemas import EventList, OrderEnvelope, TransactionList, problem_responses
 from ledger.domain.commands import (
@@ -40,7 +39,9 @@ from ledger.domain.commands import (
 )
 from ledger.domain.transactions import derive_transactions
 from ledger.domain.views import transaction_to_json
-from ledger.service import Outcome, order_view, stream_id_of
+from ledger.service import Outcome, order_view
+from ledger_kernel.wire.codec import dumps
+from ledger_kernel.wire.streams import stream_id_of
 
 router = APIRouter(prefix="/api/v3")
 

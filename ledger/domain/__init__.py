@@ -12,13 +12,11 @@ from ledger.domain.commands import (
     Command,
     DeleteOrder,
     DispatchShipment,
-    JsonInputError,
     MarkDelivered,
     PlaceOrder,
     RecordPayment,
     RestockItems,
     UpdateOrder,
-    parse_json,
 )
 from ledger.domain.decide import DEFAULT_CURRENCY, IdSource, decide
 from ledger.domain.errors import DomainError, FieldError
@@ -72,7 +70,6 @@ __all__ = [
     "FoldError",
     "IdSource",
     "ItemsRestocked",
-    "JsonInputError",
     "LineItem",
     "MarkDelivered",
     "MoneyError",
@@ -112,7 +109,6 @@ __all__ = [
     "fulfillment_status",
     "order_from_json",
     "order_to_json",
-    "parse_json",
     "payment_status",
     "schema_version_of",
     "to_major",

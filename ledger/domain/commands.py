@@ -12,13 +12,12 @@ NUL, other C0 controls except tab/newline/CR, lone surrogates, or bidi override 
 The number of lines is bounded by ``context={"max_lines": n}`` (default :data:`MAX_LINES`).
 
 Exact decimals: pydantic's JSON parser turns JSON numbers into floats before ``Decimal``, so
-``100.0000000000000001`` would silently become ``100``. Parse bodies with :func:`parse_json`
+``100.0000000000000001`` would silently become ``100``. Parse bodies with `ledger_kernel.wire.codec.parse_json`
 (stdlib ``json`` with ``parse_float=Decimal``) and then ``Model.model_validate(obj)``.
 """
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -46,14 +45,12 @@ __all__ = [
     "DeleteOrder",
     "DispatchShipment",
     "ItemIn",
-    "JsonInputError",
     "MarkDelivered",
     "PlaceOrder",
     "QuantityIn",
     "RecordPayment",
     "RestockItems",
     "UpdateOrder",
-    "parse_json",
 ]
 
 MAX_LINES = 500
@@ -352,34 +349,3 @@ Command = (
     | DeleteOrder
     | RestockItems
 )
-
-
-class JsonInputError(ValueError):
-    """A body that is not acceptable JSON (syntax, NaN/Infinity, duplicate keys, nesting)."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise JsonInputError(f"{name} is not a JSON number")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise JsonInputError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def parse_json(raw: str | bytes) -> Any:
-    """Parse a request body exactly: decimals stay ``Decimal``; NaN, Infinity, duplicate keys refused."""
-    try:
-        return json.loads(
-            raw, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
-        )
-    except JsonInputError:
-        raise
-    except RecursionError:
-        raise JsonInputError("JSON nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JsonInputError(f"invalid JSON: {exc}") from None

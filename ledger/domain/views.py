@@ -26,6 +26,7 @@ from ledger.domain.state import Order, PaymentEntry, Payments, Restock, Shipment
 from ledger.domain.statuses import fulfillment_status, payment_status
 from ledger.domain.transactions import Transaction, derive_transactions
 from ledger.domain.values import Address, Amounts, Customer, LineItem, OrderDetails, QuantityLine
+from ledger_kernel.wire.codec import decimal_fragment
 
 __all__ = [
     "DECIMAL_MONEY",
@@ -94,6 +95,10 @@ def _same(value: Decimal) -> Decimal:
 
 
 DECIMAL_MONEY = MoneyFormat(_same)
+
+#: Money for views written by `ledger_kernel.wire.codec` (HTTP, envelope, projection documents):
+#: the exact number pre-serialized once per amount, the bytes the codec's `default` would write.
+JSON_MONEY = MoneyFormat(decimal_fragment)
 
 
 #: How the views write a timestamp: ISO 8601 text by default; a serializer that writes

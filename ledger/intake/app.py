@@ -29,7 +29,6 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ledger.api.app import event_registry, to_problem
-from ledger.api.jsonbody import BodyError, dumps, parse_json
 from ledger.api.problems import Problem, field_errors
 from ledger.domain.errors import DomainError
 from ledger.intake.schemas import COMMANDS, ROUTES, EventEnvelope, IntakeEnvelope, RejectedCommand
@@ -38,6 +37,7 @@ from ledger.store import EventStore, StoreError, create_pool
 from ledger_kernel.observability import get_logger
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import Settings
+from ledger_kernel.wire.codec import BodyError, dumps, parse_json
 
 log = get_logger(__name__)
 

@@ -25,62 +25,23 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
 
-from ledger.domain.views import MoneyFormat
 from ledger.store.records import Checkpoint, RecordedEvent
 from ledger_kernel.observability import get_logger
+from ledger_kernel.wire.codec import dumps_canonical
+from ledger_kernel.wire.streams import order_id_of
 
-ORDER_STREAM_PREFIX = "order-"
-_PREFIX_LEN = len(ORDER_STREAM_PREFIX)
 CONTENT_TYPE = b"application/json"
-_NESTED = orjson.OPT_SORT_KEYS
 _log = get_logger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 #: `(type, stored schema_version, data) -> (current schema_version, data)`.
 Upcast = Callable[[str, int, dict[str, Any]], tuple[int, dict[str, Any]]]
-
-
-def decimal_fragment(value: Decimal) -> orjson.Fragment:
-    """A Decimal as a JSON number: its plain fixed-point digits, never a float or an exponent."""
-    text = str(value)  # money from `to_major` never has a positive exponent: plain digits
-    if "E" in text or "N" in text or "I" in text:  # exponent, NaN, Infinity
-        if not value.is_finite():
-            raise TypeError(f"non-finite Decimal {value} in an envelope")
-        text = format(value, "f")
-    return orjson.Fragment(text)
-
-
-#: Money of the envelope's order view, pre-serialized by `decimal_fragment` (memoized per
-#: amount): the same bytes as the `_default` callback, without one Python call per amount.
-ENVELOPE_MONEY = MoneyFormat(decimal_fragment)
-
-
-def _default(obj: object) -> object:
-    """orjson fallback for types it does not serialize natively."""
-    if isinstance(obj, Decimal):
-        return decimal_fragment(obj)
-    if isinstance(obj, frozenset | set):
-        return sorted(obj, key=lambda item: orjson.dumps(item, default=_default, option=_NESTED))
-    raise TypeError(f"type {type(obj).__name__} is not JSON serializable")
-
-
-def dumps_canonical(value: object) -> bytes:
-    """JSON bytes with sorted keys and exact decimals (see the module docstring)."""
-    return orjson.dumps(value, default=_default, option=_NESTED)
-
-
-def order_id_of(stream_id: str) -> str | None:
-    """The order id of an `order-<uuid>` stream; None for any other stream."""
-    if stream_id.startswith(ORDER_STREAM_PREFIX):
-        return stream_id[len(ORDER_STREAM_PREFIX) :]
-    return None
 
 
 class LogEvent(NamedTuple):
@@ -166,7 +127,7 @@ def build_message(
     (position, tx, stream_id, version, event_id, type_, stored_version, stored, metadata, recorded_at) = (
         event[:10]
     )
-    order_id = stream_id[_PREFIX_LEN:] if stream_id.startswith(ORDER_STREAM_PREFIX) else None
+    order_id = order_id_of(stream_id)
     # The text caches (see `_DATA_CACHE`), looked up here: a status change nearly always hits.
     cached = _DATA_CACHE.get(stored) if type(stored) is str else None
     if cached is not None and cached[0] == type_ and cached[1] == stored_version and cached[2] is upcast:
@@ -239,8 +200,8 @@ def _data_json(
     except Exception as exc:
         return stored_version, _as_stored(type_, stored_version, decoded, exc)
     if not isinstance(stored, str):
-        return schema_version, orjson.Fragment(orjson.dumps(data, default=_default, option=_NESTED))
-    fragment = orjson.Fragment(orjson.dumps(data, default=_default, option=_NESTED))
+        return schema_version, orjson.Fragment(dumps_canonical(data))
+    fragment = orjson.Fragment(dumps_canonical(data))
     if len(stored) <= _SHORT:
         if len(_DATA_CACHE) >= _CACHE_LIMIT:
             _DATA_CACHE.clear()
@@ -256,14 +217,14 @@ def _as_stored(type_: str, stored_version: int, data: dict[str, Any], exc: Excep
     the order: its state is `null`, the fold fails the same way). Not cached: rare, and logged each time.
     """
     _log.warning("relay.upcast_failed", type=type_, schema_version=stored_version, error=repr(exc))
-    return orjson.Fragment(orjson.dumps(data, default=_default, option=_NESTED))
+    return orjson.Fragment(dumps_canonical(data))
 
 
 def _metadata_json(metadata: str | dict[str, Any]) -> orjson.Fragment:
     """Canonical JSON of an event's metadata; a short text is remembered."""
     if not isinstance(metadata, str):
-        return orjson.Fragment(orjson.dumps(metadata, default=_default, option=_NESTED))
-    fragment = orjson.Fragment(orjson.dumps(orjson.loads(metadata), option=_NESTED))
+        return orjson.Fragment(dumps_canonical(metadata))
+    fragment = orjson.Fragment(dumps_canonical(orjson.loads(metadata)))
     if len(metadata) <= _SHORT:
         if len(_METADATA_CACHE) >= _CACHE_LIMIT:
             _METADATA_CACHE.clear()

@@ -8,7 +8,7 @@ a handful of scalars instead of the whole view (the view was most of the relay's
 The top level too is serialized only when a part changed, split around the few keys that change
 with every event (status, version, ...), whose values are then joined in (see `OrderJSON`).
 
-The bytes are exactly `dumps_canonical(order_to_json(order, money=ENVELOPE_MONEY))`: the same
+The bytes are exactly `dumps_canonical(order_to_json(order, money=JSON_MONEY))`: the same
 `ledger.domain.views` helpers build each part, every part is serialized with sorted keys, and
 the top-level keys are written in sorted order (tests compare both over random order histories).
 Identity is a safe key because every part is immutable; a memo never outlives its order's entry
@@ -27,6 +27,7 @@ from ledger.domain.state import NO_PAYMENTS, Order
 from ledger.domain.statuses import fulfillment_status, payment_status
 from ledger.domain.values import Amounts, Customer, OrderDetails
 from ledger.domain.views import (
+    JSON_MONEY,
     Major,
     _address,
     _items,
@@ -35,7 +36,7 @@ from ledger.domain.views import (
     _shipments,
     _transactions,
 )
-from ledger.relay.envelope import ENVELOPE_MONEY, dumps_canonical
+from ledger_kernel.wire.codec import dumps_canonical
 
 __all__ = ["KEYS", "OrderJSON"]
 
@@ -190,7 +191,7 @@ class OrderJSON:
         """
         self._forget_parts()
         self._fixed_of = fixed_of
-        self._major = ENVELOPE_MONEY.major(order.currency)
+        self._major = JSON_MONEY.major(order.currency)
         self._order_key = ""
         self._top = top = dict(_BLANK)
         order_id = order.id
@@ -201,7 +202,7 @@ class OrderJSON:
         top["source"] = order.source
 
     def dumps(self, order: Order) -> bytes:
-        """`dumps_canonical(order_to_json(order, money=ENVELOPE_MONEY))`, from the memo where it can."""
+        """`dumps_canonical(order_to_json(order, money=JSON_MONEY))`, from the memo where it can."""
         # One unpacking instead of a lookup per field (the layout is checked at import).
         (
             order_id, external_id, source, currency, status, _, _, _, created_at,

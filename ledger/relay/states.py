@@ -23,10 +23,11 @@ import asyncpg
 
 from ledger.domain import EVENT_TYPES, Order, decode_event, evolve, upcast
 from ledger.domain.events import current_json_decoders
-from ledger.relay.envelope import ORDER_STREAM_PREFIX, LogEvent
+from ledger.relay.envelope import LogEvent
 from ledger.relay.orderview import OrderJSON
 from ledger.store.records import RecordedEvent
 from ledger_kernel.observability import get_logger
+from ledger_kernel.wire.streams import ORDER_STREAM_PREFIX
 
 _log = get_logger(__name__)
 

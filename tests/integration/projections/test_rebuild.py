@@ -17,6 +17,7 @@ from ledger.store import NO_STREAM, EventRegistry, EventStore
 from ledger.store.pool import create_pool
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import StoreSettings
+from ledger_kernel.wire.streams import ORDER_STREAM_PREFIX
 from projections import checksums, order_state, partition, queries, registry, setup, verify
 from projections.db import connection
 from projections.definition import Projection, Row
@@ -221,7 +222,7 @@ async def test_verification_refolds_the_orders_the_catch_up_touched(
     await append_interleaved(store, histories[25:], seed=35)
     await wait_fenced(pool)  # so the bulk load certainly reads them
     v2 = dataclasses.replace(V1, version=V1.version + 1)
-    touched = sink.appends[3][0].removeprefix(checksums.STREAM_PREFIX)
+    touched = sink.appends[3][0].removeprefix(ORDER_STREAM_PREFIX)
 
     async def corrupt_a_touched_order(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
         await conn.execute(
@@ -271,17 +272,15 @@ async def test_verification_reports_events_the_bulk_load_did_not_fold(
     await append_interleaved(store, histories, seed=38)
     await wait_fenced(pool)  # so the bulk load certainly folds (and records) them
     v2 = dataclasses.replace(V1, version=V1.version + 1)
-    unfolded, short = (sid.removeprefix(checksums.STREAM_PREFIX) for sid, _ in histories[:2])
+    unfolded, short = (sid.removeprefix(ORDER_STREAM_PREFIX) for sid, _ in histories[:2])
 
     async def forget(conn: asyncpg.Connection, projection: Projection, version: int) -> None:
         """As if the load had skipped one order's events, and the last event of another."""
         table = checksums.table_name(projection, version)
-        await conn.execute(
-            f"DELETE FROM {table} WHERE stream_id = $1", f"{checksums.STREAM_PREFIX}{unfolded}"
-        )
+        await conn.execute(f"DELETE FROM {table} WHERE stream_id = $1", f"{ORDER_STREAM_PREFIX}{unfolded}")
         await conn.execute(
             f"UPDATE {table} SET events = events - 1, last_version = last_version - 1 WHERE stream_id = $1",
-            f"{checksums.STREAM_PREFIX}{short}",
+            f"{ORDER_STREAM_PREFIX}{short}",
         )
 
     with pytest.raises(VerificationFailed) as failure:

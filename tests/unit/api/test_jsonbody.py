@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.api.jsonbody import MAX_DEPTH, BodyError, dumps, parse_json
+from ledger_kernel.wire.codec import MAX_DEPTH, BodyError, dumps, parse_json
 
 
 def test_decimals_are_parsed_exactly_and_written_as_json_numbers() -> None:

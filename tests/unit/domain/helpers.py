@@ -23,8 +23,8 @@ from ledger.domain import (
     UpdateOrder,
     decide,
     evolve,
-    parse_json,
 )
+from ledger_kernel.wire.codec import parse_json
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -11,12 +11,11 @@ from pydantic import ValidationError
 
 from ledger.domain import (
     DispatchShipment,
-    JsonInputError,
     PlaceOrder,
     RecordPayment,
     UpdateOrder,
-    parse_json,
 )
+from ledger_kernel.wire.codec import BodyError, parse_json
 from tests.unit.domain.helpers import SEED_CREATE, SEED_UPDATE, body
 
 ITEM = {"name": "Coat", "quantity": 1, "price_sell": "10.00"}
@@ -44,7 +43,7 @@ def test_parse_json_keeps_decimals_exact() -> None:
     ['{"x": NaN}', '{"x": Infinity}', '{"x": -Infinity}', '{"a": 1, "a": 2}', "[" * 100_000, "{", b"\xff"],
 )
 def test_parse_json_refuses_non_json_numbers_duplicate_keys_and_deep_nesting(raw: str | bytes) -> None:
-    with pytest.raises(JsonInputError):
+    with pytest.raises(BodyError):
         parse_json(raw)
 
 
@@ -100,8 +99,11 @@ def test_hostile_or_malformed_place_bodies_are_validation_errors(data: dict[str,
 
 
 def test_a_lone_surrogate_escape_in_raw_json_is_refused() -> None:
-    with pytest.raises(ValidationError, match=r"unicode|surrogate"):
-        body(PlaceOrder, '{"items": [{"name": "\\ud800", "quantity": 1, "price_sell": 1}]}')
+    raw = '{"items": [{"name": "\\ud800", "quantity": 1, "price_sell": 1}]}'
+    with pytest.raises(BodyError, match="surrogate"):  # by the codec, before any model
+        parse_json(raw)
+    with pytest.raises(ValidationError, match=r"unicode|surrogate"):  # and by the model itself
+        PlaceOrder.model_validate(json.loads(raw))
 
 
 def test_the_line_count_is_bounded_by_a_parameter() -> None:

@@ -16,8 +16,8 @@ from pydantic import TypeAdapter
 
 from ledger.domain import Address, Order, OrderEvent, evolve, order_to_json, transaction_to_json
 from ledger.domain.transactions import derive_transactions
+from ledger_kernel.wire.codec import dumps
 from projections import order_state, transactions
-from projections.encoding import dumps
 from projections.simulate import HistoryGenerator
 
 # Offsets as producers send them (whole minutes: what ISO 8601 and pydantic's parser accept).

@@ -23,11 +23,13 @@ from ledger.domain import (
     evolve,
     order_to_json,
 )
-from ledger.relay.envelope import ENVELOPE_MONEY, LogEvent, build_message, dumps_canonical
+from ledger.domain.views import JSON_MONEY
+from ledger.relay.envelope import LogEvent, build_message
 from ledger.relay.orderview import KEYS, OrderJSON
 from ledger.relay.publisher import murmur2, partition_of
 from ledger.relay.states import DomainAdapter, OrderStates
 from ledger.store.records import RecordedEvent
+from ledger_kernel.wire.codec import dumps_canonical
 from projections.simulate import HistoryGenerator
 from tests.property.domain.test_order_properties import commands, place_orders
 from tests.unit.domain.helpers import Stream, body, every_event_type
@@ -36,7 +38,7 @@ ADDRESS = {"first_name": "Ann", "city": "Sydney", "country_code": "AUS", "postal
 
 
 def plain(order: Order) -> bytes:
-    return dumps_canonical(order_to_json(order, money=ENVELOPE_MONEY))
+    return dumps_canonical(order_to_json(order, money=JSON_MONEY))
 
 
 def states_of(stream: Stream) -> list[Order]:
@@ -162,7 +164,7 @@ def test_an_envelope_from_order_bytes_equals_one_from_the_order_view() -> None:
         prev_hash=None,
         hash=b"h",
     )
-    from_view = build_message(event, order_to_json(order, money=ENVELOPE_MONEY))
+    from_view = build_message(event, order_to_json(order, money=JSON_MONEY))
     from_bytes = build_message(event, OrderJSON().dumps(order))
     assert from_bytes == from_view
     assert orjson.loads(from_bytes.value)["order"] == orjson.loads(plain(order))

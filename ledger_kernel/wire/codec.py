@@ -1,23 +1,29 @@
-"""Strict JSON for money: decimals stay exact in and out, hostile input becomes a 4xx.
+"""The one JSON codec of the house: decimals stay exact in and out, hostile input is refused.
+
+Every writer of JSON (HTTP responses, stored idempotent outcomes, the `orders.events`
+envelope, projection documents) and every reader of untrusted JSON (HTTP bodies, Kafka intake
+commands) goes through this module, so money is written and read one way everywhere.
 
 Parsing (`parse_json`) keeps every number with a fraction or exponent as `Decimal`, refuses
 NaN/Infinity, duplicate keys, integers over 64 digits, nesting deeper than `MAX_DEPTH`, and
 strings PostgreSQL or UTF-8 cannot hold (`\\u0000`, lone surrogates). Everything it refuses is
 raised as `BodyError` with a JSON-pointer-ish location, which the API maps to 400/422 and the
-Kafka intake to a rejection. Serialization (`dumps`) uses orjson and writes `Decimal` as a JSON
-number (an `orjson.Fragment`), never a string or a float.
+Kafka intake to a rejection.
+
+Serialization uses orjson and writes `Decimal` as a JSON number from its digits, in plain
+fixed-point notation (`19.90`, `1500` for JPY): never a string, never through a float, never
+in exponent notation. Read it back exactly with `parse_json` (or `json.loads(s,
+parse_float=Decimal)`). `dumps` keeps the dict order it is given; `dumps_canonical` sorts keys,
+so the same value always gives the same bytes (a re-published envelope is byte-identical).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import orjson
-
-from ledger.domain.views import MoneyFormat
 
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 64
@@ -95,12 +101,15 @@ def _check_text(text: str, loc: list[str | int]) -> None:
         raise BodyError(422, "strings must not contain lone surrogates", loc) from None
 
 
-def parse_json(raw: bytes) -> Any:
-    """Parse a request body; raise `BodyError` for anything the ledger must not accept."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BodyError(400, "body is not valid UTF-8") from None
+def parse_json(raw: bytes | str) -> Any:
+    """Parse untrusted JSON; raise `BodyError` for anything the ledger must not accept."""
+    if isinstance(raw, str):
+        text = raw
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BodyError(400, "body is not valid UTF-8") from None
     # Fast path: nesting cannot exceed the number of opening brackets (most bodies have few).
     if text.count("[") + text.count("{") > MAX_DEPTH and _max_depth(text) > MAX_DEPTH:
         raise BodyError(400, f"JSON nested deeper than {MAX_DEPTH} levels")
@@ -124,25 +133,32 @@ def parse_json(raw: bytes) -> Any:
 
 
 def decimal_fragment(value: Decimal) -> orjson.Fragment:
-    """A Decimal as a plain JSON number (`19.95`)."""
-    if not value.is_finite():
-        raise TypeError("non-finite Decimal cannot be written as JSON")
-    return orjson.Fragment(format(value, "f").encode())
-
-
-#: Money of order views written with `dumps`: pre-serialized (memoized per amount) by
-#: `decimal_fragment`, the same bytes `_default` writes, without a callback per amount.
-MONEY = MoneyFormat(decimal_fragment)
+    """A Decimal as a JSON number: its plain fixed-point digits, never a float or an exponent."""
+    text = str(value)  # money from `to_major` never has a positive exponent: plain digits
+    if "E" in text or "N" in text or "I" in text:  # exponent, NaN, Infinity
+        if not value.is_finite():
+            raise TypeError(f"non-finite Decimal {value} cannot be written as JSON")
+        text = format(value, "f")
+    return orjson.Fragment(text)
 
 
 def _default(obj: Any) -> Any:
+    """orjson fallback: `Decimal` as its number; sets in a stable order (sorted by their JSON)."""
     if isinstance(obj, Decimal):
         return decimal_fragment(obj)
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=lambda item: orjson.dumps(item, default=_default, option=_SORTED))
+    raise TypeError(f"type {type(obj).__name__} is not JSON serializable")
 
 
-def dumps(value: Any, default: Callable[[Any], Any] = _default) -> bytes:
-    """Serialize with orjson; `Decimal` becomes a plain JSON number (`19.95`, never `"19.95"`)."""
-    return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS)
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes in the value's own key order; `Decimal` as a plain JSON number (`19.95`)."""
+    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def dumps_canonical(value: Any) -> bytes:
+    """JSON bytes with sorted keys and exact decimals: the same value always gives the same bytes."""
+    return orjson.dumps(value, default=_default, option=_SORTED)
