@@ -15,8 +15,9 @@ from typing import Annotated
 import typer
 
 from consumers.cli import app as fanout_app
-from ledger.api.cli import asyncapi, intake, tokens_app
+from ledger.api.cli import tokens_app
 from ledger.audit_cli import app as audit_app
+from ledger.intake.cli import asyncapi, intake
 from ledger.relay.cli import relay
 from ledger_kernel.observability import configure_logging
 from ledger_kernel.settings import Settings

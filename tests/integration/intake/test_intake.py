@@ -194,7 +194,7 @@ def test_the_committed_asyncapi_document_is_up_to_date() -> None:
 
     committed = json.loads(Path("docs/asyncapi.json").read_text(encoding="utf-8"))
     assert committed == json.loads(json.dumps(asyncapi_document())), (
-        "regenerate: python -m ledger.api.cli asyncapi (or `ledger asyncapi`)"
+        "regenerate: python -m ledger.intake.cli asyncapi (or `ledger asyncapi`)"
     )
     channels = set(committed["channels"])
     assert {"orders.intake", "orders.intake.rejected", "orders.events"} <= channels
