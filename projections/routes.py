@@ -9,13 +9,13 @@ money as exact JSON decimal numbers in major units, as the domain's JSON views g
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
+from ledger.domain.timestamps import Timestamp
 from projections import queries
 from projections.encoding import dumps
 
@@ -48,7 +48,9 @@ def make_router(
         status: str | None = None,
         payment_status: str | None = None,
         fulfillment_status: str | None = None,
-        updated_since: datetime | None = None,
+        updated_since: Annotated[
+            Timestamp | None, Query(description="updated_at >= updated_since (RFC 3339)")
+        ] = None,
         external_id: str | None = None,
         profile_id: str | None = None,
         cursor: str | None = None,
@@ -75,8 +77,8 @@ def make_router(
         request: Request,
         *,
         order_id: UUID | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Annotated[Timestamp | None, Query(description="transacted_at >= since (RFC 3339)")] = None,
+        until: Annotated[Timestamp | None, Query(description="transacted_at < until (RFC 3339)")] = None,
         cursor: str | None = None,
         limit: Limit = 100,
     ) -> Response:

@@ -38,6 +38,7 @@ from ledger.domain.commands import (
     RecordPayment,
     UpdateOrder,
 )
+from ledger.domain.timestamps import Timestamp
 from ledger.domain.transactions import derive_transactions
 from ledger.domain.views import transaction_to_json
 from ledger.service import Outcome, order_view, stream_id_of
@@ -185,8 +186,6 @@ async def _load(
     oid = parse_order_id(order_id)
     if at is not None and version is not None:
         raise Problem(400, "bad-request", "give at most one of `at` and `version`")
-    if at is not None and at.tzinfo is None:
-        raise Problem(400, "bad-request", "`at` must be an RFC 3339 time with an offset")
     state = await state_of(request).service.load(oid, to_version=version, as_of=at)
     if state is None:
         raise Problem(404, "not-found", "no order has this id" + (" at that point" if at or version else ""))
@@ -209,7 +208,7 @@ async def get_order(
     order_id: str,
     request: Request,
     _: Reader,
-    at: Annotated[datetime | None, Query(description="RFC 3339 time: the order as it was then")] = None,
+    at: Annotated[Timestamp | None, Query(description="RFC 3339 time: the order as it was then")] = None,
     version: Annotated[
         int | None, Query(ge=1, le=2**31 - 1, description="The order as of this version")
     ] = None,
