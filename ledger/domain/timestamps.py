@@ -25,7 +25,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any
 
-from pydantic import PlainValidator, WithJsonSchema
+from pydantic import BeforeValidator, WithJsonSchema
 
 __all__ = ["MAX_TIMESTAMP", "MIN_TIMESTAMP", "Timestamp", "parse_timestamp"]
 
@@ -90,7 +90,7 @@ def _validate(value: Any) -> datetime:
 #: An RFC 3339 date-time within the supported range (see the module docstring).
 Timestamp = Annotated[
     datetime,
-    PlainValidator(_validate),
+    BeforeValidator(_validate),
     WithJsonSchema(
         {
             "type": "string",
