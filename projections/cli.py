@@ -35,6 +35,7 @@ from ledger.observability.metrics import METRICS, serve_metrics
 from ledger.settings import Settings
 from ledger.store.pool import create_pool
 from projections import catalog, quarantine, registry, setup
+from projections.connect import open_pool
 from projections.db import connection
 from projections.rebuild import VerificationFailed, rebuild
 from projections.runner import run_projections
@@ -54,10 +55,15 @@ def _settings(database_url: str | None) -> Settings:
     return settings
 
 
-async def _with_pool(settings: Settings, role: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    pool = await create_pool(
-        settings.database_url, settings.store, application_name=f"ledger-projections-{role}"
-    )
+async def _with_pool(
+    settings: Settings, role: str, work: Callable[[asyncpg.Pool], Awaitable[T]], *, wait: bool = False
+) -> T:
+    """Run `work` with a pool; `wait`: a long-running command waits for the database to answer."""
+    name = f"ledger-projections-{role}"
+    if wait:
+        pool = await open_pool(settings.database_url, settings.store, application_name=name)
+    else:
+        pool = await create_pool(settings.database_url, settings.store, application_name=name)
     try:
         return await work(pool)
     finally:
@@ -145,7 +151,7 @@ def run(
                 )
         await run_projections(pool, projections, batch_size=settings.projections.batch_size, stop=stop)
 
-    _run(_with_pool(settings, "run", main))
+    _run(_with_pool(settings, "run", main, wait=True))
 
 
 class _Rate(ProgressColumn):

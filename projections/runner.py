@@ -29,12 +29,16 @@ from ledger.store import reads
 from ledger.store.records import START, Checkpoint
 from ledger.store.store import load_checkpoint, save_checkpoint
 from projections import quarantine, registry, tables
+from projections.connect import UNREACHABLE
 from projections.db import connection
 from projections.definition import Projection
 from projections.fold import POS, STREAM, TX, OrderFolder, apply_one
 from projections.quarantine import Failure, describe
 
 _log = get_logger(__name__)
+
+#: Errors after which the runner reconnects (and waits while the server is unreachable).
+_LOST: tuple[type[Exception], ...] = (*UNREACHABLE, asyncpg.InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +54,7 @@ def _connection_error(exc: BaseException) -> bool:
     """A lost connection or a cancelled statement: the batch is retried, no order is to blame."""
     if isinstance(exc, ValueError):  # asyncpg's client-side DataError is an InterfaceError too
         return False
-    return isinstance(
-        exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.QueryCanceledError)
-    )
+    return isinstance(exc, (*_LOST, asyncpg.QueryCanceledError))
 
 
 async def apply_batch(
@@ -204,14 +206,18 @@ class Runner:
     async def run(self) -> None:
         """Install (or refuse: `registry.CodeChanged`, `registry.NotBuilt`), then serve until stopped."""
         p = self.projection
-        async with connection(self.pool) as conn:
-            await registry.install(conn, p)
+        installed = False
         while not self._stop.is_set():
             try:
+                if not installed:
+                    async with connection(self.pool) as conn:
+                        await registry.install(conn, p)
+                    installed = True
                 await self._serve()
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            except _LOST as exc:
+                # A server restarting answers CannotConnectNowError until it is up: wait for it.
                 self.state = "reconnecting"
-                _log.warning("projection connection lost", projection=p.name, error=str(exc))
+                _log.warning("projection connection lost", projection=p.name, error=repr(exc))
                 await self._sleep(1.0)
 
     async def _serve(self) -> None:
