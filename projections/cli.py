@@ -1,4 +1,4 @@
-"""`ledger projections run|rebuild|rollback|status` (a typer sub-app the `ledger` CLI mounts).
+"""`ledger projections run|rebuild|rollback|status|quarantine|refold` (a typer sub-app the `ledger` CLI mounts).
 
 Exit codes: 0 done; 1 verification refused the swap; 2 the deploy is refused (changed code
 under an unchanged version, version not built, nothing to roll back), with the message saying
@@ -34,7 +34,8 @@ from ledger.store.pool import create_pool
 from ledger_kernel.observability.logs import configure_logging
 from ledger_kernel.observability.metrics import METRICS, serve_metrics
 from ledger_kernel.settings import Settings
-from projections import catalog, registry, setup
+from projections import catalog, quarantine, registry, setup
+from projections.connect import open_pool
 from projections.db import connection
 from projections.rebuild import VerificationFailed, rebuild
 from projections.runner import run_projections
@@ -54,10 +55,15 @@ def _settings(database_url: str | None) -> Settings:
     return settings
 
 
-async def _with_pool(settings: Settings, role: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    pool = await create_pool(
-        settings.database_url, settings.store, application_name=f"ledger-projections-{role}"
-    )
+async def _with_pool(
+    settings: Settings, role: str, work: Callable[[asyncpg.Pool], Awaitable[T]], *, wait: bool = False
+) -> T:
+    """Run `work` with a pool; `wait`: a long-running command waits for the database to answer."""
+    name = f"ledger-projections-{role}"
+    if wait:
+        pool = await open_pool(settings.database_url, settings.store, application_name=name)
+    else:
+        pool = await create_pool(settings.database_url, settings.store, application_name=name)
     try:
         return await work(pool)
     finally:
@@ -145,7 +151,7 @@ def run(
                 )
         await run_projections(pool, projections, batch_size=settings.projections.batch_size, stop=stop)
 
-    _run(_with_pool(settings, "run", main))
+    _run(_with_pool(settings, "run", main, wait=True))
 
 
 class _Rate(ProgressColumn):
@@ -269,7 +275,9 @@ def status(database_url: DatabaseUrl = None) -> None:
         return [line for p in catalog.PROJECTIONS.values() for line in await projection_status(pool, p)]
 
     lines = _run(_with_pool(settings, "status", main))
-    table = Table("projection", "version", "status", "state", "checkpoint", "lag (events)", "code")
+    table = Table(
+        "projection", "version", "status", "state", "checkpoint", "lag (events)", "quarantined", "code"
+    )
     for line in lines:
         table.add_row(
             line.projection,
@@ -279,9 +287,63 @@ def status(database_url: DatabaseUrl = None) -> None:
             + (f" (+{line.standbys} standby)" if line.standbys and line.state == "running" else ""),
             "-" if line.checkpoint is None else f"{line.checkpoint[0]}:{line.checkpoint[1]}",
             "-" if line.lag_events is None else f"{line.lag_events:,}",
+            f"[red]{line.quarantined:,}[/red]" if line.quarantined else "0",
             "ok" if line.code_matches else "[red]changed: bump version[/red]",
         )
     Console().print(table)
+
+
+@app.command(name="quarantine")
+def quarantine_command(
+    name: Annotated[str, typer.Argument(help="Projection (e.g. order_state).")],
+    database_url: DatabaseUrl = None,
+    version: Annotated[int | None, typer.Option(help="Version (default: this deploy's).")] = None,
+) -> None:
+    """The orders a version could not apply: first failing event and error (their rows are stale)."""
+    settings = _settings(database_url)
+    projection = catalog.get(name)
+    v = version or projection.version
+
+    async def main(pool: asyncpg.Pool) -> list[Any]:
+        return await quarantine.entries(pool, projection.name, v)
+
+    rows = _run(_with_pool(settings, "status", main))
+    table = Table("order", "event version", "position", "since", "retry requested", "error")
+    for row in rows:
+        table.add_row(
+            row["stream_id"],
+            str(row["event_version"]),
+            "-" if row["position"] is None else str(row["position"]),
+            row["quarantined_at"].isoformat(timespec="seconds"),
+            "yes" if row["retry_requested"] else "no",
+            row["error"],
+        )
+    Console().print(table)
+    console.print(f"{name} v{v}: {len(rows):,} quarantined order(s)")
+
+
+@app.command(name="refold")
+def refold_command(
+    name: Annotated[str, typer.Argument(help="Projection (e.g. order_state).")],
+    order_ids: Annotated[
+        list[str] | None, typer.Argument(help="Orders to fold again (default: every quarantined one).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Ask the running version's runner to fold quarantined orders again (after a fix).
+
+    The runner is the version's only writer, so it does the work: at its next idle poll, or
+    when it next starts (a runner folds every quarantined order again on takeover).
+    """
+    settings = _settings(database_url)
+    projection = catalog.get(name)
+    streams = None if not order_ids else [i if i.startswith("order-") else f"order-{i}" for i in order_ids]
+
+    async def main(pool: asyncpg.Pool) -> int:
+        return await quarantine.request_retry(pool, projection.name, projection.version, streams)
+
+    requested = _run(_with_pool(settings, "refold", main))
+    console.print(f"{name} v{projection.version}: refold requested for {requested:,} quarantined order(s)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ evicted order) the order's earlier events are refolded from the store in one que
 whole batch. Within a stream `(tx, position)` order equals version order, so every event
 older than one read through the fence is committed and readable.
 
-`apply` returns new states without touching the cache: the caller commits them with `commit`
+An order whose events cannot be folded comes back as a `quarantine.Failure`, not an
+exception (see `projections.quarantine`). `apply` returns new states without touching the cache: the caller commits them with `commit`
 only after its database transaction committed, so a rolled-back batch never leaves the cache
 ahead of the tables.
 """
@@ -14,7 +15,7 @@ ahead of the tables.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ import asyncpg
 
 from ledger.domain.events import decode_event
 from ledger.domain.state import Order, evolve
+from projections.quarantine import Failure, describe
 
 #: Raw log rows as `ledger.store.reads.RAW_COLUMNS` returns them.
 POS, TX, STREAM, VERSION, EVENT_ID, TYPE, SCHEMA, DATA = range(8)
@@ -84,12 +86,21 @@ class OrderFolder:
             touched.add(stream)
         return touched
 
-    async def apply(self, conn: asyncpg.Connection, rows: Sequence[Any]) -> dict[str, Order]:
-        """New states of every order touched by `rows` (log order), refolding cache misses."""
+    async def apply(
+        self, conn: asyncpg.Connection, rows: Sequence[Any], skip: Collection[str] = ()
+    ) -> tuple[dict[str, Order], list[Failure]]:
+        """New states of every order touched by `rows` (log order), refolding cache misses.
+
+        Orders in `skip` (quarantined) are left alone. An order whose event cannot be decoded
+        or folded is returned as a `Failure` (the first event that failed) instead of a state:
+        one bad event must not stop the fold of every other order in the batch.
+        """
         first: dict[str, int] = {}
         for row in rows:
-            first.setdefault(row[STREAM], row[VERSION])
+            if row[STREAM] not in skip:
+                first.setdefault(row[STREAM], row[VERSION])
         current: dict[str, Order | None] = {}
+        failed: dict[str, Failure] = {}
         missing: list[tuple[str, int]] = []
         for stream, version in first.items():
             cached = self.states.get(stream)
@@ -105,20 +116,33 @@ class OrderFolder:
                 current[stream] = None
             for row in earlier:
                 stream = row[0]
-                current[stream] = apply_one(
-                    current[stream], row[2], row[3], row[4], version=row[1], recorded_at=row[5]
-                )
+                if stream in failed:
+                    continue
+                try:
+                    current[stream] = apply_one(
+                        current[stream], row[2], row[3], row[4], version=row[1], recorded_at=row[5]
+                    )
+                except Exception as exc:  # any fold error quarantines this order only
+                    failed[stream] = Failure(stream, row[1], None, describe(exc))
         for row in rows:
             stream = row[STREAM]
-            current[stream] = apply_one(
-                current[stream],
-                row[TYPE],
-                row[SCHEMA],
-                row[DATA],
-                version=row[VERSION],
-                recorded_at=row[RECORDED_AT],
-            )
-        return {stream: state for stream, state in current.items() if state is not None}
+            if stream in failed or stream not in first:
+                continue
+            try:
+                current[stream] = apply_one(
+                    current[stream],
+                    row[TYPE],
+                    row[SCHEMA],
+                    row[DATA],
+                    version=row[VERSION],
+                    recorded_at=row[RECORDED_AT],
+                )
+            except Exception as exc:  # any fold error quarantines this order only
+                failed[stream] = Failure(stream, row[VERSION], row[POS], describe(exc))
+        states = {
+            stream: state for stream, state in current.items() if state is not None and stream not in failed
+        }
+        return states, list(failed.values())
 
     def commit(self, states: dict[str, Order]) -> None:
         """Remember states whose rows committed; evict the least recently used beyond capacity."""

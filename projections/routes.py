@@ -9,15 +9,15 @@ money as exact JSON decimal numbers in major units, as the domain's JSON views g
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
+from ledger.domain.timestamps import Timestamp
 from ledger_kernel.wire.codec import dumps
-from projections import queries
+from projections import quarantine, queries
 
 PoolGetter = Callable[[Request], asyncpg.Pool]
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)]
@@ -28,8 +28,25 @@ def _default_pool(request: Request) -> asyncpg.Pool:
     return pool
 
 
-def _page(items: list[dict[str, Any]], next_cursor: str | None) -> Response:
-    return Response(dumps({"data": items, "next_cursor": next_cursor}), media_type="application/json")
+#: Response header naming the orders of a page whose rows in this read model are stale: the
+#: projection quarantined them (`projections.quarantine`); absent when every row is current.
+STALE_ORDERS_HEADER = "Ledger-Stale-Orders"
+_STALE_DOC = {
+    "description": "Comma-separated ids of the orders on this page whose read-model rows are stale"
+    " (the projection could not apply one of their events; operators see them in"
+    " `ledger projections status`). Absent when every row is current.",
+    "schema": {"type": "string"},
+}
+
+
+async def _page(
+    pool: asyncpg.Pool, projection: str, items: list[dict[str, Any]], key: str, next_cursor: str | None
+) -> Response:
+    response = Response(dumps({"data": items, "next_cursor": next_cursor}), media_type="application/json")
+    stale = await quarantine.stale_streams(pool, projection, sorted({f"order-{item[key]}" for item in items}))
+    if stale:
+        response.headers[STALE_ORDERS_HEADER] = ", ".join(sorted(s.removeprefix("order-") for s in stale))
+    return response
 
 
 def make_router(
@@ -41,14 +58,20 @@ def make_router(
     """The list routes, guarded by `require_scope(scope)`; a malformed cursor or filter is a 422."""
     router = APIRouter(dependencies=[Depends(require_scope(scope))])
 
-    @router.get("/api/v3/orders", summary="List orders from the order_state read model")
+    @router.get(
+        "/api/v3/orders",
+        summary="List orders from the order_state read model",
+        responses={200: {"headers": {STALE_ORDERS_HEADER: _STALE_DOC}}},
+    )
     async def list_orders(
         request: Request,
         *,
         status: str | None = None,
         payment_status: str | None = None,
         fulfillment_status: str | None = None,
-        updated_since: datetime | None = None,
+        updated_since: Annotated[
+            Timestamp | None, Query(description="updated_at >= updated_since (RFC 3339)")
+        ] = None,
         external_id: str | None = None,
         profile_id: str | None = None,
         cursor: str | None = None,
@@ -68,15 +91,19 @@ def make_router(
             )
         except queries.InvalidQuery as exc:
             raise HTTPException(422, str(exc)) from None
-        return _page(items, next_cursor)
+        return await _page(get_pool(request), "order_state", items, "id", next_cursor)
 
-    @router.get("/api/v3/transactions", summary="List Transactions derived from shipments")
+    @router.get(
+        "/api/v3/transactions",
+        summary="List Transactions derived from shipments",
+        responses={200: {"headers": {STALE_ORDERS_HEADER: _STALE_DOC}}},
+    )
     async def list_transactions(
         request: Request,
         *,
         order_id: UUID | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Annotated[Timestamp | None, Query(description="transacted_at >= since (RFC 3339)")] = None,
+        until: Annotated[Timestamp | None, Query(description="transacted_at < until (RFC 3339)")] = None,
         cursor: str | None = None,
         limit: Limit = 100,
     ) -> Response:
@@ -86,6 +113,6 @@ def make_router(
             )
         except queries.InvalidQuery as exc:
             raise HTTPException(422, str(exc)) from None
-        return _page(items, next_cursor)
+        return await _page(get_pool(request), "transactions", items, "order_id", next_cursor)
 
     return router

@@ -17,21 +17,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import asyncpg
 
+from ledger.domain.state import Order
 from ledger.store import reads
 from ledger.store.records import START, Checkpoint
 from ledger.store.store import load_checkpoint, save_checkpoint
 from ledger_kernel.observability.logs import get_logger
 from ledger_kernel.observability.metrics import METRICS, Metrics
-from projections import registry, tables
+from projections import quarantine, registry, tables
+from projections.connect import UNREACHABLE
 from projections.db import connection
 from projections.definition import Projection
-from projections.fold import POS, TX, OrderFolder
+from projections.fold import POS, STREAM, TX, OrderFolder, apply_one
+from projections.quarantine import Failure, describe
 
 _log = get_logger(__name__)
+
+#: Errors after which the runner reconnects (and waits while the server is unreachable).
+_LOST: tuple[type[Exception], ...] = (*UNREACHABLE, asyncpg.InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +46,15 @@ class BatchResult:
     events: int
     orders: int
     checkpoint: Checkpoint
+    #: Orders this batch quarantined (see `projections.quarantine`).
+    quarantined: tuple[Failure, ...] = ()
+
+
+def _connection_error(exc: BaseException) -> bool:
+    """A lost connection or a cancelled statement: the batch is retried, no order is to blame."""
+    if isinstance(exc, ValueError):  # asyncpg's client-side DataError is an InterfaceError too
+        return False
+    return isinstance(exc, (*_LOST, asyncpg.QueryCanceledError))
 
 
 async def apply_batch(
@@ -49,19 +65,87 @@ async def apply_batch(
     checkpoint: Checkpoint,
     *,
     limit: int,
+    quarantined: set[str] | None = None,
 ) -> BatchResult:
-    """Apply up to `limit` events after `checkpoint` to `version`'s tables, in one transaction."""
-    async with conn.transaction():
-        rows = await reads.read_all_raw(conn, checkpoint, limit)
-        if not rows:
-            return BatchResult(0, 0, checkpoint)
-        states = await folder.apply(conn, rows)
-        await tables.replace_orders(conn, projection, version, states.values())
-        last = rows[-1]
-        checkpoint = Checkpoint(last[TX], last[POS])
-        await save_checkpoint(conn, projection.checkpoint_name(version), checkpoint)
+    """Apply up to `limit` events after `checkpoint` to `version`'s tables, in one transaction.
+
+    Orders in `quarantined` are skipped; an order whose events cannot be folded or whose rows
+    cannot be written joins it (recorded in `projection_quarantine` in the same transaction)
+    instead of failing the batch. The write of a batch is one COPY per table; when it fails,
+    the batch is applied again with a savepoint per order to find the orders to blame (the
+    happy path pays nothing for this).
+    """
+    held = quarantined if quarantined is not None else set()
+    isolate = False
+    while True:
+        try:
+            async with conn.transaction():
+                rows = await reads.read_all_raw(conn, checkpoint, limit)
+                if not rows:
+                    return BatchResult(0, 0, checkpoint)
+                states, failures = await folder.apply(conn, rows, held)
+                if isolate:
+                    refused = await tables.replace_each(conn, projection, version, states)
+                    last_position = {row[STREAM]: row[POS] for row in rows}
+                    for failure in refused:
+                        del states[failure.stream_id]
+                        failures.append(replace(failure, position=last_position.get(failure.stream_id)))
+                else:
+                    await tables.replace_orders(conn, projection, version, states.values())
+                await quarantine.record(conn, projection.name, version, failures)
+                last = rows[-1]
+                checkpoint = Checkpoint(last[TX], last[POS])
+                await save_checkpoint(conn, projection.checkpoint_name(version), checkpoint)
+            break
+        except Exception as exc:
+            if isolate or _connection_error(exc):
+                raise
+            isolate = True
     folder.commit(states)
-    return BatchResult(len(rows), len(states), checkpoint)
+    for failure in failures:
+        held.add(failure.stream_id)
+        folder.states.pop(failure.stream_id, None)
+    return BatchResult(len(rows), len(states), checkpoint, tuple(failures))
+
+
+async def refold(
+    conn: asyncpg.Connection, projection: Projection, version: int, streams: Sequence[str]
+) -> tuple[list[str], list[Failure]]:
+    """Fold quarantined orders again from their whole streams and write their rows.
+
+    Returns the orders now applied (released from quarantine) and those that still fail (their
+    error refreshed). Events beyond the checkpoint may be folded in: harmless, because rows are
+    replaced per order and the batch that reaches those events folds the order from the store
+    again (the folded states are not cached).
+    """
+    async with conn.transaction():
+        rows = await conn.fetch(_STREAMS_SQL, list(streams))
+        states: dict[str, Order] = {}
+        failures: dict[str, Failure] = {}
+        for row in rows:
+            stream = row[0]
+            if stream in failures:
+                continue
+            try:
+                states[stream] = apply_one(
+                    states.get(stream), row[2], row[3], row[4], version=row[1], recorded_at=row[5]
+                )
+            except Exception as exc:  # still not foldable: stays quarantined
+                states.pop(stream, None)
+                failures[stream] = Failure(stream, row[1], row[6], describe(exc))
+        for failure in await tables.replace_each(conn, projection, version, states):
+            del states[failure.stream_id]
+            failures[failure.stream_id] = failure
+        await quarantine.record(conn, projection.name, version, failures.values())
+        applied = [s for s in streams if s not in failures]
+        await quarantine.release(conn, projection.name, version, applied)
+    return applied, list(failures.values())
+
+
+_STREAMS_SQL = """
+SELECT stream_id, version, type, schema_version, data::text, recorded_at, position
+  FROM events WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, version
+"""
 
 
 async def catch_up(
@@ -73,11 +157,14 @@ async def catch_up(
     *,
     batch_size: int,
     until_lag: int = 0,
+    quarantined: set[str] | None = None,
 ) -> tuple[Checkpoint, int]:
     """Apply batches until a batch comes back shorter than `batch_size - until_lag` (near the head)."""
     applied = 0
     while True:
-        result = await apply_batch(conn, projection, version, folder, checkpoint, limit=batch_size)
+        result = await apply_batch(
+            conn, projection, version, folder, checkpoint, limit=batch_size, quarantined=quarantined
+        )
         checkpoint = result.checkpoint
         applied += result.events
         if result.events < max(1, batch_size - until_lag):
@@ -105,6 +192,8 @@ class Runner:
         self.metrics = metrics
         self.state = "starting"
         self.checkpoint: Checkpoint | None = None
+        #: Quarantined orders of this version (loaded on takeover; see `projections.quarantine`).
+        self.quarantined: set[str] = set()
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -117,14 +206,18 @@ class Runner:
     async def run(self) -> None:
         """Install (or refuse: `registry.CodeChanged`, `registry.NotBuilt`), then serve until stopped."""
         p = self.projection
-        async with connection(self.pool) as conn:
-            await registry.install(conn, p)
+        installed = False
         while not self._stop.is_set():
             try:
+                if not installed:
+                    async with connection(self.pool) as conn:
+                        await registry.install(conn, p)
+                    installed = True
                 await self._serve()
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            except _LOST as exc:
+                # A server restarting answers CannotConnectNowError until it is up: wait for it.
                 self.state = "reconnecting"
-                _log.warning("projection connection lost", projection=p.name, error=str(exc))
+                _log.warning("projection connection lost", projection=p.name, error=repr(exc))
                 await self._sleep(1.0)
 
     async def _serve(self) -> None:
@@ -180,17 +273,58 @@ class Runner:
         checkpoint = await load_checkpoint(conn, p.checkpoint_name()) or START
         applied = self.metrics.projection_applied.labels(p.name)
         lag = self.metrics.projection_lag_events.labels(p.name)
+        held = self.metrics.projection_quarantined_orders.labels(p.name)
+        # A takeover is usually a deploy: fold the quarantined orders again, a fix may be in it.
+        self.quarantined = await quarantine.streams(conn, p.name, p.version)
+        if self.quarantined:
+            await self._refold(conn, sorted(self.quarantined))
+        held.set(len(self.quarantined))
         last_lag = 0.0
         while not self._stop.is_set():
-            result = await apply_batch(conn, p, p.version, folder, checkpoint, limit=self.batch_size)
+            result = await apply_batch(
+                conn, p, p.version, folder, checkpoint, limit=self.batch_size, quarantined=self.quarantined
+            )
             checkpoint = self.checkpoint = result.checkpoint
             applied.inc(result.events)
+            for failure in result.quarantined:
+                _log.error(
+                    "projection quarantined an order it cannot apply",
+                    projection=p.name,
+                    version=p.version,
+                    stream_id=failure.stream_id,
+                    event_version=failure.event_version,
+                    position=failure.position,
+                    error=failure.error,
+                )
+            if result.quarantined:
+                held.set(len(self.quarantined))
             now = time.monotonic()
             if result.events < self.batch_size or now - last_lag > 1.0:
                 lag.set(await reads.events_after(conn, checkpoint))
                 last_lag = now
             if result.events < self.batch_size:
+                if self.quarantined and (
+                    requested := await quarantine.retry_requested(conn, p.name, p.version)
+                ):
+                    await self._refold(conn, requested)
+                    held.set(len(self.quarantined))
                 await self._sleep(self.poll_interval_s)
+
+    async def _refold(self, conn: asyncpg.Connection, streams: list[str]) -> None:
+        p = self.projection
+        released, failures = await refold(conn, p, p.version, streams)
+        self.quarantined.difference_update(released)
+        for stream in released:
+            _log.info("projection folded a quarantined order again", projection=p.name, stream_id=stream)
+        for failure in failures:
+            _log.error(
+                "projection still cannot apply a quarantined order",
+                projection=p.name,
+                version=p.version,
+                stream_id=failure.stream_id,
+                event_version=failure.event_version,
+                error=failure.error,
+            )
 
 
 async def run_projections(

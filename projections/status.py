@@ -1,4 +1,5 @@
-"""What `ledger projections status` shows: per projection and version, checkpoint, lag and state.
+"""What `ledger projections status` shows: per projection and version, checkpoint, lag, state and
+the number of quarantined orders.
 
 The state comes from the connections themselves (runners label theirs through
 `application_name`, see `registry.application_name`), so it is true even when a process died
@@ -13,7 +14,7 @@ import asyncpg
 
 from ledger.store import reads
 from ledger.store.store import load_checkpoint
-from projections import registry
+from projections import quarantine, registry
 from projections.definition import Projection
 
 
@@ -27,6 +28,8 @@ class VersionStatus:
     state: str  # running, standby, rebuilding, stopped
     standbys: int
     code_matches: bool
+    #: Orders this version could not apply (`projections.quarantine`): their rows are stale.
+    quarantined: int = 0
 
 
 async def projection_status(
@@ -72,6 +75,7 @@ async def projection_status(
                 state=state,
                 standbys=version_roles.count("standby"),
                 code_matches=matches,
+                quarantined=await quarantine.count(db, projection.name, version),
             )
         )
     return out

@@ -18,6 +18,17 @@ import orjson
 from ledger.domain.state import Order
 from projections import checksums
 from projections.definition import Projection, Row
+from projections.quarantine import Failure, describe
+
+#: Errors the rows of one order can cause in a write (a value the database or its codec cannot
+#: take), as opposed to a lost connection or a cancelled statement, which stop the batch.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # asyncpg's client-side DataError is one
+    TypeError,
+    ArithmeticError,  # OverflowError: a datetime that cannot be converted to UTC
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+)
 
 
 def rows_by_table(projection: Projection, orders: Iterable[Order]) -> dict[str, list[Row]]:
@@ -193,3 +204,31 @@ async def replace_orders(
         await conn.execute(f"DELETE FROM {table.physical(version)} WHERE {table.key} = ANY($1::uuid[])", ids)
     await copy_rows(conn, projection, version, rows_by_table(projection, batch))
     return len(batch)
+
+
+async def replace_each(
+    conn: asyncpg.Connection, projection: Projection, version: int, states: dict[str, Order]
+) -> list[Failure]:
+    """Replace each order's rows on its own (a savepoint per order); returns the orders refused.
+
+    The slow path behind `replace_orders`, taken only after a batch's write failed: it finds
+    the orders whose rows cannot be written (their row function raised, or the database or its
+    codec refused a value) so they are quarantined and the others are written.
+    """
+    failures: list[Failure] = []
+    for stream, order in states.items():
+        try:
+            rows = rows_by_table(projection, [order])
+        except Exception as exc:  # the row function is pure: its error is this order's
+            failures.append(Failure(stream, order.version, None, describe(exc)))
+            continue
+        try:
+            async with conn.transaction():
+                for table in projection.tables:
+                    await conn.execute(
+                        f"DELETE FROM {table.physical(version)} WHERE {table.key} = $1::uuid", order.id
+                    )
+                await copy_rows(conn, projection, version, rows)
+        except ROW_ERRORS as exc:
+            failures.append(Failure(stream, order.version, None, describe(exc)))
+    return failures

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api import audit, orders
 from ledger.api.auth import TokenStore
-from ledger.api.deps import BODY_MODELS, AppState, state_of
+from ledger.api.deps import BODY_MODELS, AppState, StaleReadModels, state_of
 from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
 from ledger.domain.errors import DomainError
 from ledger.domain.events import EVENT_TYPES, UPCASTERS
@@ -286,6 +286,7 @@ def create_app(
     metrics: Metrics | None = None,
     service: OrderService | None = None,
     routers: Sequence[APIRouter] = (),
+    stale_read_models: StaleReadModels | None = None,
 ) -> FastAPI:
     """The API app. Without `pool`, the lifespan creates one from `settings` (and closes it).
 
@@ -301,6 +302,8 @@ def create_app(
         store = EventStore(db, event_registry(), settings.store, observe=metrics.observe_append)
         svc = service or OrderService(store, max_message_bytes=settings.kafka.max_batch_size)
         app.state.ledger = AppState(settings, db, store, svc, TokenStore(db), metrics)
+        if stale_read_models is not None:
+            app.state.ledger.stale_read_models = stale_read_models
         started = time.monotonic()
         log.info("api started", pool_size=db.get_max_size())
         pruner = asyncio.get_running_loop().create_task(_prune_idempotency_keys(store, settings))

@@ -27,12 +27,17 @@ from ledger_kernel.settings import Settings
 from ledger_kernel.wire.codec import BodyError, parse_json
 
 M = TypeVar("M", bound=BaseModel)
+StaleReadModels = Callable[[asyncpg.Pool, str], Awaitable[list[str]]]
 log = get_logger(__name__)
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:~+/=-]{8,255}$")
 _ETAG_RE = re.compile(r'^"?(\d{1,9})"?$')
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 BODY_MODELS: dict[str, type[BaseModel]] = {}
+
+
+async def _no_stale_read_models(db: asyncpg.Pool, stream_id: str) -> list[str]:
+    return []
 
 
 @dataclass
@@ -45,6 +50,9 @@ class AppState:
     service: OrderService
     tokens: TokenStore
     metrics: Metrics
+    #: The read models serving stale rows for an order (a stream id): injected by the root,
+    #: since the write side does not import `projections`; none by default.
+    stale_read_models: StaleReadModels = _no_stale_read_models
 
 
 def state_of(request: Request) -> AppState:

@@ -37,6 +37,7 @@ from ledger.domain.commands import (
     RecordPayment,
     UpdateOrder,
 )
+from ledger.domain.timestamps import Timestamp
 from ledger.domain.transactions import derive_transactions
 from ledger.domain.views import transaction_to_json
 from ledger.service import Outcome, order_view
@@ -186,8 +187,6 @@ async def _load(
     oid = parse_order_id(order_id)
     if at is not None and version is not None:
         raise Problem(400, "bad-request", "give at most one of `at` and `version`")
-    if at is not None and at.tzinfo is None:
-        raise Problem(400, "bad-request", "`at` must be an RFC 3339 time with an offset")
     state = await state_of(request).service.load(oid, to_version=version, as_of=at)
     if state is None:
         raise Problem(404, "not-found", "no order has this id" + (" at that point" if at or version else ""))
@@ -200,37 +199,60 @@ async def _load(
     return state
 
 
+#: Response header naming the read models (`order_state`, `transactions`) whose rows for this
+#: order are stale: the projection quarantined the order (an event it could not apply). The
+#: answer itself is folded from the log and current; the lists and their filters are not.
+STALE_HEADER = "Ledger-Stale-Read-Models"
+_STALE_DOC = {
+    STALE_HEADER: {
+        "description": "Comma-separated read models (order_state, transactions) whose rows for this"
+        " order are stale because a projection could not apply one of its events; the list routes"
+        " serve the order's last good rows. Absent when every read model is current.",
+        "schema": {"type": "string"},
+    }
+}
+
+
+async def _stale_header(request: Request, order_id: UUID) -> dict[str, str]:
+    app_state = state_of(request)
+    stale = await app_state.stale_read_models(app_state.pool, stream_id_of(order_id))
+    return {STALE_HEADER: ", ".join(stale)} if stale else {}
+
+
 @router.get(
     "/orders/{order_id}",
     summary="Get an order (current, or as of a time or version)",
     response_model=OrderEnvelope,
-    responses=_READ_RESPONSES,
+    responses={**_READ_RESPONSES, 200: {"headers": _STALE_DOC}},
 )
 async def get_order(
     order_id: str,
     request: Request,
     _: Reader,
-    at: Annotated[datetime | None, Query(description="RFC 3339 time: the order as it was then")] = None,
+    at: Annotated[Timestamp | None, Query(description="RFC 3339 time: the order as it was then")] = None,
     version: Annotated[
         int | None, Query(ge=1, le=2**31 - 1, description="The order as of this version")
     ] = None,
 ) -> Response:
     state = await _load(request, order_id, at, version)
-    return Response(
-        dumps({"data": order_view(state)}), media_type=JSON, headers={"ETag": f'"{state.version}"'}
-    )
+    headers = {"ETag": f'"{state.version}"', **await _stale_header(request, state.id)}
+    return Response(dumps({"data": order_view(state)}), media_type=JSON, headers=headers)
 
 
 @router.get(
     "/orders/{order_id}/transactions",
     summary="Transactions derived from the order's shipments and captures",
     response_model=TransactionList,
-    responses=_READ_RESPONSES,
+    responses={**_READ_RESPONSES, 200: {"headers": _STALE_DOC}},
 )
 async def order_transactions(order_id: str, request: Request, _: Reader) -> Response:
     state = await _load(request, order_id)
     data = [transaction_to_json(t) for t in derive_transactions(state)]
-    return Response(dumps({"data": data, "next_cursor": None}), media_type=JSON)
+    return Response(
+        dumps({"data": data, "next_cursor": None}),
+        media_type=JSON,
+        headers=await _stale_header(request, state.id),
+    )
 
 
 @router.get(

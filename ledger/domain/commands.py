@@ -7,7 +7,9 @@ Money is a decimal number of major units; the currency-exact conversion to minor
 in ``decide`` (it needs the order's currency), so ``1.005`` for USD fails there with a reason.
 
 Strictness (docs/reliability.md#f23): unknown fields are rejected; integers are real integers (no
-``true``, no ``2.0``, no ``"2"``); amounts are finite; text is bounded and may not contain
+``true``, no ``2.0``, no ``"2"``); times are RFC 3339 strings within the supported range
+(:mod:`ledger.domain.timestamps`: no ``0``, nothing PostgreSQL or Python cannot hold in UTC);
+amounts are finite; text is bounded and may not contain
 NUL, other C0 controls except tab/newline/CR, lone surrogates, or bidi override controls.
 The number of lines is bounded by ``context={"max_lines": n}`` (default :data:`MAX_LINES`).
 
@@ -23,7 +25,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +37,7 @@ from pydantic import (
 )
 
 from ledger.domain.money import CURRENCY_EXPONENTS, MAX_MINOR
+from ledger.domain.timestamps import Timestamp
 
 __all__ = [
     "MAX_LINES",
@@ -238,7 +240,7 @@ class PlaceOrder(_OrderFields):
 
     external_id: Ident | None = None
     source: Ident | None = None
-    placed_at: AwareDatetime | None = None
+    placed_at: Timestamp | None = None
     items: Annotated[list[ItemIn], Field(min_length=1, max_length=_HARD_MAX_LINES)]
 
 
@@ -308,7 +310,7 @@ class DispatchShipment(_Body):
     tracking_code: Name | None = None
     tracking_url: Url | None = None
     location_id: Ident | None = None
-    dispatched_at: AwareDatetime | None = None
+    dispatched_at: Timestamp | None = None
 
     _lines_limit = field_validator("lines")(_check_lines)
 
@@ -317,12 +319,12 @@ class MarkDelivered(_Body):
     """``POST /orders/{id}/shipments/{shipment_id}/delivered`` (the API fills ``shipment_id``)."""
 
     shipment_id: Ident
-    delivered_at: AwareDatetime | None = None
+    delivered_at: Timestamp | None = None
 
 
 class CancelOrder(_Body):
     reason: Note | None = None
-    canceled_at: AwareDatetime | None = None
+    canceled_at: Timestamp | None = None
 
 
 class DeleteOrder(_Body):

@@ -50,6 +50,12 @@ class Metrics:
         self.projection_applied = Counter(
             "ledger_projection_applied_total", "Events applied", ["projection"], registry=r
         )
+        self.projection_quarantined_orders = Gauge(
+            "ledger_projection_quarantined_orders",
+            "Orders a projection's running version could not apply (their rows are stale)",
+            ["projection"],
+            registry=r,
+        )
         self.worker_lag_seconds = Gauge(
             "ledger_worker_lag_seconds",
             "Age of the event a worker is delivering",

@@ -102,3 +102,32 @@ async def test_a_record_that_keeps_failing_unexpectedly_is_rejected_after_a_few_
     assert rejected["problem"]["type"] == "urn:order-ledger:problem:internal-error"
     assert "ValueError" in rejected["problem"]["detail"]
     assert await intake_run.event_count() == 1
+
+
+async def test_a_producer_time_out_of_range_or_a_number_goes_to_the_rejected_topic(
+    intake_run: IntakeRun,
+) -> None:
+    end_of_time = {**PLACE["body"], "external_id": "T-1", "placed_at": "9999-12-31T23:59:59-14:00"}
+    unix_time = {**PLACE["body"], "external_id": "T-2", "placed_at": 0}
+    envelope = {key: value for key, value in PLACE.items() if key not in ("idempotency_key", "body")}
+    await send_with_headers(
+        intake_run,
+        (json.dumps({**envelope, "body": end_of_time}).encode(), []),
+        (json.dumps({**envelope, "body": unix_time}).encode(), []),
+        (
+            place(
+                "T-3", body={**PLACE["body"], "external_id": "T-3", "placed_at": "2026-01-31T10:00:00+10:00"}
+            ),
+            [],
+        ),
+    )
+    await wait_for(intake_run, 3)
+    assert [o for _, o in intake_run.outcomes] == ["rejected", "rejected", "applied"]
+    records = await consume(
+        intake_run.settings.bootstrap_servers, intake_run.settings.kafka.rejected_topic, count=2
+    )
+    for record in records:
+        problem = json.loads(record.value)["problem"]
+        assert problem["type"] == "urn:order-ledger:problem:validation-error"
+        assert problem["errors"][0]["loc"][-1] == "placed_at"
+    assert await intake_run.event_count() == 1
