@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from consumers.cli import app as fanout_app
+from ledger import cli_errors
 from ledger.api.cli import api, asyncapi, intake, tokens_app
 from ledger.audit_cli import app as audit_app
 from ledger.observability import configure_logging
@@ -25,9 +26,25 @@ from projections.cli import app as projections_app
 app = typer.Typer(
     name="ledger",
     help="Event-sourced order ledger: store, API, relay, projections and fan-out.",
+    epilog=(
+        "A failing command prints one line (what failed, where, which setting to check) and exits"
+        " 78 invalid setting, 69 PostgreSQL unreachable, 77 PostgreSQL refused us, 75 Kafka"
+        " unreachable, 70 anything else; `ledger --debug COMMAND` prints the traceback instead."
+    ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On failure, print the full traceback instead of one line.")
+    ] = False,
+) -> None:
+    """Global options; `--debug` is read by `cli_errors.run_cli` when a command fails."""
+    cli_errors.set_debug(debug)
+
 
 app.command()(api)
 app.command()(intake)
@@ -108,7 +125,8 @@ def sandbox(
 
 
 def main() -> None:
-    app()
+    """The `ledger` console script: the CLI behind the one-line failure mapping (`cli_errors`)."""
+    cli_errors.run_cli(app)
 
 
 if __name__ == "__main__":
