@@ -39,7 +39,13 @@ app = typer.Typer(
 @app.callback()
 def _root(
     debug: Annotated[
-        bool, typer.Option("--debug", help="On failure, print the full traceback instead of one line.")
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="LEDGER_DEBUG",
+            help="On failure, print the full traceback instead of one line (supervisors can set"
+            " LEDGER_DEBUG=1 to keep a crashing process's traceback in its log).",
+        ),
     ] = False,
 ) -> None:
     """Global options; `--debug` is read by `cli_errors.run_cli` when a command fails."""

@@ -120,9 +120,13 @@ def test_unknown_database_is_refused_not_unreachable(tmp_path: Path, database_ur
     assert "LEDGER_DATABASE_URL" in line
 
 
-def test_debug_option_prints_the_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("switch", ["option", "environment"])
+def test_debug_prints_the_traceback(tmp_path: Path, switch: str) -> None:
     url = f"postgresql://ledger@127.0.0.1:{_closed_port()}/ledger"
-    done = _ledger(tmp_path, "--debug", "migrate", LEDGER_DATABASE_URL=url)
+    if switch == "option":
+        done = _ledger(tmp_path, "--debug", "migrate", LEDGER_DATABASE_URL=url)
+    else:
+        done = _ledger(tmp_path, "migrate", LEDGER_DATABASE_URL=url, LEDGER_DEBUG="1")
     assert done.returncode not in (0, ExitCode.DATABASE_UNREACHABLE)
     assert "Traceback" in done.stderr
     assert "ConnectionRefusedError" in done.stderr
