@@ -103,6 +103,14 @@ def test_invalid_nested_setting_is_named_with_its_environment_variable(tmp_path:
     assert "'lots'" in line
 
 
+def test_unknown_log_level_is_a_settings_error_not_a_crash(tmp_path: Path) -> None:
+    done = _ledger(tmp_path, "fanout", "parked", LEDGER_LOG_LEVEL="LOUD")
+    assert done.returncode == ExitCode.SETTINGS, done.stderr
+    line = _one_line(done.stderr)
+    assert "LEDGER_LOG_LEVEL" in line
+    assert "'LOUD'" in line
+
+
 def test_unparsable_settings_group_is_a_settings_error(tmp_path: Path) -> None:
     done = _ledger(tmp_path, "tokens", "create", "--name", "ops", "--scope", "admin", LEDGER_STORE="{oops")
     assert done.returncode == ExitCode.SETTINGS, done.stderr
