@@ -1,4 +1,4 @@
-"""`ledger fanout ...`: run a worker, list parked orders, redrive them, replay after a fix.
+"""`ledger fanout ...`: run a worker, list parked orders, redrive them, replay after a fix, status.
 
 A typer sub-app; the coordinator mounts it with `app.add_typer(fanout_app, name="fanout")`.
 Exit codes: 0 ok, 1 something is still parked / failed, 2 usage, 3 destination halted (401/403).
@@ -80,6 +80,7 @@ def parked(
     if as_json:
         typer.echo(json.dumps({"parked": rows, "halted": halts}, default=str, indent=2))
         return
+    console.print("(Orders a destination cannot take are not parked: `ledger fanout status`.)")
     for halt in halts:
         console.print(
             f"[red]HALTED[/red] {halt['destination']}: {halt['reason']} (since {halt['halted_at']})"
@@ -100,6 +101,62 @@ def parked(
             str(r["parked_at"]),
         )
     console.print(table)
+
+
+@app.command()
+def status(
+    destination: Destination | None = None,
+    order: Annotated[str | None, typer.Option("--order", help="one order's delivery state")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Per destination: orders, parked, not applicable (cannot take them, with why), halted;
+    with --order, that order's delivery state at each destination."""
+    _check_destination(destination)
+    from consumers.fanout.state import delivery_summary, list_not_applicable, order_delivery
+
+    async def work(pool: Any) -> dict[str, Any]:
+        if order is not None:
+            states = await order_delivery(pool, order)
+            return {
+                "order": order,
+                "destinations": [s for s in states if destination in (None, s["destination"])],
+            }
+        return {
+            "destinations": [
+                s for s in await delivery_summary(pool) if destination in (None, s["destination"])
+            ],
+            "not_applicable": await list_not_applicable(pool, destination),
+        }
+
+    out = _with_pool(_settings(), work)
+    if as_json:
+        typer.echo(json.dumps(out, default=str, indent=2))
+        return
+    if order is not None:
+        table = Table("destination", "delivered up to", "destination has it", "not applicable", "parked")
+        for s in out["destinations"]:
+            table.add_row(
+                s["destination"],
+                "-" if s["version"] is None else f"v{s['version']}",
+                "yes" if s["remote_exists"] else "no",
+                s["not_applicable"] or "-",
+                s["parked"] or "-",
+            )
+        console.print(table)
+        return
+    table = Table("destination", "orders", "parked", "not applicable", "halted")
+    for s in out["destinations"]:
+        table.add_row(
+            s["destination"], str(s["orders"]), str(s["parked"]), str(s["not_applicable"]), s["halted"] or "-"
+        )
+    console.print(table)
+    if out["not_applicable"]:
+        listing = Table("destination", "order", "version", "why not applicable", "updated")
+        for r in out["not_applicable"][:50]:
+            listing.add_row(
+                r["destination"], r["order_id"], str(r["version"]), r["reason"], str(r["updated_at"])
+            )
+        console.print(listing)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from ledger.api.cli import tokens_app
 from ledger.audit_cli import app as audit_app
 from ledger.intake.cli import asyncapi, intake
 from ledger.relay.cli import relay
+from ledger_app import cli_errors
 from ledger_kernel.observability import configure_logging
 from ledger_kernel.settings import Settings
 from projections.cli import app as projections_app
@@ -26,9 +27,30 @@ from projections.cli import app as projections_app
 app = typer.Typer(
     name="ledger",
     help="Event-sourced order ledger: store, API, relay, projections and fan-out.",
+    epilog=(
+        "A failing command prints one line (what failed, where, which setting to check) and exits"
+        " 78 invalid setting, 69 PostgreSQL unreachable, 77 PostgreSQL refused us, 75 Kafka"
+        " unreachable, 70 anything else; `ledger --debug COMMAND` prints the traceback instead."
+    ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="LEDGER_DEBUG",
+            help="On failure, print the full traceback instead of one line (supervisors can set"
+            " LEDGER_DEBUG=1 to keep a crashing process's traceback in its log).",
+        ),
+    ] = False,
+) -> None:
+    """Global options; `--debug` is read by `cli_errors.run_cli` when a command fails."""
+    cli_errors.set_debug(debug)
 
 
 @app.command()
@@ -149,7 +171,8 @@ def sandbox(
 
 
 def main() -> None:
-    app()
+    """The `ledger` console script: the CLI behind the one-line failure mapping (`cli_errors`)."""
+    cli_errors.run_cli(app)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ most common ones also have flat aliases (`LEDGER_DATABASE_URL`,
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -120,6 +120,9 @@ def _omnisend() -> DestinationSettings:
     return DestinationSettings(group_id="ledger-fanout-omnisend", rate_per_minute=400.0)
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class Settings(BaseSettings):
     """The whole configuration; see the README's configuration table."""
 
@@ -149,6 +152,15 @@ class Settings(BaseSettings):
     omnisend: DestinationSettings = Field(default_factory=_omnisend)
     log_level: str = "INFO"
     log_json: bool | None = Field(default=None, description="JSON logs; default: when stdout is not a TTY.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        """A typo would otherwise surface as a crash inside logging setup, far from its cause."""
+        level = value.upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return level
 
     @property
     def bootstrap_servers(self) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from consumers.fanout.applicability import NotApplicable
 from consumers.fanout.budget import Budget, Closing, RateBudget, call_with_retries
 from consumers.fanout.destinations import Destination, OmneoDestination
 from consumers.fanout.envelope import DestinationCall, Envelope, EnvelopeError
@@ -218,8 +219,12 @@ class Deliverer:
         *,
         outcome: str,
     ) -> bool:
-        """Map and perform; True when delivered (inbox written), False when parked."""
+        """Map and perform; True when delivered or not applicable (inbox written), False when parked."""
         envs = [i.env for i in items if i.env is not None]
+        refused = self.destination.not_applicable(envs, row)
+        if refused is not None:
+            await self._not_applicable(conn, row, items, refused)
+            return True
         if row.status == "creating" and isinstance(self.destination, OmneoDestination):
             park = await self._reconcile_create(conn, row)
             if park is not None:
@@ -233,6 +238,9 @@ class Deliverer:
             if park is not None:
                 await self._park(conn, row.order_id, items, park.reason, park.detail)
                 return False
+        if row.not_applicable is not None:
+            log.info("order now applicable; delivered", destination=self.name, order_id=row.order_id)
+            row.not_applicable = None
         last = items[-1]
         row.last_version = max(row.last_version, last.version)
         row.last_position = max(row.last_position, last.position)
@@ -249,6 +257,28 @@ class Deliverer:
         ]
         await self.store.record(conn, row, inbox)
         return True
+
+    async def _not_applicable(
+        self, conn: Conn, row: DeliveryRow, items: Sequence[Item], refused: NotApplicable
+    ) -> None:
+        """Record the events as handled and the order as one the destination cannot take.
+
+        Not parked: no redrive can make it deliverable, only a later event can (the next
+        `_deliver` of this order checks again and, once applicable, sends its current state).
+        """
+        if row.not_applicable is None:
+            log.info(
+                "order not applicable to destination",
+                destination=self.name,
+                order_id=row.order_id,
+                reason=refused.reason,
+            )
+        row.not_applicable = refused.reason
+        last = items[-1]
+        row.last_version = max(row.last_version, last.version)
+        row.last_position = max(row.last_position, last.position)
+        await self.store.record(conn, row, [(i.event_id, i.version, "not_applicable", 0) for i in items])
+        self.metrics.not_applicable_events.labels(self.name, refused.code).inc(len(items))
 
     async def _perform(
         self, conn: Conn, row: DeliveryRow, call: DestinationCall, depth: int = 0

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from consumers.fanout.applicability import NotApplicable
 from consumers.fanout.envelope import REMOTE_ID, DestinationCall, Envelope
 from consumers.fanout.state import DeliveryRow
 from consumers.http import Outcome, Permanent, Success
@@ -26,6 +27,10 @@ __all__ = ["Destination", "OmneoDestination", "OmnisendDestination", "build_dest
 
 class Destination(Protocol):
     name: str
+
+    def not_applicable(self, envs: Sequence[Envelope], row: DeliveryRow) -> NotApplicable | None:
+        """Why the destination cannot take the order as it is after `envs`, or None."""
+        ...
 
     def map(self, envs: Sequence[Envelope], row: DeliveryRow) -> list[DestinationCall]: ...
 
@@ -49,6 +54,9 @@ class OmneoDestination:
 
     def __init__(self, client: OmneoClient) -> None:
         self.client = client
+
+    def not_applicable(self, envs: Sequence[Envelope], row: DeliveryRow) -> NotApplicable | None:
+        return omneo_mapping.not_applicable(envs[-1].order) if envs else None
 
     def map(self, envs: Sequence[Envelope], row: DeliveryRow) -> list[DestinationCall]:
         return omneo_mapping.map_batch(envs, omneo_mapping.OmneoState(row.remote_id, row.sent))
@@ -91,9 +99,18 @@ class OmnisendDestination:
         self.client = client
         self.options = options
 
+    def not_applicable(self, envs: Sequence[Envelope], row: DeliveryRow) -> NotApplicable | None:
+        """Only while Omnisend holds no order of ours: once it has one (orders mode), updates
+        go by orderID whatever the contact fields say. In events mode it never holds an order,
+        and every event needs a contact, so the rule holds for each one."""
+        if not envs or row.remote_exists:
+            return None
+        return omnisend_mapping.not_applicable(envs[-1].order)
+
     def map(self, envs: Sequence[Envelope], row: DeliveryRow) -> list[DestinationCall]:
         state = omnisend_mapping.OmnisendState(row.remote_exists, row.sent)
-        return omnisend_mapping.map_batch(envs, state, self.options)
+        catch_up = row.not_applicable is not None
+        return omnisend_mapping.map_batch(envs, state, self.options, catch_up=catch_up)
 
     async def perform(self, call: DestinationCall, row: DeliveryRow) -> Outcome:
         body = call.body or {}

@@ -37,6 +37,8 @@ class DeliveryRow:
     last_version: int = 0
     last_position: int = 0
     sent: dict[str, str] = field(default_factory=dict)
+    not_applicable: str | None = None
+    """Why the destination cannot take this order (it holds nothing of it), or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,7 @@ class FanoutStore:
 
     async def load(self, conn: Conn, order_id: str) -> DeliveryRow:
         row = await conn.fetchrow(
-            "SELECT remote_id, remote_exists, status, last_version, last_position, sent"
+            "SELECT remote_id, remote_exists, status, last_version, last_position, sent, not_applicable"
             " FROM fanout_delivery WHERE destination = $1 AND order_id = $2",
             self.destination,
             order_id,
@@ -94,6 +96,7 @@ class FanoutStore:
             row["last_version"],
             row["last_position"],
             dict(row["sent"]),
+            row["not_applicable"],
         )
 
     async def snapshot(
@@ -102,6 +105,7 @@ class FanoutStore:
         """Delivery state, already-seen event ids and whether the order is parked, in ONE round trip."""
         row = await conn.fetchrow(
             "SELECT d.remote_id, d.remote_exists, d.status, d.last_version, d.last_position, d.sent,"
+            " d.not_applicable,"
             " ARRAY(SELECT event_id FROM fanout_inbox WHERE destination = $1 AND event_id = ANY($3::text[])"
             "  UNION SELECT event_id FROM fanout_parked WHERE destination = $1 AND event_id = ANY($3::text[])) AS seen,"
             " EXISTS (SELECT 1 FROM fanout_parked WHERE destination = $1 AND order_id = $2) AS parked"
@@ -122,6 +126,7 @@ class FanoutStore:
                 row["last_version"],
                 row["last_position"],
                 dict(row["sent"]),
+                row["not_applicable"],
             )
         return delivery, set(row["seen"]), bool(row["parked"])
 
@@ -147,11 +152,12 @@ class FanoutStore:
         """Upsert the delivery state (used alone for intents and after each successful call)."""
         await conn.execute(
             "INSERT INTO fanout_delivery AS d (destination, order_id, remote_id, remote_exists, status,"
-            " last_version, last_position, sent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " last_version, last_position, sent, not_applicable)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             " ON CONFLICT (destination, order_id) DO UPDATE SET remote_id = EXCLUDED.remote_id,"
             " remote_exists = EXCLUDED.remote_exists, status = EXCLUDED.status,"
             " last_version = EXCLUDED.last_version, last_position = EXCLUDED.last_position,"
-            " sent = EXCLUDED.sent, updated_at = now()",
+            " sent = EXCLUDED.sent, not_applicable = EXCLUDED.not_applicable, updated_at = now()",
             row.destination,
             row.order_id,
             row.remote_id,
@@ -160,6 +166,7 @@ class FanoutStore:
             row.last_version,
             row.last_position,
             row.sent,
+            row.not_applicable,
         )
 
     async def record(
@@ -265,6 +272,56 @@ async def list_parked(
         " ORDER BY destination, order_id, version, position",
         destination,
         order_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def list_not_applicable(
+    pool: asyncpg.Pool, destination: str | None = None, order_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Orders a destination cannot take, with the reason (not parked: a later event may fix them)."""
+    rows = await pool.fetch(
+        "SELECT destination, order_id, not_applicable AS reason, last_version AS version, updated_at"
+        " FROM fanout_delivery WHERE not_applicable IS NOT NULL"
+        " AND ($1::text IS NULL OR destination = $1) AND ($2::text IS NULL OR order_id = $2)"
+        " ORDER BY destination, updated_at, order_id",
+        destination,
+        order_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def delivery_summary(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Per destination: orders known, parked, not applicable, and the halt if any."""
+    rows = await pool.fetch(
+        "WITH d AS (SELECT destination, count(*) AS orders,"
+        "  count(*) FILTER (WHERE not_applicable IS NOT NULL) AS not_applicable"
+        "  FROM fanout_delivery GROUP BY destination),"
+        " p AS (SELECT destination, count(DISTINCT order_id) AS parked FROM fanout_parked GROUP BY destination)"
+        " SELECT n.destination, coalesce(d.orders, 0) AS orders, coalesce(p.parked, 0) AS parked,"
+        "  coalesce(d.not_applicable, 0) AS not_applicable, h.reason AS halted"
+        " FROM (SELECT unnest($1::text[]) AS destination) n"
+        " LEFT JOIN d USING (destination) LEFT JOIN p USING (destination)"
+        " LEFT JOIN fanout_halts h USING (destination) ORDER BY n.destination",
+        ["omneo", "omnisend"],
+    )
+    return [dict(r) for r in rows]
+
+
+async def order_delivery(pool: asyncpg.Pool, order_id: str) -> list[dict[str, Any]]:
+    """One order's delivery state per destination: delivered up to which version, whether the
+    destination holds it, why it cannot take it, why it is parked."""
+    rows = await pool.fetch(
+        "SELECT n.destination, d.last_version AS version, coalesce(d.remote_exists, false) AS remote_exists,"
+        " d.not_applicable,"
+        " (SELECT reason FROM fanout_parked p WHERE p.destination = n.destination AND p.order_id = $1"
+        "  ORDER BY version, position LIMIT 1) AS parked,"
+        " d.updated_at"
+        " FROM (SELECT unnest($2::text[]) AS destination) n"
+        " LEFT JOIN fanout_delivery d ON d.destination = n.destination AND d.order_id = $1"
+        " ORDER BY n.destination",
+        order_id,
+        ["omneo", "omnisend"],
     )
     return [dict(r) for r in rows]
 

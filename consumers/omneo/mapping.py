@@ -25,6 +25,7 @@ from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
+from consumers.fanout.applicability import NotApplicable
 from consumers.fanout.envelope import REMOTE_ID, DestinationCall, Envelope
 from ledger.domain.money import to_major
 from ledger.domain.state import Order
@@ -32,7 +33,15 @@ from ledger.domain.statuses import fulfillment_status, payment_status
 from ledger.domain.transactions import Transaction, derive_transactions
 from ledger.domain.values import LineItem
 
-__all__ = ["OmneoState", "map_batch", "map_event", "omneo_status", "order_body", "transaction_body"]
+__all__ = [
+    "OmneoState",
+    "map_batch",
+    "map_event",
+    "not_applicable",
+    "omneo_status",
+    "order_body",
+    "transaction_body",
+]
 
 _FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     "status": ("status",),
@@ -156,6 +165,15 @@ def transaction_body(tx: Transaction, order: Order) -> dict[str, Any]:
     if tx.voided:
         body["is_void"] = True  # never send null (Omneo rejects is_void: null)
     return body
+
+
+def not_applicable(order: Order) -> NotApplicable | None:
+    """Omneo can take every ledger order: an order needs `external_id`, `total`, `status` and
+    items, which every ledger order has (the ledger refuses an order without items), and a
+    Transaction may be anonymous (no profile; Omneo lets it be claimed later). So never.
+    """
+    del order
+    return None
 
 
 def _group_digests(body: Mapping[str, Any]) -> dict[str, str]:

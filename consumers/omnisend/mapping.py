@@ -23,10 +23,11 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
+from consumers.fanout.applicability import NotApplicable
 from consumers.fanout.countries import CountryFormat, convert_country
 from consumers.fanout.envelope import DestinationCall, Envelope
 from ledger.domain.money import exponent, to_major
@@ -34,7 +35,16 @@ from ledger.domain.state import Order
 from ledger.domain.statuses import fulfillment_status, payment_status
 from ledger.domain.values import Address, LineItem
 
-__all__ = ["OmnisendOptions", "OmnisendState", "cents", "map_batch", "map_event", "order_body"]
+__all__ = [
+    "NO_CONTACT",
+    "OmnisendOptions",
+    "OmnisendState",
+    "cents",
+    "map_batch",
+    "map_event",
+    "not_applicable",
+    "order_body",
+]
 
 ORDERS = "/v3/orders"
 EVENTS = "/v5/events"
@@ -55,6 +65,25 @@ PATCH_EVENT_TYPES = frozenset(
 _PATCH_FIELDS = ("paymentStatus", "fulfillmentStatus", "trackingCode", "courierTitle", "courierUrl")
 _DISCOUNT_TYPES = frozenset({"percentage", "fixedAmount", "freeShipping"})
 _NOT_DIGITS = re.compile(r"\D")
+
+
+NO_CONTACT = NotApplicable(
+    "no_contact",
+    "Omnisend needs an email or a phone to attach the order to a contact; the order has neither",
+)
+
+
+def not_applicable(order: Order) -> NotApplicable | None:
+    """Why Omnisend cannot take this order, or None when it can.
+
+    v3 `POST /orders` requires one of `email`, `phone`, `contactID` (the ledger knows no
+    Omnisend contact id) and an event's `contact` needs an email, a phone or an id, so an
+    order with neither email nor phone has nowhere to go. A deleted order is never refused:
+    its mapping decides (nothing to delete if Omnisend never had it).
+    """
+    if order.deleted or order.customer.email or order.customer.phone:
+        return None
+    return NO_CONTACT
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,18 +312,28 @@ def map_event(
 
 
 def map_batch(
-    envs: Sequence[Envelope], state: OmnisendState, options: OmnisendOptions = OmnisendOptions()
+    envs: Sequence[Envelope],
+    state: OmnisendState,
+    options: OmnisendOptions = OmnisendOptions(),
+    *,
+    catch_up: bool = False,
 ) -> list[DestinationCall]:
     """Several pending events of ONE order, oldest first, as few calls as the mode allows.
 
     Orders mode: one call with the latest state (PATCH only if every event was status/tracking).
     Events mode: each event's own calls, in order (not coalescible: flows fire per event).
+    `catch_up`: the order was not applicable until now (no contact), so Omnisend has nothing of
+    it; in events mode a `placed order` with the current state goes first (unless one was
+    sent before), since the real one was never sendable. Orders mode needs nothing: the
+    create carries the whole current order anyway.
     """
     if not envs:
         return []
     if options.mode == "events":
         calls: list[DestinationCall] = []
         sent = dict(state.sent)
+        if catch_up and all(env.type != "OrderPlaced" for env in envs):
+            envs = [replace(envs[-1], type="OrderPlaced", data={}), *envs]
         for env in envs:
             for call in _event_calls(env, OmnisendState(state.exists, sent)):
                 sent.update(call.remember)

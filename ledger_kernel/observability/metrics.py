@@ -68,6 +68,12 @@ class Metrics:
         self.outbound_calls = Counter(
             "ledger_outbound_calls_total", "Calls to destinations", ["destination", "status"], registry=r
         )
+        self.not_applicable_events = Counter(
+            "ledger_fanout_not_applicable_total",
+            "Events recorded as not applicable to a destination (it cannot take the order), not parked",
+            ["destination", "reason"],
+            registry=r,
+        )
         self.intake_commands = Counter(
             "ledger_intake_commands_total", "Kafka intake commands", ["outcome"], registry=r
         )
