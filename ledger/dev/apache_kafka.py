@@ -48,6 +48,10 @@ class ApacheKafkaUnavailable(RuntimeError):
     """Java or Maven is missing, or Maven could not resolve the broker's jars."""
 
 
+class PortTaken(RuntimeError):
+    """A node could not bind a port chosen as free (another process took it first)."""
+
+
 def kafka_version() -> str:
     """The Apache Kafka version the pom pins (the one every start runs)."""
     match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
@@ -186,6 +190,7 @@ class KraftNode:
     internal_port: int
     data_dir: Path
     advertised_port: int | None = None
+    log_offset: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -243,29 +248,46 @@ class KraftCluster:
         if self.root is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ledger-kafka-")
             self.root = Path(self._tmp.name)
-        for index in range(self.size):
-            node_id = index + 1
-            self.nodes.append(
-                KraftNode(
-                    node_id=node_id,
-                    port=self.ports.get(node_id) or free_port(self.host),
-                    controller_port=free_port(self.host),
-                    internal_port=free_port(self.host),
-                    data_dir=self.root / f"node-{node_id}",
-                    advertised_port=self.advertised_ports.get(node_id),
-                )
-            )
-        try:
-            for node in self.nodes:
-                self._prepare(node)
-            for node in self.nodes:
-                self._launch(node)
-            for node in self.nodes:
-                self._wait_started(node)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(3):
+            self.nodes = [self._new_node(index + 1) for index in range(self.size)]
+            try:
+                for node in self.nodes:
+                    self._prepare(node)
+                for node in self.nodes:
+                    self._launch(node)
+                for node in self.nodes:
+                    self._wait_started(node)
+            except PortTaken:
+                # A free port was taken by another process before the JVM bound it: in a
+                # throwaway folder, start over on new ports (a kept folder keeps the error).
+                self._stop_nodes(timeout_s=5)
+                if self._tmp is None or attempt == 2:
+                    self.stop()
+                    raise
+                for node in self.nodes:
+                    shutil.rmtree(node.data_dir, ignore_errors=True)
+                continue
+            except BaseException:
+                self.stop()
+                raise
+            return self
+        raise AssertionError("unreachable")
+
+    def _new_node(self, node_id: int) -> KraftNode:
+        return KraftNode(
+            node_id=node_id,
+            port=self.ports.get(node_id) or free_port(self.host),
+            controller_port=free_port(self.host),
+            internal_port=free_port(self.host),
+            data_dir=self.root_dir / f"node-{node_id}",
+            advertised_port=self.advertised_ports.get(node_id),
+        )
+
+    @property
+    def root_dir(self) -> Path:
+        if self.root is None:
+            raise RuntimeError("the cluster is not started")
+        return self.root
 
     def _properties(self, node: KraftNode) -> dict[str, str]:
         voters = ",".join(f"{n.node_id}@{self.host}:{n.controller_port}" for n in self.nodes)
@@ -343,6 +365,7 @@ class KraftCluster:
         return [*flags, "-cp", self._classpath]
 
     def _launch(self, node: KraftNode) -> None:
+        node.log_offset = node.log_path.stat().st_size if node.log_path.exists() else 0
         with node.log_path.open("ab") as out:
             node.process = subprocess.Popen(
                 [
@@ -356,14 +379,18 @@ class KraftCluster:
             )
 
     def _wait_started(self, node: KraftNode) -> None:
+        """Until this run of the node logs that it started (earlier runs' lines do not count)."""
         deadline = time.monotonic() + self.start_timeout_s
-        offset = 0
         while True:
-            text = node.log_path.read_text(errors="replace") if node.log_path.exists() else ""
-            if STARTED_LINE in text[offset:]:
+            with node.log_path.open("rb") as log:
+                log.seek(node.log_offset)
+                text = log.read().decode(errors="replace")
+            if STARTED_LINE in text:
                 return
             if node.process is None or node.process.poll() is not None:
                 tail = "\n".join(text.splitlines()[-20:])
+                if "Address already in use" in text:
+                    raise PortTaken(f"Kafka node {node.node_id}: a port was taken:\n{tail}")
                 raise RuntimeError(f"Kafka node {node.node_id} exited while starting:\n{tail}")
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -376,23 +403,8 @@ class KraftCluster:
         node = self.node(node_id)
         if node.alive():
             raise RuntimeError(f"node {node_id} is running")
-        size = node.log_path.stat().st_size if node.log_path.exists() else 0
         self._launch(node)
-        self._wait_started_after(node, size)
-
-    def _wait_started_after(self, node: KraftNode, offset: int) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        while True:
-            with node.log_path.open("rb") as log:
-                log.seek(offset)
-                text = log.read().decode(errors="replace")
-            if STARTED_LINE in text:
-                return
-            if node.process is None or node.process.poll() is not None:
-                raise RuntimeError(f"Kafka node {node.node_id} exited while restarting; see {node.log_path}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Kafka node {node.node_id} did not restart; see {node.log_path}")
-            time.sleep(0.1)
+        self._wait_started(node)
 
     def kill(self, node_id: int, sig: signal.Signals = signal.SIGKILL) -> None:
         """Send `sig` to one node (SIGKILL: a crash; SIGTERM: a clean stop) and wait for it to exit."""
@@ -405,6 +417,12 @@ class KraftCluster:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Stop every node (SIGTERM: a clean shutdown; SIGKILL after `timeout_s`) and drop temp data."""
+        self._stop_nodes(timeout_s)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _stop_nodes(self, timeout_s: float) -> None:
         for node in self.nodes:
             if node.alive() and node.process is not None:
                 node.process.terminate()
@@ -417,9 +435,6 @@ class KraftCluster:
                 node.process.kill()
                 node.process.wait(timeout=10)
             node.process = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
 
     def __enter__(self) -> KraftCluster:
         return self.start()
