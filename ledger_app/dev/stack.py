@@ -1,7 +1,8 @@
 """`ledger dev`: the whole system in one process tree, on embedded defaults.
 
 Without `LEDGER_DATABASE_URL` an embedded PostgreSQL keeps its data under `.ledger/pgdata` (a
-second start reuses it); without `LEDGER_KAFKA_BOOTSTRAP_SERVERS` a Tansu broker runs in memory;
+second start reuses it); without `LEDGER_KAFKA_BOOTSTRAP_SERVERS` a Tansu broker runs in memory
+(or, with `--kafka apache`, a Maven-fetched Apache Kafka keeps its data under `.ledger/kafka`);
 without destination URLs the two sandboxes stand in for Omneo and Omnisend. Every ledger process
 is a child started with the same CLI a production deployment uses, so the dev stack exercises the
 real wiring. Children run in their own process groups and are stopped (TERM, then KILL) on
@@ -64,6 +65,7 @@ class DevStack:
 
     home: Path
     api_port: int = 8000
+    kafka: str = "tansu"
     children: list[Child] = field(default_factory=list)
     env_file: dict[str, str] = field(default_factory=dict)
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
@@ -86,6 +88,13 @@ class DevStack:
         named = os.environ.get("LEDGER_KAFKA_BOOTSTRAP_SERVERS")
         if named:
             return named
+        if self.kafka == "apache":
+            from ledger_app.dev.apache_kafka import KraftCluster
+
+            # Data kept under .ledger/kafka like PostgreSQL's; full JIT and a larger heap for a long run.
+            cluster = KraftCluster(root=self.home / "kafka", heap_mb=512, fast_start=False).start()
+            self._cleanups.append(cluster.stop)
+            return cluster.bootstrap_servers
         broker = TansuBroker(log_path=self.home / "logs" / "tansu.log").start()
         self._cleanups.append(broker.stop)
         return broker.bootstrap_servers
@@ -155,11 +164,15 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run_dev(home: Path, api_port: int, echo: Callable[[str], None]) -> int:
-    """Start everything, print where it is, supervise until interrupted; returns an exit code."""
+def run_dev(home: Path, api_port: int, echo: Callable[[str], None], kafka: str = "tansu") -> int:
+    """Start everything, print where it is, supervise until interrupted; returns an exit code.
+
+    `kafka` is "tansu" (default: needs nothing but the wheel) or "apache" (the Maven-fetched
+    Apache Kafka of ledger/dev/apache_kafka.py; needs java and mvn).
+    """
     home.mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(exist_ok=True)
-    stack = DevStack(home=home, api_port=api_port)
+    stack = DevStack(home=home, api_port=api_port, kafka=kafka)
     with _signals_raise():
         try:
             return _run(stack, echo)
@@ -174,7 +187,7 @@ def run_dev(home: Path, api_port: int, echo: Callable[[str], None]) -> int:
 def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
     echo("starting PostgreSQL ...")
     dsn = stack.start_database()
-    echo("starting the Kafka broker ...")
+    echo("starting the Kafka broker (Apache Kafka) ..." if stack.kafka == "apache" else "starting the Kafka broker ...")
     bootstrap = stack.start_broker()
     base_env = {
         **os.environ,

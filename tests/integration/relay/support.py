@@ -148,6 +148,8 @@ async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> li
     """Every record of `topic` up to the end offsets as of the call, partition by partition."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from tests.harness.kafka import partitions_of
+
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -157,8 +159,7 @@ async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> li
     await consumer.start()
     records: list[Any] = []
     try:
-        await consumer.topics()  # loads metadata
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic))]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
