@@ -18,7 +18,7 @@ from consumers.cli import app as fanout_app
 from ledger.api.cli import api, asyncapi, intake, tokens_app
 from ledger.audit_cli import app as audit_app
 from ledger.observability import configure_logging
-from ledger.relay.cli import relay
+from ledger.relay.cli import relay_app
 from ledger.settings import Settings
 from projections.cli import app as projections_app
 
@@ -31,7 +31,7 @@ app = typer.Typer(
 
 app.command()(api)
 app.command()(intake)
-app.command()(relay)
+app.add_typer(relay_app, name="relay")
 app.command()(asyncapi)
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(projections_app, name="projections")
