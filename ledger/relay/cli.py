@@ -103,6 +103,7 @@ def republish(
     """
     from datetime import UTC
 
+    from ledger.relay.publisher import RelayConfigError
     from ledger.relay.republish import republish as run
 
     if from_position is None and from_time is None:
@@ -112,7 +113,11 @@ def republish(
         from_time = from_time.replace(tzinfo=UTC)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    result = asyncio.run(run(settings, from_position=from_position, from_time=from_time, topic=topic))
+    try:
+        result = asyncio.run(run(settings, from_position=from_position, from_time=from_time, topic=topic))
+    except RelayConfigError as exc:  # the topic has another partition count: an operator decision
+        typer.echo(f"republish refused: {exc}", err=True)
+        raise typer.Exit(2) from None
     if result.upto is None:
         typer.echo("the relay has published nothing yet: nothing to re-publish (the relay will publish it)")
         return
