@@ -18,7 +18,7 @@ from consumers.cli import app as fanout_app
 from ledger.api.cli import tokens_app
 from ledger.audit_cli import app as audit_app
 from ledger.intake.cli import asyncapi, intake
-from ledger.relay.cli import relay
+from ledger.relay.cli import relay_app
 from ledger_app import cli_errors
 from ledger_kernel.observability import configure_logging
 from ledger_kernel.settings import Settings
@@ -83,7 +83,7 @@ def api(
 
 
 app.command()(intake)
-app.command()(relay)
+app.add_typer(relay_app, name="relay")
 app.command()(asyncapi)
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(projections_app, name="projections")

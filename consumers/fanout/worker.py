@@ -31,7 +31,7 @@ from consumers.fanout.budget import Closing, SharedRateBudget
 from consumers.fanout.delivery import Deliverer, Halted, Item
 from consumers.fanout.destinations import build_destination
 from consumers.fanout.state import FanoutStore
-from ledger.relay.publisher import ensure_topic
+from ledger.relay.topics import forbid_topic_auto_creation, wait_for_topic
 from ledger_kernel.observability import METRICS, Metrics, get_logger, serve_metrics
 from ledger_kernel.settings import DestinationSettings, Settings
 
@@ -125,6 +125,7 @@ async def run_worker(
     metrics.parked_orders.labels(destination).set(await store.parked_count())
 
     events_topic = topic or settings.kafka.events_topic
+    forbid_topic_auto_creation()  # a subscription must never create the relay's topic
     broker = KafkaBroker(settings.bootstrap_servers, graceful_timeout=30.0, logger=None)
     subscriber = broker.subscriber(
         events_topic,
@@ -171,16 +172,19 @@ async def run_worker(
             log.warning("offset commit failed", destination=destination, error=str(exc))
 
     try:
-        kafka = settings.kafka
-        # Created as the relay creates it, before subscribing: a subscription to a missing topic
-        # may auto-create it with the broker's default partition count, which the relay refuses.
-        await ensure_topic(
+        # The relay creates the topic (configured partitions) and `ledger relay republish` brings
+        # a lost one back; a consumer only waits for it. Creating it here would hide a topic the
+        # broker lost from the relay, which then could not tell that it must stop.
+        if not await wait_for_topic(
             settings.bootstrap_servers,
             events_topic,
-            kafka.partitions,
-            kafka.request_timeout_ms,
-            check_partitions=False,
-        )
+            settings.kafka.request_timeout_ms,
+            stop=stop,
+            on_wait=lambda reason: log.warning(
+                "waiting for the events topic", destination=destination, reason=reason
+            ),
+        ):
+            return 0
         await broker.start()
         if started is not None:
             started.set()

@@ -32,6 +32,8 @@ from ledger.api.app import event_registry, to_problem
 from ledger.api.problems import Problem, field_errors
 from ledger.domain.errors import DomainError
 from ledger.intake.schemas import COMMANDS, ROUTES, EventEnvelope, IntakeEnvelope, RejectedCommand
+from ledger.relay.publisher import ensure_topic
+from ledger.relay.topics import forbid_topic_auto_creation
 from ledger.service import Actor, IdempotencyInProgress, OrderService, RequestMeta, ServiceError
 from ledger.store import EventStore, StoreError, create_pool
 from ledger_kernel.observability import get_logger
@@ -215,6 +217,9 @@ class Intake:
         self._pool: asyncpg.Pool | None = None
         self.on_outcome: Callable[[Received, str], Awaitable[None]] | None = None
         kafka = settings.kafka
+        # Its metadata requests must not create topics (the events topic above all: see
+        # `ledger.relay.topics`); the intake creates its own two topics explicitly at start-up.
+        forbid_topic_auto_creation()
         self.broker = KafkaBroker(settings.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms)
         self.rejected = self.broker.publisher(
             kafka.rejected_topic,
@@ -250,6 +255,16 @@ class Intake:
         )
 
     async def _startup(self) -> None:
+        kafka = self.settings.kafka
+        for topic in (kafka.intake_topic, kafka.rejected_topic):
+            # The intake owns these: created with explicit partitions, never by a metadata request.
+            await ensure_topic(
+                self.settings.bootstrap_servers,
+                topic,
+                kafka.partitions,
+                kafka.request_timeout_ms,
+                check_partitions=False,
+            )
         if self.service is None:
             self._pool = await create_pool(
                 self.settings.database_url, self.settings.store, application_name="ledger-intake"

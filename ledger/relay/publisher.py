@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import struct
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from ledger.relay.envelope import OutMessage
+from ledger.relay.topics import BrokerDataLost, broker_view, check_holds, forbid_topic_auto_creation
 from ledger_kernel.observability import get_logger
 from ledger_kernel.settings import KafkaSettings
 
@@ -111,6 +112,7 @@ async def ensure_topic(
     existing topic with another partition count is refused (`TopicPartitionsChanged`) unless
     `check_partitions` is off (a consumer only needs the topic to exist).
     """
+    forbid_topic_auto_creation()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=request_timeout_ms)
     await admin.start()
     try:
@@ -172,7 +174,15 @@ async def _warn_if_not_durable(admin: AIOKafkaAdminClient, topic: str) -> None:
 
 
 class KafkaPublisher:
-    """One producer session; `publish` returns only when every record was acknowledged."""
+    """One producer session; `publish` returns only when every record was acknowledged.
+
+    It also keeps the end offset the broker acknowledged on each partition (`acked`) and stops
+    with `BrokerDataLost` when the broker shows it lost records (see `ledger.relay.topics`):
+    at `start`, when an acknowledgement lands below an earlier one (the partition was emptied:
+    Tansu acknowledges a produce to a topic it lost at offset 0), and before the first publish
+    after any broker connection closed (a restarted broker is asked what it holds before it is
+    given anything, so a lost topic does not get newer records ahead of the re-published ones).
+    """
 
     def __init__(self, kafka: KafkaSettings, bootstrap_servers: str, topic: str) -> None:
         self._kafka = kafka
@@ -183,17 +193,46 @@ class KafkaPublisher:
         # murmur2 is pure Python (a few us a key): remember each key's partition.
         self._partition_of: dict[bytes, int] = {}
         self._partition_count = 0
+        #: Partition -> least end offset the broker must report there (last acknowledged batch's
+        #: base offset + 1, see `_acknowledged`).
+        self.acked: dict[int, int] = {}
+        self._suspect = False
 
     @property
     def transactional(self) -> bool:
         return self._kafka.transactional_id is not None
 
-    async def start(self) -> None:
-        """Connect, make sure the topic exists, and load its partitions."""
-        await ensure_topic(
-            self._bootstrap, self.topic, self._kafka.partitions, self._kafka.request_timeout_ms
-        )
+    async def start(self, expected: Mapping[int, int] | None = None, *, may_create: bool = True) -> None:
+        """Connect once the broker holds the topic up to `expected` (saved acknowledged ends).
+
+        The topic is created (configured partitions) only when it is missing, nothing was
+        acknowledged on it (`expected` empty) and `may_create`; otherwise a missing topic, another
+        partition count or ends below `expected` raise `BrokerDataLost`.
+        """
+        forbid_topic_auto_creation()
+        self.acked = dict(expected or {})
+        view = await broker_view(self._bootstrap, self.topic, self._kafka.request_timeout_ms)
+        if view.partitions is None and not self.acked and may_create:
+            await ensure_topic(
+                self._bootstrap, self.topic, self._kafka.partitions, self._kafka.request_timeout_ms
+            )
+        else:
+            check_holds(self.topic, view, self._kafka.partitions, self.acked)
+            if view.partitions is None:
+                raise BrokerDataLost(
+                    "topic_missing", f"topic {self.topic!r} does not exist", topic=self.topic
+                )
         producer: AIOKafkaProducer = AIOKafkaProducer(**self._options)
+        # Every connection of this producer reports its close here (aiokafka passes the client's
+        # callback to each connection it opens): the next publish asks the broker first.
+        client: Any = producer.client
+        on_closed = client._on_connection_closed
+
+        def closed(conn: Any, reason: Any) -> None:
+            self._suspect = True
+            on_closed(conn, reason)
+
+        client._on_connection_closed = closed
         try:
             await producer.start()
             await asyncio.wait_for(producer.partitions_for(self.topic), self._kafka.request_timeout_ms / 1000)
@@ -201,6 +240,14 @@ class KafkaPublisher:
             await _stop_quietly(producer, 1.0)
             raise
         self._producer = producer
+        self._suspect = False
+
+    async def verify(self) -> None:
+        """Raise `BrokerDataLost` unless the broker holds the topic up to `acked` (one admin round trip)."""
+        view = await broker_view(self._bootstrap, self.topic, self._kafka.request_timeout_ms)
+        check_holds(self.topic, view, self._kafka.partitions, self.acked)
+        if view.partitions is None:
+            raise BrokerDataLost("topic_missing", f"topic {self.topic!r} does not exist", topic=self.topic)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Stop the producer; never hangs on a broker that went away."""
@@ -208,23 +255,34 @@ class KafkaPublisher:
         if producer is not None:
             await _stop_quietly(producer, timeout_s)
 
-    async def publish(self, messages: Sequence[OutMessage]) -> None:
-        """Send `messages` (log order) and wait for every acknowledgement; raises on any failure."""
+    async def publish(self, messages: Sequence[OutMessage]) -> dict[int, int]:
+        """Send `messages` (log order) and wait for every acknowledgement; raises on any failure.
+
+        Returns the acknowledged end offset of each partition the records went to (to be saved
+        with the checkpoint).
+        """
         producer = self._producer
         if producer is None:
             raise RuntimeError("publisher is not started")
         if not messages:
-            return
+            return {}
+        partitions = sorted(producer.client.cluster.partitions_for_topic(self.topic) or ())
+        if self._suspect or len(partitions) != self._kafka.partitions:
+            # A connection closed (the broker may be a new, empty one), or the metadata shows
+            # the topic gone or changed: ask the broker before giving it anything.
+            await self.verify()
+            self._suspect = False
+            partitions = sorted(await producer.partitions_for(self.topic))
+            if len(partitions) != self._kafka.partitions:
+                raise RuntimeError(f"stale metadata for {self.topic!r}: {len(partitions)} partitions")
         if self.transactional:
             async with producer.transaction():
-                await self._send_all(producer, messages)
-        else:
-            await self._send_all(producer, messages)
+                return await self._send_all(producer, messages, partitions)
+        return await self._send_all(producer, messages, partitions)
 
-    async def _send_all(self, producer: AIOKafkaProducer, messages: Sequence[OutMessage]) -> None:
-        partitions = sorted(producer.client.cluster.partitions_for_topic(self.topic) or ())
-        if not partitions:
-            partitions = sorted(await producer.partitions_for(self.topic))
+    async def _send_all(
+        self, producer: AIOKafkaProducer, messages: Sequence[OutMessage], partitions: list[int]
+    ) -> dict[int, int]:
         if len(partitions) != self._partition_count or len(self._partition_of) > _PARTITION_CACHE:
             self._partition_of.clear()
             self._partition_count = len(partitions)
@@ -242,8 +300,12 @@ class KafkaPublisher:
             return_exceptions=True,
         )
         for result in results:
+            if isinstance(result, BrokerDataLost):
+                raise result
+        for result in results:
             if isinstance(result, BaseException):
                 raise result
+        return {p: self.acked[p] for p in by_partition}
 
     async def _send_partition(
         self, producer: AIOKafkaProducer, partition: int, messages: list[OutMessage]
@@ -256,7 +318,7 @@ class KafkaPublisher:
             )
             if appended is None:  # full: send it, then start the next batch with this record
                 builder.close()
-                await (await producer.send_batch(builder, self.topic, partition=partition))
+                await self._acknowledged(producer, builder, partition)
                 builder = producer.create_batch()
                 builder.append(
                     key=message.key,
@@ -266,7 +328,28 @@ class KafkaPublisher:
                 )
         if builder.record_count():
             builder.close()
-            await (await producer.send_batch(builder, self.topic, partition=partition))
+            await self._acknowledged(producer, builder, partition)
+
+    async def _acknowledged(self, producer: AIOKafkaProducer, builder: Any, partition: int) -> None:
+        """Send one record batch, wait for its acknowledgement and check where it landed.
+
+        An acknowledged base offset below what was acknowledged before means the partition lost
+        records (emptied, re-created): `BrokerDataLost`, and `acked` keeps the old value, so
+        nothing the broker no longer holds is ever reported as held. What is kept is the batch's
+        base offset + 1, the least end offset any broker holding the batch reports: Tansu
+        reports a partition's end as its last batch's base offset + 1, not past its records.
+        """
+        metadata = await (await producer.send_batch(builder, self.topic, partition=partition))
+        before = self.acked.get(partition, 0)
+        if metadata.offset < before:
+            raise BrokerDataLost(
+                "offsets_regressed",
+                f"the broker acknowledged records at offset {metadata.offset} of {self.topic!r}"
+                f" partition {partition}, below the {before} it had acknowledged before",
+                topic=self.topic,
+                partitions=[partition],
+            )
+        self.acked[partition] = metadata.offset + 1
 
 
 async def _stop_quietly(producer: AIOKafkaProducer, timeout_s: float) -> None:

@@ -28,6 +28,15 @@ Caught up at a steady rate, the relay would publish every few milliseconds, one 
 batch per partition touched; `RelaySettings.publish_interval_ms` spaces publishes out (see
 `_gather`): fewer, larger batches for the broker, for a little latency.
 
+Broker data loss (a topic lost in a broker restart, deleted and re-created, or truncated): the
+publisher checks what the broker holds against the end offsets it acknowledged, saved with the
+checkpoint in `relay_offsets` (see `ledger.relay.topics`). On `BrokerDataLost` the relay stops
+publishing and holds: one `relay.broker_lost_data` error line, `ledger_relay_broker_data_lost`
+at 1 for the reason, `/readyz` not ready with the reason. The batch in flight is not
+checkpointed, so the checkpoint never passes records the broker does not hold. It resumes by
+itself once the broker holds the topic again up to the saved offsets: after `ledger relay
+republish`, which re-publishes the log and saves what the broker then holds.
+
 Stop (SIGTERM): the batch in flight is finished (acknowledged and checkpointed, or given up
 after its current attempt) and the relay returns; back-off sleeps end at once.
 """
@@ -47,12 +56,14 @@ from typing import Any, cast
 import asyncpg
 
 from ledger.relay.envelope import LogEvent, OutMessage, build_message
+from ledger.relay.offsets import load_offsets, save_checkpoint_and_offsets
 from ledger.relay.publisher import KafkaPublisher
 from ledger.relay.states import DomainAdapter, OrderStates
+from ledger.relay.topics import BrokerDataLost
 from ledger.store import EventRegistry, EventStore, check_xid_horizon, create_pool
 from ledger.store.records import START, Checkpoint, Connection, RecordedEvent
-from ledger.store.store import load_checkpoint, save_checkpoint
-from ledger_kernel.observability import METRICS, Metrics, get_logger
+from ledger.store.store import load_checkpoint
+from ledger_kernel.observability import METRICS, Metrics, Readiness, get_logger
 from ledger_kernel.settings import Settings
 
 _log = get_logger(__name__)
@@ -278,9 +289,13 @@ class Relay:
         publisher_factory: Callable[[], KafkaPublisher] | None = None,
         lag_interval_s: float = 1.0,
         still_leader: Callable[[], Awaitable[bool]] | None = None,
+        readiness: Readiness | None = None,
+        hold_poll_s: float = 2.0,
     ) -> None:
         self.settings = settings
         self._still_leader = still_leader
+        self.readiness = readiness if readiness is not None else Readiness()
+        self._hold_poll_s = hold_poll_s
         self.pool = pool
         self.stop = stop
         self.metrics = metrics
@@ -300,6 +315,9 @@ class Relay:
         self._broker_backoff = Backoff(relay.backoff_initial_s, relay.backoff_max_s)
         self._db_backoff = Backoff(relay.backoff_initial_s, relay.backoff_max_s)
         self.checkpoint: Checkpoint = START
+        #: End offsets acknowledged per partition, as saved with the checkpoint (what the broker owes).
+        self.saved_offsets: dict[int, int] = {}
+        self._pending_offsets: dict[int, int] = {}
         self._gc = BatchGc()
 
     async def run(self) -> None:
@@ -308,11 +326,13 @@ class Relay:
             self.checkpoint = await load_checkpoint(self.pool, self.name) or START
         lag_task = asyncio.get_running_loop().create_task(self._lag_loop())
         try:
-            # Connect (and create the topic) at start-up, before anything is read or consumed.
-            if not await self._publish_until_acked([]):
-                return
             while not self.stop.is_set():
                 try:
+                    # Connect (creating the topic the first time) before anything is read.
+                    if self._publisher is None:
+                        await self._load_saved()
+                        if not await self._publish_until_acked([]):
+                            return
                     await check_xid_horizon(self.pool)
                     self.checkpoint = await load_checkpoint(self.pool, self.name) or START
                     _log.info(
@@ -322,6 +342,9 @@ class Relay:
                         position=self.checkpoint.position,
                     )
                     await self._follow()
+                except BrokerDataLost as exc:
+                    if await self._hold(exc):
+                        break
                 except _DB_ERRORS as exc:
                     _log.warning("relay.database_error", error=repr(exc))
                     if await sleep_or_stop(self.stop, self._db_backoff.next_delay()):
@@ -435,15 +458,20 @@ class Relay:
             try:
                 if self._publisher is None:
                     publisher = self._publisher_factory()
-                    await publisher.start()
+                    await publisher.start(self.saved_offsets, may_create=self._may_create_topic())
                     self._publisher = publisher
+                    self.readiness.clear("broker")
                     _log.info("relay.broker_connected", topic=self.topic)
-                await self._publisher.publish(messages)
+                self._pending_offsets = await self._publisher.publish(messages) or {}
                 self._broker_backoff.reset()
                 return True
             except Exception as exc:  # any broker failure: drop the session, back off, retry
-                if isinstance(exc, asyncio.CancelledError):
+                if isinstance(exc, asyncio.CancelledError | BrokerDataLost):
+                    if self._publisher is not None:
+                        await self._publisher.close(timeout_s=1.0)
+                        self._publisher = None
                     raise
+                self.readiness.block("broker", f"broker unreachable: {type(exc).__name__}")
                 kind = type(exc).__name__
                 self.metrics.relay_broker_errors.labels(kind=kind).inc()
                 delay = self._broker_backoff.next_delay()
@@ -460,6 +488,65 @@ class Relay:
                 if await sleep_or_stop(self.stop, delay):
                     return False
 
+    def _may_create_topic(self) -> bool:
+        """Only a relay that never published may create its topic: for any other, a missing
+        topic is a lost one (creating it would hide the loss)."""
+        return not self.saved_offsets and self.checkpoint == START
+
+    async def _load_saved(self) -> None:
+        """Read the checkpoint and the acknowledged offsets saved with it (the truth, also after
+        `ledger relay republish` replaced the offsets)."""
+        self.checkpoint = await load_checkpoint(self.pool, self.name) or START
+        self.saved_offsets = await load_offsets(self.pool, self.name)
+
+    async def _hold(self, lost: BrokerDataLost) -> bool:
+        """Publish nothing until the broker holds the topic up to the saved offsets again.
+
+        Says so once per reason (log line, metric, readiness), then asks the broker every few
+        seconds; the saved offsets are re-read each time, so a `ledger relay republish` (which
+        replaces them with what the broker holds after re-publishing) releases the hold.
+        Returns True when stopped first.
+        """
+        reason = ""
+        while True:
+            if lost.reason != reason:
+                if reason:
+                    self.metrics.relay_broker_data_lost.labels(reason=reason).set(0)
+                reason = lost.reason
+                self.metrics.relay_broker_data_lost.labels(reason=reason).set(1)
+                self.readiness.block("broker", f"broker lost data ({reason}): {lost.detail}")
+                _log.error(
+                    "relay.broker_lost_data",
+                    topic=self.topic,
+                    reason=reason,
+                    detail=lost.detail,
+                    checkpoint_tx=self.checkpoint.tx,
+                    checkpoint_position=self.checkpoint.position,
+                    action="publishing stopped; run `ledger relay republish --from-position 0`"
+                    " once the topic is back (or recreate it with the configured partitions)",
+                )
+            if await sleep_or_stop(self.stop, self._hold_poll_s):
+                return True
+            publisher = self._publisher_factory()
+            try:
+                await self._load_saved()
+                await publisher.start(self.saved_offsets, may_create=False)
+            except BrokerDataLost as again:
+                lost = again
+                await publisher.close(timeout_s=1.0)
+                continue
+            except Exception as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                _log.debug("relay.hold_check_failed", error=repr(exc))
+                await publisher.close(timeout_s=1.0)
+                continue
+            self._publisher = publisher
+            self.metrics.relay_broker_data_lost.labels(reason=reason).set(0)
+            self.readiness.clear("broker")
+            _log.info("relay.broker_data_restored", topic=self.topic, reason=reason)
+            return False
+
     async def _check_leader(self) -> None:
         """Raise `LeadershipLost` unless this relay still holds its lock (checked before each publish).
 
@@ -472,8 +559,10 @@ class Relay:
     async def _save_checkpoint(self, conn: asyncpg.Connection, checkpoint: Checkpoint) -> None:
         """Save after the acknowledgement. A database error propagates: `run` backs off and
         resumes from the saved checkpoint, re-publishing the acknowledged batch (at-least-once)."""
-        await save_checkpoint(conn, self.name, checkpoint)
+        pending = self._pending_offsets
+        await save_checkpoint_and_offsets(conn, self.name, checkpoint, pending)
         self.checkpoint = checkpoint
+        self.saved_offsets.update(pending)
 
     async def _lag_loop(self) -> None:
         """Keep the lag gauges fresh, also while the broker is away (that is when they matter)."""
@@ -498,8 +587,10 @@ async def run_relay(
     stop: asyncio.Event | None = None,
     metrics: Metrics = METRICS,
     topic: str | None = None,
+    readiness: Readiness | None = None,
 ) -> None:
     """Run the relay until `stop` is set (forever without one); creates a pool when none is given."""
+    readiness = readiness if readiness is not None else Readiness()
     stop = stop or asyncio.Event()
     own_pool = pool is None
     if pool is None:
@@ -510,7 +601,7 @@ async def run_relay(
     try:
         while not stop.is_set():
             try:
-                await _term(settings, pool, stop, metrics, topic)
+                await _term(settings, pool, stop, metrics, topic, readiness=readiness)
                 backoff.reset()
             except (*_DB_ERRORS, LeadershipLost) as exc:
                 _log.warning("relay.stepped_down", topic=topic, error=repr(exc))
@@ -521,13 +612,27 @@ async def run_relay(
 
 
 async def _term(
-    settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event, metrics: Metrics, topic: str | None
+    settings: Settings,
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    metrics: Metrics,
+    topic: str | None,
+    *,
+    readiness: Readiness,
 ) -> None:
     """One term: standby until this process holds the lock, then active until stopped; raises
     `LeadershipLost` (back to standby) when the lock's session is gone."""
     async with pool.acquire() as conn:
         still_leader = functools.partial(_session_alive, conn)
-        relay = Relay(settings, pool, stop=stop, metrics=metrics, topic=topic, still_leader=still_leader)
+        relay = Relay(
+            settings,
+            pool,
+            stop=stop,
+            metrics=metrics,
+            topic=topic,
+            still_leader=still_leader,
+            readiness=readiness,
+        )
         if await _lead(conn, relay.name, stop):
             try:
                 await relay.run()

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger_app.dev.lifeline import die_with_parent
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """Ask the kernel for a free TCP port on `host`."""
@@ -77,6 +79,7 @@ class TansuBroker:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - started from one thread
         )
         wait_for_port(self.host, self.port)
         return self

@@ -6,7 +6,16 @@ second start reuses it); without `LEDGER_KAFKA_BOOTSTRAP_SERVERS` a Tansu broker
 without destination URLs the two sandboxes stand in for Omneo and Omnisend. Every ledger process
 is a child started with the same CLI a production deployment uses, so the dev stack exercises the
 real wiring. Children run in their own process groups and are stopped (TERM, then KILL) on
-Ctrl-C or SIGTERM, so nothing is left behind.
+Ctrl-C or SIGTERM, so nothing is left behind; killed hard (SIGKILL, OOM), `ledger dev` still
+leaves nothing: children get SIGTERM from the kernel and a watchdog stops the rest, PostgreSQL
+included (`lifeline`). One `ledger dev` per folder (`lock`).
+
+The broker is supervised like the other children. An in-memory broker (Tansu) that died comes
+back empty: the relay and the Kafka consumers are stopped first (so nothing is produced into the
+empty broker ahead of the re-published log), the broker is restarted on the same port, the
+whole log is re-published (`ledger relay republish --from-position 0`, which creates the topic
+with the configured partitions and releases the relay's hold), and they are started again.
+Consumers dedupe by event id, so the re-published events cause no second effect.
 """
 
 from __future__ import annotations
@@ -24,6 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger_app.dev.broker import TansuBroker, free_port, wait_for_port
+from ledger_app.dev.lifeline import Watchdog, die_with_parent
+from ledger_app.dev.lock import AlreadyRunning, DevLock
+
+#: Children that talk to the broker: stopped while a lost broker is brought back.
+KAFKA_CHILDREN = ("relay", "intake", "fanout-omneo", "fanout-omnisend")
 
 
 @dataclass
@@ -35,13 +49,21 @@ class Child:
     env: dict[str, str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    watchdog: Watchdog | None = None
 
     def start(self) -> None:
         out = self.log.open("ab")
         self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - ledger dev starts children from one thread
         )
         out.close()
+        if self.watchdog is not None:
+            self.watchdog.watch_group(self.process.pid)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -57,6 +79,8 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=5)
+        if self.watchdog is not None:
+            self.watchdog.forget_group(self.process.pid)
 
 
 @dataclass
@@ -68,6 +92,9 @@ class DevStack:
     kafka: str = "tansu"
     children: list[Child] = field(default_factory=list)
     env_file: dict[str, str] = field(default_factory=dict)
+    watchdog: Watchdog | None = None
+    broker: TansuBroker | None = None
+    base_env: dict[str, str] = field(default_factory=dict)
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def ledger_argv(self, *args: str) -> list[str]:
@@ -80,6 +107,8 @@ class DevStack:
         from ledger_app.dev.embedded import start_embedded_postgres, stop_embedded_postgres
 
         data_dir = self.home / "pgdata"
+        if self.watchdog is not None:  # before it starts: a kill right after must still stop it
+            self.watchdog.watch_pgdata(data_dir)
         admin_dsn = start_embedded_postgres(data_dir)
         self._cleanups.append(lambda: stop_embedded_postgres(data_dir))
         return asyncio.run(_ensure_database(admin_dsn, "ledger"))
@@ -96,11 +125,55 @@ class DevStack:
             self._cleanups.append(cluster.stop)
             return cluster.bootstrap_servers
         broker = TansuBroker(log_path=self.home / "logs" / "tansu.log").start()
-        self._cleanups.append(broker.stop)
+        self._watch_broker(broker)
+        self.broker = broker
+        self._cleanups.append(lambda: self.broker.stop() if self.broker is not None else None)
         return broker.bootstrap_servers
 
+    def _watch_broker(self, broker: TansuBroker) -> None:
+        if self.watchdog is not None and broker.process is not None:
+            self.watchdog.watch_group(broker.process.pid)
+
+    def broker_died(self) -> bool:
+        """True when the broker this stack started has exited."""
+        return (
+            self.broker is not None
+            and self.broker.process is not None
+            and self.broker.process.poll() is not None
+        )
+
+    def recover_broker(self, echo: Callable[[str], None]) -> None:
+        """Bring a dead broker back with the whole log on it (see the module docstring)."""
+        assert self.broker is not None
+        code = self.broker.process.returncode if self.broker.process is not None else "?"
+        echo(f"the Kafka broker exited with {code}; restarting it and re-publishing the log")
+        stopped = [c for c in self.children if c.name in KAFKA_CHILDREN]
+        for child in stopped:
+            child.stop()
+        self.broker.stop()
+        self.broker.start()  # same port: every child's bootstrap setting stays right
+        self._watch_broker(self.broker)
+        result = subprocess.run(
+            self.ledger_argv("relay", "republish", "--from-position", "0"),
+            env=self.base_env,
+            capture_output=True,
+            text=True,
+            check=False,
+            preexec_fn=die_with_parent(),
+        )
+        echo(
+            (result.stdout or result.stderr).strip().splitlines()[-1]
+            if (result.stdout or result.stderr)
+            else ""
+        )
+        for child in stopped:
+            child.start()
+        echo("the Kafka broker is back with the log re-published; relay, intake and fan-out restarted")
+
     def spawn(self, name: str, args: list[str], env: dict[str, str], port: int | None = None) -> Child:
-        child = Child(name, self.ledger_argv(*args), env, self.home / "logs" / f"{name}.log")
+        child = Child(
+            name, self.ledger_argv(*args), env, self.home / "logs" / f"{name}.log", watchdog=self.watchdog
+        )
         child.start()
         self.children.append(child)
         if port is not None:
@@ -172,7 +245,13 @@ def run_dev(home: Path, api_port: int, echo: Callable[[str], None], kafka: str =
     """
     home.mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(exist_ok=True)
-    stack = DevStack(home=home, api_port=api_port, kafka=kafka)
+    try:
+        lock = DevLock(home).acquire()
+    except AlreadyRunning as exc:
+        echo(str(exc))
+        return 1
+    watchdog = Watchdog(keep_open=(lock.fd,)).start()
+    stack = DevStack(home=home, api_port=api_port, kafka=kafka, watchdog=watchdog)
     with _signals_raise():
         try:
             return _run(stack, echo)
@@ -181,6 +260,8 @@ def run_dev(home: Path, api_port: int, echo: Callable[[str], None], kafka: str =
             return 0
         finally:
             stack.stop()
+            watchdog.disarm()
+            lock.release()
             echo("stopped; no process left behind")
 
 
@@ -210,13 +291,21 @@ def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
         base_env[f"LEDGER_{dest.upper()}__TOKEN"] = token
 
     echo("applying migrations ...")
-    subprocess.run(stack.ledger_argv("migrate"), env=base_env, check=True, stdout=subprocess.DEVNULL)
+    stack.base_env = base_env
+    subprocess.run(
+        stack.ledger_argv("migrate"),
+        env=base_env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(),
+    )
     token = subprocess.run(
         stack.ledger_argv("tokens", "create", "--name", "dev", "--scope", "admin"),
         env=base_env,
         check=True,
         capture_output=True,
         text=True,
+        preexec_fn=die_with_parent(),
     ).stdout.strip()
 
     api_port = stack.api_port if stack.api_port and _port_free(stack.api_port) else free_port()
@@ -255,6 +344,8 @@ def _supervise(stack: DevStack, echo: Callable[[str], None]) -> int:
     restarts: dict[str, float] = {}
     while True:
         time.sleep(0.5)
+        if stack.broker_died():
+            stack.recover_broker(echo)
         for child in stack.children:
             if child.alive():
                 continue

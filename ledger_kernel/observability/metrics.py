@@ -44,6 +44,12 @@ class Metrics:
         self.relay_broker_errors = Counter(
             "ledger_relay_broker_errors_total", "Broker errors seen by the relay", ["kind"], registry=r
         )
+        self.relay_broker_data_lost = Gauge(
+            "ledger_relay_broker_data_lost",
+            "1 while the relay holds because the broker lost records it had acknowledged (by reason)",
+            ["reason"],
+            registry=r,
+        )
         self.projection_lag_events = Gauge(
             "ledger_projection_lag_events", "Events behind the log head", ["projection"], registry=r
         )

@@ -209,16 +209,17 @@ class SpyPublisher(KafkaPublisher):
     pool: asyncpg.Pool
     fail_times: int = 0
 
-    async def publish(self, messages: list[OutMessage]) -> None:  # type: ignore[override]
+    async def publish(self, messages: list[OutMessage]) -> dict[int, int]:  # type: ignore[override]
         if not messages:  # the start-up connection check
             return await super().publish(messages)
         before = await saved_checkpoint(self.pool, self.topic)
         if self.fail_times > 0:
             self.fail_times -= 1
             raise ConnectionError("broker said no")
-        await super().publish(messages)
+        acked = await super().publish(messages)
         after_ack = await saved_checkpoint(self.pool, self.topic)
         self.seen.append((before, after_ack, messages[-1].checkpoint))
+        return acked
 
 
 async def test_checkpoint_is_saved_only_after_the_broker_acknowledged_the_whole_batch(

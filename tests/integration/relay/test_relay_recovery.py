@@ -27,7 +27,7 @@ class FakePublisher:
         self.ack_s = ack_s
         self.published: list[OutMessage] = []
 
-    async def start(self) -> None:
+    async def start(self, *_: object, **__: object) -> None:
         pass
 
     async def close(self, timeout_s: float = 5.0) -> None:
