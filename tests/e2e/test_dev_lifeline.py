@@ -43,7 +43,7 @@ def _clean_env() -> dict[str, str]:
 def _dev(folder: Path, api_port: int, out: Path) -> subprocess.Popen[bytes]:
     with out.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "dev", "--api-port", str(api_port)],
+            [sys.executable, "-m", "ledger_app.cli", "dev", "--api-port", str(api_port)],
             cwd=folder,
             env=_clean_env(),
             stdout=log,
@@ -111,7 +111,7 @@ def test_a_second_dev_in_the_same_folder_is_refused_and_a_sigkilled_dev_leaves_n
     try:
         _wait_ready(proc, folder, out)
         second = subprocess.run(
-            [sys.executable, "-m", "ledger.cli", "dev", "--api-port", "0"],
+            [sys.executable, "-m", "ledger_app.cli", "dev", "--api-port", "0"],
             cwd=folder,
             env=_clean_env(),
             capture_output=True,

@@ -162,7 +162,7 @@ def republish_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess
     """`ledger relay republish ...` as an operator runs it, with the test's settings."""
     env = {**os.environ, **relay_env(settings), "PYTHONPATH": str(REPO), "LEDGER_LOG_JSON": "false"}
     return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "relay", "republish", *args],
+        [sys.executable, "-m", "ledger_app.cli", "relay", "republish", *args],
         env=env,
         cwd=REPO,
         capture_output=True,
