@@ -71,7 +71,7 @@ def parked(
 ) -> None:
     """List parked orders with the reason, and halted destinations."""
     _check_destination(destination)
-    from consumers.fanout.state import list_halts, list_parked
+    from consumers.fanout.delivery_store import list_halts, list_parked
 
     async def work(pool: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return await list_parked(pool, destination, order), await list_halts(pool)
@@ -112,7 +112,7 @@ def status(
     """Per destination: orders, parked, not applicable (cannot take them, with why), halted;
     with --order, that order's delivery state at each destination."""
     _check_destination(destination)
-    from consumers.fanout.state import delivery_summary, list_not_applicable, order_delivery
+    from consumers.fanout.delivery_store import delivery_summary, list_not_applicable, order_delivery
 
     async def work(pool: Any) -> dict[str, Any]:
         if order is not None:

@@ -42,7 +42,7 @@ __all__ = [
     "DuplicateExternalId",
     "IdempotencyInProgress",
     "IdempotencyMismatch",
-    "OrderDeleted",
+    "OrderGone",
     "OrderNotFound",
     "OrderService",
     "Outcome",
@@ -140,7 +140,9 @@ class OrderNotFound(ServiceError):
         self.order_id = order_id
 
 
-class OrderDeleted(ServiceError):
+class OrderGone(ServiceError):
+    """The order was deleted (its stream ends in the `OrderDeleted` event): HTTP 410."""
+
     def __init__(self, order_id: UUID, version: int) -> None:
         super().__init__(f"order {order_id} was deleted")
         self.order_id = order_id
@@ -337,7 +339,7 @@ class OrderService:
         if state is None and not isinstance(command, PlaceOrder):
             raise OrderNotFound(order_id)
         if state is not None and state.deleted:
-            raise OrderDeleted(order_id, current)
+            raise OrderGone(order_id, current)
         now = self.clock()
         events = decide(command, state, now=now, ids=lambda: order_id)  # type: ignore[arg-type]
         if not events:  # a no-op (e.g. PUT of what is already there): nothing to append

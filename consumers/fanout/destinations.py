@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import httpx
 
 from consumers.fanout.applicability import NotApplicable
+from consumers.fanout.delivery_store import DeliveryRow
 from consumers.fanout.envelope import REMOTE_ID, DestinationCall, Envelope
-from consumers.fanout.state import DeliveryRow
 from consumers.http import Outcome, Permanent, Success
 from consumers.omneo import mapping as omneo_mapping
 from consumers.omneo.client import OmneoClient

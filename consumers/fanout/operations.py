@@ -23,9 +23,9 @@ import httpx
 
 from consumers.fanout.budget import SharedRateBudget
 from consumers.fanout.delivery import Deliverer
+from consumers.fanout.delivery_store import Conn, FanoutStore
 from consumers.fanout.destinations import build_destination
 from consumers.fanout.envelope import Envelope
-from consumers.fanout.state import Conn, FanoutStore
 from consumers.fanout.worker import destination_settings
 from ledger.domain import Order, decode_event, evolve
 from ledger.store.reads import read_stream

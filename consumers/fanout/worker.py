@@ -29,8 +29,8 @@ from faststream.kafka.annotations import KafkaMessage
 
 from consumers.fanout.budget import Closing, SharedRateBudget
 from consumers.fanout.delivery import Deliverer, Halted, Item
+from consumers.fanout.delivery_store import FanoutStore
 from consumers.fanout.destinations import build_destination
-from consumers.fanout.state import FanoutStore
 from ledger.relay.topics import forbid_topic_auto_creation, wait_for_topic
 from ledger_kernel.observability import METRICS, Metrics, get_logger, serve_metrics
 from ledger_kernel.settings import DestinationSettings, Settings

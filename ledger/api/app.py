@@ -32,7 +32,7 @@ from ledger.service import (
     DuplicateExternalId,
     IdempotencyInProgress,
     IdempotencyMismatch,
-    OrderDeleted,
+    OrderGone,
     OrderNotFound,
     OrderService,
     OrderTooLarge,
@@ -104,7 +104,7 @@ def to_problem(exc: Exception) -> Problem | None:
         )
     if isinstance(exc, OrderNotFound):
         return Problem(404, "not-found", str(exc))
-    if isinstance(exc, OrderDeleted):
+    if isinstance(exc, OrderGone):
         return Problem(410, "gone", str(exc), version=exc.version)
     if isinstance(exc, DuplicateExternalId):
         return Problem(

@@ -123,33 +123,57 @@ def _quantities(lines: tuple[QuantityLine, ...]) -> list[dict[str, Any]]:
     return [{"line_id": q.line_id, "quantity": q.quantity} for q in lines]
 
 
-def _address(a: Address | None) -> dict[str, Any] | None:
+def address_part(a: Address | None) -> dict[str, Any] | None:
     # ``model_dump()``'s keys, order and values (a flat, closed model of plain values keeps
     # exactly its fields, in order, in ``__dict__``; a test checks it), without pydantic's
     # per-call overhead.
     return None if a is None else dict(a.__dict__)
 
 
+#: The order view's field table: its keys, part by part, in the order `order_to_json` writes
+#: them. Each part is made from one slice of `Order`, and `evolve` keeps a slice the *same
+#: object* until an event replaces it, so the relay's memoised writer (`ledger.relay.orderview`)
+#: re-serializes a part only when its slice changed. Both writers build every part with the
+#: `*_part` functions below, so a field added here and there reaches the HTTP API, the
+#: projections and the Kafka envelope alike (a test checks `order_to_json` against this table).
+VIEW_PARTS: dict[str, tuple[str, ...]] = {
+    "identity": ("id", "external_id", "source"),
+    "state": ("version", "status", "payment_status", "fulfillment_status"),
+    "currency": ("currency",),
+    "customer": ("profile_id", "email", "phone", "first_name", "last_name"),
+    "amounts": ("subtotal", "discount", "tax", "shipping", "total", "adjustment", "tax_included"),
+    "details": (
+        "discount_code",
+        "discount_type",
+        "payment_method",
+        "shipping_method",
+        "billing_address",
+        "shipping_address",
+        "tags",
+        "note",
+    ),
+    "items": ("items",),
+    "payments": ("payments",),
+    "shipments": ("shipments",),
+    "restocks": ("restocks",),
+    "transactions": ("transactions",),
+    "cancel": ("canceled_at", "cancel_reason", "deleted", "deleted_at"),
+    "timestamps": ("created_at", "updated_at"),
+}
+VIEW_KEYS: tuple[str, ...] = tuple(key for keys in VIEW_PARTS.values() for key in keys)
+
+
 def order_to_json(
     order: Order, *, money: MoneyFormat = DECIMAL_MONEY, timestamps: Timestamps = ISO_DATETIMES
 ) -> dict[str, Any]:
-    """The order's JSON view; money as exact Decimals (or as ``money`` writes it), timestamps
-    as ISO 8601 text (or as ``timestamps`` writes them)."""
+    """The order's JSON view (keys: `VIEW_KEYS`); money as exact Decimals (or as ``money`` writes
+    it), timestamps as ISO 8601 text (or as ``timestamps`` writes them)."""
     ts = timestamps
     cur = order.currency
     major = money.major(cur)
     details = order.details
-    customer = details.customer
-    amounts = order.amounts
     order_id = str(order.id)
-    billing = _address(details.billing_address)
-    shipping = _address(details.shipping_address)
-    items = _items(order.lines, major)
-    payments = _payments(order.payments, major, ts)
-    shipments = _shipments(order.shipments, ts)
-    restocks = _restocks(order.restocks, ts)
-    transactions = _transactions(order, major, order_id, ts)
-    return {
+    view: dict[str, Any] = {
         "id": order_id,
         "external_id": order.external_id,
         "source": order.source,
@@ -158,45 +182,74 @@ def order_to_json(
         "payment_status": payment_status(order),
         "fulfillment_status": fulfillment_status(order),
         "currency": cur,
-        "profile_id": customer.profile_id,
-        "email": customer.email,
-        "phone": customer.phone,
-        "first_name": customer.first_name,
-        "last_name": customer.last_name,
-        "subtotal": major(amounts.subtotal),
-        "discount": major(amounts.discount),
-        "tax": major(amounts.tax),
-        "shipping": major(amounts.shipping),
-        "total": major(amounts.total),
+    }
+    view.update(customer_part(details.customer))
+    view.update(amounts_part(order.amounts, major))
+    view.update(details_part(details))
+    view["items"] = items_part(order.lines, major)
+    view["payments"] = payments_part(order.payments, major, ts)
+    view["shipments"] = shipments_part(order.shipments, ts)
+    view["restocks"] = restocks_part(order.restocks, ts)
+    view["transactions"] = transactions_part(order, major, order_id, ts)
+    view.update(cancel_part(order.canceled_at, order.cancel_reason, order.deleted_at, ts))
+    view["created_at"] = ts(order.created_at)
+    view["updated_at"] = ts(order.updated_at)
+    return view
+
+
+def customer_part(customer: Customer) -> dict[str, Any]:
+    """The "customer" part: the model's fields are the view's keys (a flat, closed model keeps
+    exactly its fields, in order, in ``__dict__``; checked at import), read without pydantic's
+    per-attribute overhead."""
+    return dict(customer.__dict__)
+
+
+def amounts_part(amounts: Amounts, major: Major) -> dict[str, Any]:
+    """The "amounts" part."""
+    fields = amounts.__dict__
+    return {
+        "subtotal": major(fields["subtotal"]),
+        "discount": major(fields["discount"]),
+        "tax": major(fields["tax"]),
+        "shipping": major(fields["shipping"]),
+        "total": major(fields["total"]),
         "adjustment": major(amounts.adjustment),
-        "tax_included": amounts.tax_included,
-        "discount_code": details.discount_code,
-        "discount_type": details.discount_type,
-        "payment_method": details.payment_method,
-        "shipping_method": details.shipping_method,
-        "billing_address": billing,
-        "shipping_address": shipping,
-        "tags": list(details.tags),
-        "note": details.note,
-        "items": items,
-        "payments": payments,
-        "shipments": shipments,
-        "restocks": restocks,
-        "transactions": transactions,
-        "canceled_at": None if order.canceled_at is None else ts(order.canceled_at),
-        "cancel_reason": order.cancel_reason,
-        "deleted": order.deleted_at is not None,
-        "deleted_at": None if order.deleted_at is None else ts(order.deleted_at),
-        "created_at": ts(order.created_at),
-        "updated_at": ts(order.updated_at),
+        "tax_included": fields["tax_included"],
     }
 
 
-def _items(lines: tuple[LineItem, ...], major: Major) -> list[dict[str, Any]]:
+def details_part(details: OrderDetails) -> dict[str, Any]:
+    """The "details" part (the customer is its own part)."""
+    fields = details.__dict__
+    return {
+        "discount_code": fields["discount_code"],
+        "discount_type": fields["discount_type"],
+        "payment_method": fields["payment_method"],
+        "shipping_method": fields["shipping_method"],
+        "billing_address": address_part(fields["billing_address"]),
+        "shipping_address": address_part(fields["shipping_address"]),
+        "tags": list(fields["tags"]),
+        "note": fields["note"],
+    }
+
+
+def cancel_part(
+    canceled_at: datetime | None, cancel_reason: str | None, deleted_at: datetime | None, ts: Timestamps
+) -> dict[str, Any]:
+    """The "cancel" part."""
+    return {
+        "canceled_at": None if canceled_at is None else ts(canceled_at),
+        "cancel_reason": cancel_reason,
+        "deleted": deleted_at is not None,
+        "deleted_at": None if deleted_at is None else ts(deleted_at),
+    }
+
+
+def items_part(lines: tuple[LineItem, ...], major: Major) -> list[dict[str, Any]]:
     return [_line_to_json(line, major) for line in lines]
 
 
-def _payments(payments: Payments, major: Major, ts: Timestamps = ISO_DATETIMES) -> dict[str, Any]:
+def payments_part(payments: Payments, major: Major, ts: Timestamps = ISO_DATETIMES) -> dict[str, Any]:
     return {
         "authorized": major(payments.authorized),
         "captured": major(payments.captured),
@@ -215,7 +268,7 @@ def _payments(payments: Payments, major: Major, ts: Timestamps = ISO_DATETIMES) 
     }
 
 
-def _shipments(shipments: tuple[Shipment, ...], ts: Timestamps = ISO_DATETIMES) -> list[dict[str, Any]]:
+def shipments_part(shipments: tuple[Shipment, ...], ts: Timestamps = ISO_DATETIMES) -> list[dict[str, Any]]:
     return [
         {
             "shipment_id": s.shipment_id,
@@ -231,7 +284,7 @@ def _shipments(shipments: tuple[Shipment, ...], ts: Timestamps = ISO_DATETIMES) 
     ]
 
 
-def _restocks(restocks: tuple[Restock, ...], ts: Timestamps = ISO_DATETIMES) -> list[dict[str, Any]]:
+def restocks_part(restocks: tuple[Restock, ...], ts: Timestamps = ISO_DATETIMES) -> list[dict[str, Any]]:
     return [
         {
             "lines": _quantities(r.lines),
@@ -243,7 +296,7 @@ def _restocks(restocks: tuple[Restock, ...], ts: Timestamps = ISO_DATETIMES) -> 
     ]
 
 
-def _transactions(
+def transactions_part(
     order: Order, major: Major, order_id: str, ts: Timestamps = ISO_DATETIMES
 ) -> list[dict[str, Any]]:
     if not order.shipments:  # no shipment, no Transaction: skip the derivation
@@ -388,3 +441,7 @@ def order_from_json(data: dict[str, Any]) -> Order:
         cancel_reason=data["cancel_reason"],
         deleted_at=_dt(data["deleted_at"]),
     )
+
+
+if tuple(Customer.model_fields) != VIEW_PARTS["customer"]:  # pragma: no cover - guards `customer_part`
+    raise ImportError("Customer's fields changed: update VIEW_PARTS['customer']")

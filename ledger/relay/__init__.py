@@ -4,7 +4,7 @@ Entry points: `run_relay` (library), `python -m ledger.relay` (process), and the
 function `ledger.relay.cli.relay` (the `ledger relay` verb).
 """
 
-from ledger.relay.envelope import OutMessage, build_message
+from ledger.relay.message import OutMessage, build_message
 from ledger.relay.publisher import KafkaPublisher, RelayConfigError, producer_options
 from ledger.relay.relay import Relay, checkpoint_name, run_relay
 from ledger_kernel.wire.codec import dumps_canonical

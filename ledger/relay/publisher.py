@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from ledger.relay.envelope import OutMessage
+from ledger.relay.message import OutMessage
 from ledger.relay.topics import BrokerDataLost, broker_view, check_holds, forbid_topic_auto_creation
 from ledger_kernel.observability import get_logger
 from ledger_kernel.settings import KafkaSettings

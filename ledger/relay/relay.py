@@ -55,10 +55,10 @@ from typing import Any, cast
 
 import asyncpg
 
-from ledger.relay.envelope import LogEvent, OutMessage, build_message
+from ledger.relay.foldcache import DomainAdapter, OrderStates
+from ledger.relay.message import LogEvent, OutMessage, build_message
 from ledger.relay.offsets import load_offsets, save_checkpoint_and_offsets
 from ledger.relay.publisher import KafkaPublisher
-from ledger.relay.states import DomainAdapter, OrderStates
 from ledger.relay.topics import BrokerDataLost
 from ledger.store import EventRegistry, EventStore, check_xid_horizon, create_pool
 from ledger.store.records import START, Checkpoint, Connection, RecordedEvent

@@ -24,11 +24,11 @@ from datetime import datetime
 
 import asyncpg
 
-from ledger.relay.envelope import LogEvent, OutMessage, build_message
+from ledger.relay.foldcache import DomainAdapter, OrderStates
+from ledger.relay.message import LogEvent, OutMessage, build_message
 from ledger.relay.offsets import replace_offsets
 from ledger.relay.publisher import KafkaPublisher, TopicPartitionsChanged, ensure_topic
 from ledger.relay.relay import checkpoint_name
-from ledger.relay.states import DomainAdapter, OrderStates
 from ledger.relay.topics import broker_view
 from ledger.store import create_pool
 from ledger.store.reads import read_log

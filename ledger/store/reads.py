@@ -33,7 +33,7 @@ COLUMNS = (
 RAW_COLUMNS = COLUMNS.replace("data, metadata", "data::text AS data, metadata::text AS metadata")
 #: What the relay publishes of each event: no hash chain, data and metadata as JSON text. Text
 #: skips the jsonb codec's Python call per value, and `decode_event` validates JSON text in Rust,
-#: faster than a decoded dict (see `ledger.relay.states`).
+#: faster than a decoded dict (see `ledger.relay.foldcache`).
 LOG_COLUMNS = (
     "position, tx, stream_id, version, event_id, type, schema_version, "
     "data::text AS data, metadata::text AS metadata, recorded_at"

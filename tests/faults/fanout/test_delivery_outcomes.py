@@ -18,8 +18,8 @@ import pytest
 
 from consumers.fanout.budget import Closing
 from consumers.fanout.delivery import Deliverer, Item
+from consumers.fanout.delivery_store import FanoutStore
 from consumers.fanout.destinations import build_destination
-from consumers.fanout.state import FanoutStore
 from ledger_kernel.observability import Metrics
 from ledger_kernel.settings import DestinationSettings
 from tests.unit.mapping.story import OrderStory, dumps, parse

@@ -9,8 +9,8 @@ from typing import cast
 import asyncpg
 import pytest
 
+from consumers.fanout.delivery_store import list_halts, list_parked
 from consumers.fanout.operations import redrive
-from consumers.fanout.state import list_halts, list_parked
 from consumers.fanout.worker import EXIT_HALTED
 from ledger_kernel.observability import Metrics
 from tests.integration.fanout.support import (

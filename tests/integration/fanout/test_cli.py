@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from consumers.cli import app
-from consumers.fanout.state import FanoutStore
+from consumers.fanout.delivery_store import FanoutStore
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
 

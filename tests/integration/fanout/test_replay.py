@@ -10,8 +10,8 @@ import asyncpg
 import httpx
 import pytest
 
+from consumers.fanout.delivery_store import FanoutStore
 from consumers.fanout.operations import replay
-from consumers.fanout.state import FanoutStore
 from ledger.store import EventStore
 from ledger.store.records import NewEvent
 from tests.integration.fanout.support import make_settings, sandbox

@@ -21,9 +21,9 @@ import pytest
 
 from consumers.fanout.budget import Closing, SharedRateBudget, call_with_retries
 from consumers.fanout.delivery import Deliverer, Item
+from consumers.fanout.delivery_store import FanoutStore
 from consumers.fanout.destinations import build_destination
 from consumers.fanout.operations import redrive
-from consumers.fanout.state import FanoutStore
 from consumers.http import Outcome, Success
 from ledger.store import create_pool
 from ledger_kernel.observability import Metrics

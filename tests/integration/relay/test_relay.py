@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.fanout.envelope import Envelope
 from ledger.relay import KafkaPublisher, RelayConfigError, checkpoint_name, producer_options, run_relay
-from ledger.relay.envelope import LogEvent, OutMessage
+from ledger.relay.message import LogEvent, OutMessage
 from ledger.relay.publisher import TopicPartitionsChanged, ensure_topic
 from ledger.relay.relay import Relay
 from ledger.store import NO_STREAM, Checkpoint, EventStore

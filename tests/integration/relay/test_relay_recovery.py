@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 import pytest
 
-from ledger.relay.envelope import OutMessage
+from ledger.relay.message import OutMessage
 from ledger.relay.relay import Relay, run_relay
 from ledger.store import NO_STREAM, Checkpoint, EventStore, XidHorizonError, check_xid_horizon, create_pool
 from ledger_kernel.observability import Metrics

@@ -40,6 +40,16 @@ def test_view_has_the_documented_keys_and_money_as_decimal_major_units() -> None
     assert view["billing_address"]["country_code"] == "AUS"
 
 
+def test_the_view_writes_exactly_the_field_tables_keys_in_its_order() -> None:
+    from ledger.domain import PlaceOrder
+    from ledger.domain.views import VIEW_KEYS, VIEW_PARTS
+
+    s = Stream()
+    s.send(body(PlaceOrder, PLACE))
+    assert tuple(order_to_json(s.order)) == VIEW_KEYS
+    assert len(set(VIEW_KEYS)) == len(VIEW_KEYS) == sum(len(keys) for keys in VIEW_PARTS.values())
+
+
 def test_order_from_json_inverts_order_to_json_exactly() -> None:
     order = lived()
     assert order_from_json(order_to_json(order)) == order

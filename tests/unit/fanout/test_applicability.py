@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from consumers.fanout.delivery_store import DeliveryRow
 from consumers.fanout.destinations import OmneoDestination, OmnisendDestination
-from consumers.fanout.state import DeliveryRow
 from consumers.http import encode_json
 from consumers.omneo import mapping as omneo_mapping
 from consumers.omnisend import mapping as omnisend_mapping

@@ -24,10 +24,10 @@ from ledger.domain import (
     order_to_json,
 )
 from ledger.domain.views import JSON_MONEY
-from ledger.relay.envelope import LogEvent, build_message
+from ledger.relay.foldcache import DomainAdapter, OrderStates
+from ledger.relay.message import LogEvent, build_message
 from ledger.relay.orderview import KEYS, OrderJSON
 from ledger.relay.publisher import murmur2, partition_of
-from ledger.relay.states import DomainAdapter, OrderStates
 from ledger.store.records import RecordedEvent
 from ledger_kernel.wire.codec import dumps_canonical
 from projections.simulate import HistoryGenerator

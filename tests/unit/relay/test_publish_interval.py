@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from ledger.relay.envelope import OutMessage
+from ledger.relay.message import OutMessage
 from ledger.relay.relay import _MORE, _gather
 from ledger_kernel.settings import RelaySettings, Settings
 

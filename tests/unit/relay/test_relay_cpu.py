@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from pydantic_core import TzInfo
 
 from ledger.domain import event_data
-from ledger.relay.envelope import LogEvent, build_message
+from ledger.relay.foldcache import DomainAdapter
+from ledger.relay.message import LogEvent, build_message
 from ledger.relay.orderview import _iso
 from ledger.relay.relay import BatchGc, Relay
-from ledger.relay.states import DomainAdapter
 from ledger_kernel.observability import Metrics
 from ledger_kernel.settings import Settings
 from tests.unit.domain.helpers import every_event_type

@@ -23,7 +23,7 @@ import asyncpg
 
 from ledger.domain import EVENT_TYPES, Order, decode_event, evolve, upcast
 from ledger.domain.events import current_json_decoders
-from ledger.relay.envelope import LogEvent
+from ledger.relay.message import LogEvent
 from ledger.relay.orderview import OrderJSON
 from ledger.store.records import RecordedEvent
 from ledger_kernel.observability import get_logger
