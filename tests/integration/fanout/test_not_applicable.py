@@ -78,6 +78,9 @@ async def test_order_without_contact_is_not_applicable_not_parked_then_delivered
             summary = await asyncio.to_thread(cli.invoke, fanout_cli, ["status", "--json"])
             listed = json.loads(summary.output)["not_applicable"]
             assert [(r["destination"], r["order_id"]) for r in listed] == [("omnisend", walk_in.order_id)]
+            table = await asyncio.to_thread(cli.invoke, fanout_cli, ["status", "--destination", "omnisend"])
+            assert table.exit_code == 0, table.output
+            assert walk_in.order_id[:8] in table.output
 
             await publish(kafka_bootstrap, topic, walk_in.update(email="late@example.com"))
 
