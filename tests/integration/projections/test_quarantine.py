@@ -23,10 +23,16 @@ from ledger.observability.metrics import Metrics
 from ledger.store import EventStore
 from projections import order_state, quarantine, transactions
 from projections.definition import Projection, Row
+from projections.rebuild import rebuild
 from projections.runner import Runner
 from projections.simulate import HistoryGenerator
 from projections.status import projection_status
-from tests.integration.projections.support import append_interleaved, assert_matches_fold, wait_caught_up
+from tests.integration.projections.support import (
+    append_interleaved,
+    assert_matches_fold,
+    wait_caught_up,
+    wait_fenced,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
 
@@ -103,6 +109,8 @@ async def test_an_event_postgres_cannot_hold_quarantines_its_order_and_every_oth
     )
     assert sample == 1
     assert await quarantine.stale_projections(pool, bad_stream) == ["order_state"]
+    for p in PROJECTIONS:  # every other order's rows equal the fold of the log
+        await assert_matches_fold(pool, p)
 
 
 class _Broken:
@@ -165,3 +173,25 @@ async def test_a_runner_folds_its_quarantined_orders_again_when_it_starts(
         metrics.registry.get_sample_value("ledger_projection_quarantined_orders", {"projection": p.name}) == 0
     )
     await assert_matches_fold(pool, p)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_rebuild_reports_the_orders_it_cannot_fold_instead_of_dying(
+    pool: asyncpg.Pool, store: EventStore, database_url: str, workers: int
+) -> None:
+    generator = HistoryGenerator(seed=31)
+    await append_interleaved(store, generator.histories(40), seed=31)
+    bad_stream, bad_events = _placed_at_end_of_time(generator.history(max_events=5))
+    await append_interleaved(store, [(bad_stream, bad_events)], seed=32)
+    await append_interleaved(store, generator.histories(40), seed=33)
+    await wait_fenced(pool)
+    v2 = dataclasses.replace(order_state.PROJECTION, version=order_state.PROJECTION.version + 1)
+    report = await rebuild(pool, v2, dsn=database_url, workers=workers, page_size=25, copy_chunk=7)
+    assert report.swapped
+    assert report.quarantined == [bad_stream]
+    assert report.as_json()["quarantined_count"] == 1
+    assert report.verification is not None
+    assert report.verification.ok
+    assert await quarantine.streams(pool, v2.name, v2.version) == {bad_stream}
+    assert await pool.fetchval("SELECT count(*) FROM order_state") == 80
+    await assert_matches_fold(pool, v2)
