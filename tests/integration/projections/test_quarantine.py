@@ -21,8 +21,10 @@ from ledger.domain.events import OrderPlaced
 from ledger.domain.state import Order
 from ledger.observability.metrics import Metrics
 from ledger.store import EventStore
-from projections import order_state, quarantine, transactions
+from projections import order_state, quarantine, registry, transactions
+from projections.db import connection
 from projections.definition import Projection, Row
+from projections.quarantine import Failure
 from projections.rebuild import rebuild
 from projections.runner import Runner
 from projections.simulate import HistoryGenerator
@@ -33,6 +35,7 @@ from tests.integration.projections.support import (
     wait_caught_up,
     wait_fenced,
 )
+from tests.integration.projections.test_cli import _cli
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
 
@@ -195,3 +198,31 @@ async def test_a_rebuild_reports_the_orders_it_cannot_fold_instead_of_dying(
     assert await quarantine.streams(pool, v2.name, v2.version) == {bad_stream}
     assert await pool.fetchval("SELECT count(*) FROM order_state") == 80
     await assert_matches_fold(pool, v2)
+
+
+async def test_the_operator_sees_quarantined_orders_and_asks_for_a_refold_from_the_cli(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    p = order_state.PROJECTION
+    async with connection(pool) as conn:
+        await registry.install(conn, p)
+        await quarantine.record(
+            conn,
+            p.name,
+            p.version,
+            [Failure("order-" + "0" * 32, 3, 17, "OverflowError: date value out of range")],
+        )
+    stream = await pool.fetchval("SELECT stream_id FROM projection_quarantine")
+    code, status = await _cli(database_url, "status")
+    assert code == 0, status
+    assert "quarantined" in status
+    code, listing = await _cli(database_url, "quarantine", p.name)
+    assert code == 0, listing
+    assert "OverflowError: date value out of range" in listing
+    assert "1 quarantined order(s)" in listing
+    code, refold = await _cli(database_url, "refold", p.name, stream.removeprefix("order-"))
+    assert code == 0, refold
+    assert "refold requested for 1 quarantined order(s)" in refold
+    assert await pool.fetchval(
+        "SELECT retry_requested FROM projection_quarantine WHERE stream_id = $1", stream
+    )
