@@ -26,7 +26,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -39,10 +39,11 @@ from ledger.domain.events import current_json_decoders, decode_event
 from ledger.domain.state import Order, evolve
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
-from projections import checksums, tables
+from projections import checksums, quarantine, tables
 from projections.canonical import order_checksums
 from projections.definition import Projection, Row
 from projections.partition import StreamRange
+from projections.quarantine import Failure, describe
 
 T = TypeVar("T")
 
@@ -73,6 +74,9 @@ class Part:
     streams: StreamRange
     page_size: int
     copy_chunk: int
+    #: Orders the part may quarantine before an error is taken for a bug in the projection's
+    #: code rather than a bad event, and raised as itself (the rebuild stops).
+    max_quarantined: int = 10
 
 
 @contextlib.contextmanager
@@ -101,16 +105,22 @@ class _Writer:
         self._part = part
         self._pending: asyncio.Task[None] | None = None
 
-    async def write(self, rows: dict[str, list[Row]], records: list[checksums.Record]) -> None:
-        """Start writing `rows` and their checksum `records` once the previous chunk is written
-        (its error raises here)."""
+    async def write(self, chunk: _Chunk) -> None:
+        """Start writing a chunk once the previous one is written (its error raises here)."""
         await self.flush()
-        self._pending = asyncio.ensure_future(self._write(rows, records))
+        self._pending = asyncio.ensure_future(self._write(chunk))
 
-    async def _write(self, rows: dict[str, list[Row]], records: list[checksums.Record]) -> None:
+    async def _write(self, chunk: _Chunk) -> None:
         projection, version = self._part.projection, self._part.version
-        await tables.copy_rows(self._conn, projection, version, rows)
-        await checksums.write(self._conn, projection, version, records)
+        try:
+            await tables.copy_rows(self._conn, projection, version, chunk.rows)
+        except tables.ROW_ERRORS:
+            # Some order's rows cannot be written (a value the database or its codec refuses):
+            # the COPY wrote nothing, so write the orders one by one and quarantine the refused.
+            refused = await tables.copy_each(self._conn, projection, version, chunk.orders)
+            chunk.refuse(projection, refused)
+        await checksums.write(self._conn, projection, version, chunk.records)
+        await quarantine.record(self._conn, projection.name, version, chunk.failures)
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, None
@@ -120,6 +130,30 @@ class _Writer:
     def cancel(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
+
+
+class _Chunk:
+    """Rows of up to `copy_chunk` orders, their checksum records, and the orders refused.
+
+    `orders` keeps each order's own rows (references, no copies) only so a COPY that fails can
+    be retried order by order.
+    """
+
+    def __init__(self, bases: Sequence[str]) -> None:
+        self.rows: dict[str, list[Row]] = {base: [] for base in bases}
+        self.records: list[checksums.Record] = []
+        self.orders: list[tuple[str, int, Mapping[str, Sequence[Row]]]] = []
+        self.failures: list[Failure] = []
+
+    def refuse(self, projection: Projection, failures: Sequence[Failure]) -> None:
+        """These orders' rows were not written: record them with no rows, and quarantine them."""
+        refused = {f.stream_id for f in failures}
+        empty = order_checksums(projection, {})
+        self.records = [
+            checksums.record(projection, r[0], r[1], r[2], empty) if r[0] in refused else r
+            for r in self.records
+        ]
+        self.failures.extend(failures)
 
 
 async def load_part(
@@ -136,25 +170,49 @@ async def _load_part(
     projection = part.projection
     row_function = projection.rows
     bases = [t.base for t in projection.tables]
-    chunk: dict[str, list[Row]] = {base: [] for base in bases}
-    records: list[checksums.Record] = []
+    chunk = _Chunk(bases)
     orders = events = 0
     current: str | None = None
     state: Order | None = None
-    folded = last_version = 0  # events folded into `state`, and the last one's version
+    failure: Failure | None = None  # why `current` cannot be folded (its later events are skipped)
+    folded = last_version = 0  # events of `current` read, and the last one's version
     streams, args = part.streams.where("stream_id", 3)
     decoders = current_json_decoders()
+    empty = order_checksums(projection, {})
+    refused = 0
+
+    def quarantine_or_raise(exc: Exception, stream: str, version: int) -> Failure:
+        """A failure to quarantine; past `max_quarantined` of them, the error itself."""
+        nonlocal refused
+        refused += 1
+        if refused > part.max_quarantined:
+            raise exc
+        return Failure(stream, version, None, describe(exc))
 
     def finish() -> None:
-        """`state` is complete: add its rows to the chunk, and what was folded to the records."""
-        assert state is not None
+        """`current` is complete: add its rows to the chunk, and what was folded to the records.
+
+        An order that could not be folded, or whose row function raised, gets no rows and is
+        quarantined (`projections.quarantine`); its record still counts its events, so the
+        verification's completeness check holds, and both sides compare it as rowless.
+        """
         assert current is not None
-        rows = row_function(state)
+        nonlocal failure
+        if failure is None:
+            assert state is not None
+            try:
+                rows = row_function(state)
+                sums = order_checksums(projection, rows)
+            except Exception as exc:  # the row function is pure: its error is this order's
+                failure = quarantine_or_raise(exc, current, last_version)
+        if failure is not None:
+            chunk.failures.append(failure)
+            chunk.records.append(checksums.record(projection, current, folded, last_version, empty))
+            return
         for base, table_rows in rows.items():
-            chunk[base] += table_rows
-        records.append(
-            checksums.record(projection, current, folded, last_version, order_checksums(projection, rows))
-        )
+            chunk.rows[base] += table_rows
+        chunk.orders.append((current, last_version, rows))
+        chunk.records.append(checksums.record(projection, current, folded, last_version, sums))
 
     try:
         async with reader.transaction(readonly=True):
@@ -174,33 +232,38 @@ async def _load_part(
                             start : start + _SLICE
                         ]:
                             if stream != current:
-                                if state is not None:
+                                if current is not None:
                                     finish()
-                                current, state, folded = stream, None, 0
-                            decoder = decoders.get(type_)
-                            event = (
-                                decoder[1](data)
-                                if decoder is not None and decoder[0] == schema_version
-                                else decode_event(type_, data, schema_version=schema_version)
-                            )
-                            state = evolve(state, event, version=version, recorded_at=recorded_at)
+                                current, state, folded, failure = stream, None, 0, None
                             folded += 1
                             last_version = version
+                            if failure is not None:
+                                continue
+                            try:
+                                decoder = decoders.get(type_)
+                                event = (
+                                    decoder[1](data)
+                                    if decoder is not None and decoder[0] == schema_version
+                                    else decode_event(type_, data, schema_version=schema_version)
+                                )
+                                state = evolve(state, event, version=version, recorded_at=recorded_at)
+                            except Exception as exc:  # quarantine this order; the log flows on
+                                failure = quarantine_or_raise(exc, stream, version)
                     events += len(page)
                     advance(len(page))
-                    if len(records) >= part.copy_chunk:
-                        await writer.write(chunk, records)
-                        orders += len(records)
-                        chunk, records = {base: [] for base in bases}, []
+                    if len(chunk.records) >= part.copy_chunk:
+                        await writer.write(chunk)
+                        orders += len(chunk.records)
+                        chunk = _Chunk(bases)
             finally:
                 await _settle(fetching)
-        if state is not None:
+        if current is not None:
             finish()
-        await writer.write(chunk, records)
+        await writer.write(chunk)
         await writer.flush()
     finally:
         writer.cancel()
-    return events, orders + len(records)
+    return events, orders + len(chunk.records)
 
 
 async def _settle(fetching: asyncio.Future[Any]) -> None:

@@ -199,6 +199,13 @@ def rebuild_command(
             " instead of the checksums the build recorded."
         ),
     ] = False,
+    max_quarantined: Annotated[
+        int,
+        typer.Option(
+            help="Orders per part of the log the build may quarantine (events it cannot fold,"
+            " rows the database refuses) before it stops on the error as a bug."
+        ),
+    ] = 10,
 ) -> None:
     """Build this deploy's version beside the live one, verify it against the log, swap."""
     settings = _settings(database_url)
@@ -226,6 +233,7 @@ def rebuild_command(
                     progress=_RichSink(progress),
                     swap=swap,
                     refold=refold,
+                    max_quarantined=max_quarantined,
                 ),
             )
         )
@@ -235,6 +243,11 @@ def rebuild_command(
         + ("verified and swapped" if report.swapped else "verified, not swapped")
         + (f"; v{report.previous} kept for rollback" if report.previous else "")
     )
+    if report.quarantined:
+        console.print(
+            f"[yellow]{len(report.quarantined):,} order(s) could not be folded and are quarantined"
+            f" (served stale): `ledger projections quarantine {name}` shows why[/yellow]"
+        )
 
 
 @app.command()

@@ -65,6 +65,13 @@ async def release(conn: asyncpg.Connection, name: str, version: int, streams: It
         )
 
 
+async def release_all(conn: asyncpg.Connection, name: str, version: int) -> None:
+    """Forget a version's quarantine (its tables are being built again from the log)."""
+    await conn.execute(
+        "DELETE FROM projection_quarantine WHERE projection = $1 AND version = $2", name, version
+    )
+
+
 async def streams(db: asyncpg.Connection | asyncpg.Pool, name: str, version: int) -> set[str]:
     """Every quarantined order of a version (a small set: each one is an incident)."""
     rows = await db.fetch(

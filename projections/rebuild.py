@@ -33,7 +33,7 @@ import asyncpg
 
 from ledger.store import reads
 from ledger.store.store import save_checkpoint
-from projections import bulk, checksums, partition, registry, tables
+from projections import bulk, checksums, partition, quarantine, registry, tables
 from projections.db import connection
 from projections.definition import Projection
 from projections.fold import OrderFolder
@@ -86,6 +86,9 @@ class RebuildReport:
     swapped: bool = False
     #: Largest peak RSS of a worker process (MiB); None when the build ran in this process.
     worker_peak_rss_mib: int | None = None
+    #: Orders the build could not fold or write (`projections.quarantine`): the version serves
+    #: them as stale; `ledger projections quarantine NAME` shows why.
+    quarantined: list[str] = field(default_factory=list)
 
     @property
     def build_rate(self) -> float:
@@ -106,6 +109,8 @@ class RebuildReport:
             "verification": None if self.verification is None else self.verification.as_json(),
             "swapped": self.swapped,
             "worker_peak_rss_mib": self.worker_peak_rss_mib,
+            "quarantined": self.quarantined[:100],
+            "quarantined_count": len(self.quarantined),
         }
 
 
@@ -119,6 +124,7 @@ class _Options:
     before_verify: BeforeVerify | None
     swap: bool
     refold: bool
+    max_quarantined: int
 
 
 async def rebuild(
@@ -134,17 +140,22 @@ async def rebuild(
     before_verify: BeforeVerify | None = None,
     swap: bool = True,
     refold: bool = False,
+    max_quarantined: int = 10,
 ) -> RebuildReport:
     """Build, verify and (if `swap`) swap in this deploy's version; see the module docstring.
 
     `workers > 1` folds parts of the log in that many processes, which connect with `dsn`.
     `refold` verifies against a second fold of the whole log instead of the recorded checksums.
+    An order the build cannot fold or write is quarantined and reported (`report.quarantined`),
+    up to `max_quarantined` per part of the log: more is a bug, raised as itself.
     Raises `registry.RebuildRefused` (live version, lock held elsewhere) and
     `VerificationFailed` (with the report; the version is left `failed`).
     """
     if workers > 1 and dsn is None:
         raise ValueError("a parallel rebuild needs the database URL for its worker processes")
-    options = _Options(dsn, workers, page_size, batch_size, copy_chunk, before_verify, swap, refold)
+    options = _Options(
+        dsn, workers, page_size, batch_size, copy_chunk, before_verify, swap, refold, max_quarantined
+    )
     sink: ProgressSink = progress or _NoProgress()
     version = projection.version
     report = RebuildReport(projection.name, version)
@@ -211,6 +222,7 @@ async def _build(
     await reads.check_xid_horizon(conn)  # the bulk's upper bound and the catch-up trust xids
     await tables.create_tables(conn, projection, version)
     await checksums.create(conn, projection, version)
+    await quarantine.release_all(conn, projection.name, version)  # a failed build's leftovers
     upper = await reads.head(conn)
     sink.phase(
         "bulk",
@@ -223,7 +235,14 @@ async def _build(
     ranges = await partition.stream_ranges(conn, options.workers, upper)
     parts = [
         bulk.Part(
-            options.dsn or "", projection, version, upper, streams, options.page_size, options.copy_chunk
+            options.dsn or "",
+            projection,
+            version,
+            upper,
+            streams,
+            options.page_size,
+            options.copy_chunk,
+            options.max_quarantined,
         )
         for streams in ranges
     ]
@@ -252,8 +271,9 @@ async def _build(
     sink.phase("catch-up")
     # The bulk fold keeps no states: the catch-up folds the few orders it touches from the store.
     folder = OrderFolder()
+    held = await quarantine.streams(conn, projection.name, version)
     checkpoint, applied = await catch_up(
-        conn, projection, version, folder, upper, batch_size=options.batch_size
+        conn, projection, version, folder, upper, batch_size=options.batch_size, quarantined=held
     )
     report.catchup_events += applied
     lap("catchup")
@@ -285,9 +305,10 @@ async def _build(
 
     sink.phase("swap")
     checkpoint, applied = await catch_up(
-        conn, projection, version, folder, checkpoint, batch_size=options.batch_size
+        conn, projection, version, folder, checkpoint, batch_size=options.batch_size, quarantined=held
     )
     report.catchup_events += applied
+    report.quarantined = sorted(held)
     if options.swap:
         report.previous = await registry.swap(conn, projection, version)
         report.swapped = True

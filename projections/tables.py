@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -231,4 +231,24 @@ async def replace_each(
                 await copy_rows(conn, projection, version, rows)
         except ROW_ERRORS as exc:
             failures.append(Failure(stream, order.version, None, describe(exc)))
+    return failures
+
+
+async def copy_each(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    version: int,
+    orders: Sequence[tuple[str, int, Mapping[str, Sequence[Row]]]],
+) -> list[Failure]:
+    """COPY each `(stream, last version, rows)` on its own (a bulk chunk whose COPY failed);
+    returns the refused.
+
+    Outside a transaction each COPY commits on its own, so a refused order leaves no row.
+    """
+    failures: list[Failure] = []
+    for stream, last_version, rows in orders:
+        try:
+            await copy_rows(conn, projection, version, {base: list(r) for base, r in rows.items()})
+        except ROW_ERRORS as exc:
+            failures.append(Failure(stream, last_version, None, describe(exc)))
     return failures

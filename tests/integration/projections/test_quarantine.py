@@ -21,12 +21,21 @@ from ledger.domain.events import OrderPlaced
 from ledger.domain.state import Order
 from ledger.store import EventStore
 from ledger_kernel.observability.metrics import Metrics
-from projections import order_state, quarantine, transactions
+from projections import order_state, quarantine, registry, transactions
+from projections.db import connection
 from projections.definition import Projection, Row
+from projections.quarantine import Failure
+from projections.rebuild import rebuild
 from projections.runner import Runner
 from projections.simulate import HistoryGenerator
 from projections.status import projection_status
-from tests.integration.projections.support import append_interleaved, assert_matches_fold, wait_caught_up
+from tests.integration.projections.support import (
+    append_interleaved,
+    assert_matches_fold,
+    wait_caught_up,
+    wait_fenced,
+)
+from tests.integration.projections.test_cli import _cli
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
 
@@ -103,6 +112,8 @@ async def test_an_event_postgres_cannot_hold_quarantines_its_order_and_every_oth
     )
     assert sample == 1
     assert await quarantine.stale_projections(pool, bad_stream) == ["order_state"]
+    for p in PROJECTIONS:  # every other order's rows equal the fold of the log
+        await assert_matches_fold(pool, p)
 
 
 class _Broken:
@@ -165,3 +176,53 @@ async def test_a_runner_folds_its_quarantined_orders_again_when_it_starts(
         metrics.registry.get_sample_value("ledger_projection_quarantined_orders", {"projection": p.name}) == 0
     )
     await assert_matches_fold(pool, p)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_rebuild_reports_the_orders_it_cannot_fold_instead_of_dying(
+    pool: asyncpg.Pool, store: EventStore, database_url: str, workers: int
+) -> None:
+    generator = HistoryGenerator(seed=31)
+    await append_interleaved(store, generator.histories(40), seed=31)
+    bad_stream, bad_events = _placed_at_end_of_time(generator.history(max_events=5))
+    await append_interleaved(store, [(bad_stream, bad_events)], seed=32)
+    await append_interleaved(store, generator.histories(40), seed=33)
+    await wait_fenced(pool)
+    v2 = dataclasses.replace(order_state.PROJECTION, version=order_state.PROJECTION.version + 1)
+    report = await rebuild(pool, v2, dsn=database_url, workers=workers, page_size=25, copy_chunk=7)
+    assert report.swapped
+    assert report.quarantined == [bad_stream]
+    assert report.as_json()["quarantined_count"] == 1
+    assert report.verification is not None
+    assert report.verification.ok
+    assert await quarantine.streams(pool, v2.name, v2.version) == {bad_stream}
+    assert await pool.fetchval("SELECT count(*) FROM order_state") == 80
+    await assert_matches_fold(pool, v2)
+
+
+async def test_the_operator_sees_quarantined_orders_and_asks_for_a_refold_from_the_cli(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    p = order_state.PROJECTION
+    async with connection(pool) as conn:
+        await registry.install(conn, p)
+        await quarantine.record(
+            conn,
+            p.name,
+            p.version,
+            [Failure("order-" + "0" * 32, 3, 17, "OverflowError: date value out of range")],
+        )
+    stream = await pool.fetchval("SELECT stream_id FROM projection_quarantine")
+    code, status = await _cli(database_url, "status")
+    assert code == 0, status
+    assert "quarantined" in status
+    code, listing = await _cli(database_url, "quarantine", p.name)
+    assert code == 0, listing
+    assert "OverflowError: date value out of range" in listing
+    assert "1 quarantined order(s)" in listing
+    code, refold = await _cli(database_url, "refold", p.name, stream.removeprefix("order-"))
+    assert code == 0, refold
+    assert "refold requested for 1 quarantined order(s)" in refold
+    assert await pool.fetchval(
+        "SELECT retry_requested FROM projection_quarantine WHERE stream_id = $1", stream
+    )
