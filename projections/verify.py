@@ -236,7 +236,7 @@ async def verify_part(
             expected.update(await expected_checksums(conn, projection, checkpoint, part, touched, skip=skip))
         actual = await actual_checksums(conn, projection, version, part, advance)
         for stream in skip:
-            order_id = stream.removeprefix(checksums.STREAM_PREFIX)
+            order_id = stream.removeprefix(ORDER_STREAM_PREFIX)
             expected.pop(order_id, None)
             actual.pop(order_id, None)
         report = compare(projection, version, checkpoint, expected, actual)
