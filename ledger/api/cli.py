@@ -26,6 +26,7 @@ def api(
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    from ledger.api.headers import server_options
     from ledger.observability import configure_logging
 
     settings = Settings()
@@ -41,11 +42,19 @@ def api(
             workers=workers,
             log_config=None,
             access_log=False,
+            **server_options(),
         )
         return
     from ledger.api.app import create_app
 
-    uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=bind_host,
+        port=bind_port,
+        log_config=None,
+        access_log=False,
+        **server_options(),
+    )
 
 
 def app_factory() -> object:

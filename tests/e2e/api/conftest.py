@@ -13,6 +13,7 @@ import pytest_asyncio
 import uvicorn
 
 from ledger.api.app import create_app
+from ledger.api.headers import server_options
 from ledger.dev.broker import free_port
 from ledger.settings import ApiSettings, Settings, StoreSettings
 from projections.setup import install_projections
@@ -44,7 +45,12 @@ async def live_api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[LiveA
         store=StoreSettings(pool_min_size=2, pool_max_size=10),
     )
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        **server_options(),
     )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())

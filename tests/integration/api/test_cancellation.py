@@ -10,7 +10,9 @@ from tests.integration.projections.support import drain
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
 
-ORDER = b'{"currency": "AUD", "status": "pending", "items": [{"name": "Cap", "quantity": 1, "price_sell": 10}]}'
+ORDER = (
+    b'{"currency": "AUD", "status": "pending", "items": [{"name": "Cap", "quantity": 1, "price_sell": 10}]}'
+)
 
 
 async def test_an_order_canceled_by_the_endpoint_or_by_put_reads_and_lists_as_cancelled(api: Api) -> None:
@@ -21,7 +23,9 @@ async def test_an_order_canceled_by_the_endpoint_or_by_put_reads_and_lists_as_ca
         assert placed.status_code == 201, placed.text
         ids.append(placed.json()["data"]["id"])
     by_endpoint = await api.client.post(f"/api/v3/orders/{ids[0]}/cancel", content=b"{}", headers=headers)
-    by_put = await api.client.put(f"/api/v3/orders/{ids[1]}", content=b'{"status": "cancelled"}', headers=headers)
+    by_put = await api.client.put(
+        f"/api/v3/orders/{ids[1]}", content=b'{"status": "cancelled"}', headers=headers
+    )
     assert by_endpoint.status_code == by_put.status_code == 200, (by_endpoint.text, by_put.text)
     assert by_endpoint.json()["data"]["status"] == by_put.json()["data"]["status"] == "cancelled"
     for oid in ids[:2]:
