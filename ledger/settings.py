@@ -75,6 +75,11 @@ class ApiSettings(BaseModel):
         ge=1024,
         description="Largest request head (request line and headers) answered; larger ones get 431.",
     )
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request not answered by then gets 503 + Retry-After (e.g. while PostgreSQL stalls).",
+    )
     metrics_token: SecretStr | None = Field(
         default=None,
         description="When set, `GET /metrics` needs `Authorization: Bearer <this token>` (else 401).",

@@ -28,10 +28,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api import audit, orders
 from ledger.api.auth import TokenStore
+from ledger.api.deadline import RequestDeadline
 from ledger.api.deps import BODY_MODELS, AppState, require, state_of
 from ledger.api.headers import HeaderGuard
 from ledger.api.jsonbody import dumps
-from ledger.api.openapi import add_links, cap_line_counts, document_problems
+from ledger.api.openapi import add_links, cap_line_counts, document_order_ids, document_problems
 from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
 from ledger.api.schemas import problem_responses
 from ledger.domain.errors import DomainError
@@ -376,6 +377,7 @@ def _custom_openapi(app: FastAPI, settings: Settings) -> None:
         schema["security"] = [{"bearer": []}]
         document_problems(schema)
         cap_line_counts(components, settings.api.max_lines)
+        document_order_ids(schema)
         add_links(schema)
         app.openapi_schema = schema
         return schema
@@ -439,6 +441,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(HeaderGuard, max_header_bytes=settings.api.max_header_bytes)
+    app.add_middleware(RequestDeadline, timeout_s=settings.api.request_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _install_handlers(app)
     _ops_routes(app, settings)

@@ -61,6 +61,15 @@ def document_problems(schema: dict[str, Any]) -> None:
         components.pop(name, None)
 
 
+def document_order_ids(schema: dict[str, Any]) -> None:
+    """Path `order_id`s are UUIDs (a handler reads them as strings so a non-UUID answers 404)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter.get("name") == "order_id":
+                    parameter["schema"] = {"type": "string", "format": "uuid", "title": "Order Id"}
+
+
 def add_links(schema: dict[str, Any]) -> None:
     """Attach `_LINKS` to the answers they start from, naming targets by operationId."""
     paths = schema.get("paths", {})
