@@ -14,6 +14,10 @@ Checks left out, and why:
 - `positive_data_acceptance`: bodies the schema allows can still break a business rule the
   schema cannot state (a capture above the order's total, three decimals for USD, a shipment
   of more than was ordered, a write to a canceled order): those are 409/422 by design.
+- `use_after_free` on `GET /api/v3/orders/{order_id}/events` only: a deleted order's history
+  stays readable by design (DELETE is a tombstone; auditors read what happened before it).
+- `negative_data_rejection` on the operations in `PENDING_DATETIME_STRICTNESS` (below), until
+  strict RFC 3339 parsing lands.
 """
 
 from __future__ import annotations
@@ -60,6 +64,11 @@ def _config() -> str:
     checks are chosen here, not with `--checks` on the command line)."""
     lines = ["[checks]"]
     lines += [f"{name} = {{ enabled = false }}" for name in EXCLUDED_CHECKS]
+    lines += [
+        "\n[[operations]]",
+        'include-name = "GET /api/v3/orders/{order_id}/events"',
+        "checks = { use_after_free = { enabled = false } }",
+    ]
     for method, path in PENDING_DATETIME_STRICTNESS:
         lines += [
             "\n[[operations]]",
@@ -91,7 +100,7 @@ async def test_schemathesis_all_checks_on_every_operation_find_no_failure(
     assert shipped.status_code == 201, shipped.text
     parameters = f'[parameters]\n"path.order_id" = "{order_id}"\n"path.shipment_id" = "S1"\n'
     summary = await _run(live_api, tmp_path, parameters, "examples,coverage,fuzzing")
-    assert "Stateful" not in summary  # this run is the stateless one
+    assert "✅  Coverage" in summary
 
 
 async def test_schemathesis_stateful_links_from_a_placed_order_find_no_failure(
