@@ -62,6 +62,8 @@ def api(
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    from ledger.api.headers import server_options
+
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     bind_host = host or settings.api.host
@@ -75,11 +77,19 @@ def api(
             workers=workers,
             log_config=None,
             access_log=False,
+            **server_options(),
         )
         return
     from ledger_app.api import create_app
 
-    uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=bind_host,
+        port=bind_port,
+        log_config=None,
+        access_log=False,
+        **server_options(),
+    )
 
 
 app.command()(intake)

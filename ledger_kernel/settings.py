@@ -64,7 +64,30 @@ class ApiSettings(BaseModel):
     port: int = 8000
     max_body_bytes: int = 1024 * 1024
     max_lines: int = 500
-    page_size_max: int = 500
+    page_size_max: int = Field(
+        default=500,
+        ge=1,
+        le=500,
+        description="Largest `limit` of a list page (a larger one is a 422 on every list route).",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers) answered; larger ones get 431.",
+    )
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request not answered by then gets 503 + Retry-After (e.g. while PostgreSQL stalls).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, `GET /metrics` needs `Authorization: Bearer <this token>` (else 401).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        description="When set, metrics are served on this port (same host) and not on the API's port.",
+    )
 
 
 class RelaySettings(BaseModel):

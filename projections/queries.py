@@ -23,7 +23,9 @@ from uuid import UUID
 import asyncpg
 import orjson
 
-MAX_LIMIT = 500
+from ledger_kernel.wire.paging import MAX_PAGE_SIZE
+
+MAX_LIMIT = MAX_PAGE_SIZE
 
 Executor = asyncpg.Connection | asyncpg.Pool
 Page = tuple[list[dict[str, Any]], str | None]

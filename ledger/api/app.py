@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,14 +20,20 @@ import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api import audit, orders
 from ledger.api.auth import TokenStore
+from ledger.api.deadline import RequestDeadline
 from ledger.api.deps import BODY_MODELS, AppState, StaleReadModels, state_of
+from ledger.api.headers import HeaderGuard
+from ledger.api.openapi import add_links, cap_line_counts, document_order_ids, document_problems
 from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
+from ledger.api.schemas import problem_responses
 from ledger.domain.errors import DomainError
 from ledger.domain.events import EVENT_TYPES, UPCASTERS
 from ledger.service import (
@@ -141,6 +149,11 @@ def to_problem(exc: Exception) -> Problem | None:
     return None
 
 
+#: Methods counted under their own name; anything else a client sends is counted as `other`, so a
+#: client cannot grow the `method` label without bound (one series per made-up method).
+COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware:
     """Counts requests by method, route template and status (pure ASGI: no body buffering)."""
 
@@ -165,7 +178,32 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.http_requests.labels(scope["method"], template, str(status)).inc()
+            method = scope["method"] if scope["method"] in COUNTED_METHODS else "other"
+            self.metrics.http_requests.labels(method, template, str(status)).inc()
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some operation serves at `path` (Starlette's 405 names only the first route's).
+
+    Routes are one per method here, so a path's methods are spread over several routes; the
+    OpenAPI document is where they meet (HEAD comes with GET, as Starlette serves it).
+    """
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            methods = [m.upper() for m in operations if m.upper() in _METHOD_ORDER]
+            if "GET" in methods:
+                methods.append("HEAD")
+            table.append((compile_path(template)[0], sorted(methods, key=_METHOD_ORDER.index)))
+        app.state.allow_table = table
+    for regex, methods in table:
+        if regex.match(path):
+            return methods
+    return []
+
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def _install_handlers(app: FastAPI) -> None:
@@ -186,6 +224,10 @@ def _install_handlers(app: FastAPI) -> None:
             exc.status_code, "bad-request"
         )
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path)) or headers.get(
+                "Allow", ""
+            )
         return problem_response(Problem(exc.status_code, slug, str(exc.detail), headers=headers), request)
 
     async def _known(request: Request, exc: Exception) -> Response:
@@ -211,12 +253,21 @@ def _install_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, _known)
 
 
-def _ops_routes(app: FastAPI) -> None:
-    @app.get("/healthz", include_in_schema=True, tags=["ops"], summary="Liveness")
+_OPEN: dict[str, Any] = {"security": []}  # the ops routes answer without a token (probes, scrapers)
+
+
+def _ops_routes(app: FastAPI, settings: Settings) -> None:
+    @app.get("/healthz", include_in_schema=True, tags=["ops"], summary="Liveness", openapi_extra=_OPEN)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness: database reachable and migrated")
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="Readiness: database reachable and migrated",
+        openapi_extra=_OPEN,
+        responses={503: {"description": "Not ready (database away or migrations pending)"}},
+    )
     async def readyz(request: Request) -> Response:
         try:
             async with state_of(request).pool.acquire(timeout=2) as conn:
@@ -231,18 +282,81 @@ def _ops_routes(app: FastAPI) -> None:
             return Response(dumps(body), status_code=503, media_type="application/json")
         return Response(dumps({"status": "ok"}), media_type="application/json")
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    if settings.api.metrics_port is not None:
+        return  # served on its own port by the lifespan (`_serve_metrics_port`), not here
+    token = settings.api.metrics_token
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        openapi_extra={"security": [{"metrics": []}]} if token else _OPEN,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+            **(problem_responses(401) if token else {}),
+        },
+    )
     async def metrics(request: Request) -> Response:
+        if token is not None:
+            check_metrics_token(request, token.get_secret_value())
         state = state_of(request)
-        try:  # fence lag is read at scrape time: one cheap query, no background task
-            fence = await state.store.fence_status()
-            state.metrics.fence_lag_seconds.set(fence.oldest_writer_age_s or 0.0)
-        except Exception as exc:  # a scrape must still answer while the database is away
-            log.warning("fence status unavailable", error=repr(exc))
+        await refresh_fence_lag(state.store, state.metrics)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _custom_openapi(app: FastAPI) -> None:
+def check_metrics_token(request: Request, token: str) -> None:
+    """401 unless the request carries `Authorization: Bearer <api.metrics_token>`."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
+        raise Problem(
+            401,
+            "unauthorized",
+            "send Authorization: Bearer <metrics token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+async def refresh_fence_lag(store: EventStore, metrics: Metrics) -> None:
+    """Fence lag is read at scrape time: one cheap query, no background task."""
+    try:
+        fence = await store.fence_status()
+        metrics.fence_lag_seconds.set(fence.oldest_writer_age_s or 0.0)
+    except Exception as exc:  # a scrape must still answer while the database is away
+        log.warning("fence status unavailable", error=repr(exc))
+
+
+@asynccontextmanager
+async def _serve_metrics_port(settings: Settings, store: EventStore, metrics: Metrics) -> AsyncIterator[None]:
+    """Metrics on `api.metrics_port` (a port kept off the public network), fence lag kept fresh.
+
+    prometheus_client's server runs in a thread and cannot await the fence query at scrape
+    time, so a task refreshes the gauge every few seconds instead.
+    """
+    port = settings.api.metrics_port
+    if port is None:
+        yield
+        return
+    server, thread = start_http_server(port, addr=settings.api.host, registry=metrics.registry)
+
+    async def refresh() -> None:
+        while True:
+            await refresh_fence_lag(store, metrics)
+            await asyncio.sleep(5)
+
+    task = asyncio.get_running_loop().create_task(refresh())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _custom_openapi(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
@@ -255,8 +369,15 @@ def _custom_openapi(app: FastAPI) -> None:
             for def_name, definition in body.pop("$defs", {}).items():
                 components.setdefault(def_name, definition)
             components[name] = body
-        schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schemes: dict[str, Any] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        if settings.api.metrics_token is not None:
+            schemes["metrics"] = {"type": "http", "scheme": "bearer", "description": "api.metrics_token"}
+        schema["components"]["securitySchemes"] = schemes
         schema["security"] = [{"bearer": []}]
+        document_problems(schema)
+        cap_line_counts(components, settings.api.max_lines)
+        document_order_ids(schema)
+        add_links(schema)
         app.openapi_schema = schema
         return schema
 
@@ -308,7 +429,8 @@ def create_app(
         log.info("api started", pool_size=db.get_max_size())
         pruner = asyncio.get_running_loop().create_task(_prune_idempotency_keys(store, settings))
         try:
-            yield
+            async with _serve_metrics_port(settings, store, metrics):
+                yield
         finally:
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -325,12 +447,16 @@ def create_app(
         "in major units; errors are RFC 9457 problem+json.",
         lifespan=lifespan,
     )
+    app.add_middleware(HeaderGuard, max_header_bytes=settings.api.max_header_bytes)
+    app.add_middleware(RequestDeadline, timeout_s=settings.api.request_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _install_handlers(app)
-    _ops_routes(app)
+    _ops_routes(app, settings)
     app.include_router(orders.router, tags=["orders"])
     app.include_router(audit.router, tags=["audit"])
     for router in routers:
-        app.include_router(router, tags=["read models"])
-    _custom_openapi(app)
+        app.include_router(
+            router, tags=["read models"], responses=problem_responses(400, 401, 403, 422, 503)
+        )
+    _custom_openapi(app, settings)
     return app

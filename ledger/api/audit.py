@@ -9,16 +9,18 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ledger.api.auth import Principal
-from ledger.api.deps import parse_order_id, require, state_of
+from ledger.api.deps import require, state_of
 from ledger.api.problems import Problem
 from ledger.api.schemas import EventList, problem_responses
 from ledger.domain.timestamps import Timestamp
 from ledger.store import Checkpoint, RecordedEvent
 from ledger_kernel.wire.codec import dumps
+from ledger_kernel.wire.paging import MAX_PAGE_SIZE
 from ledger_kernel.wire.streams import order_id_of, stream_id_of
 
 router = APIRouter(prefix="/api/v3")
@@ -50,10 +52,20 @@ def decode_cursor(cursor: str) -> Checkpoint:
         tx, position = raw.split(".")
         checkpoint = Checkpoint(int(tx), int(position))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise Problem(400, "bad-request", "cursor is not one this API handed out") from None
+        raise _bad_cursor() from None
     if not (0 <= checkpoint.tx < 2**63 and 0 <= checkpoint.position < 2**63):
-        raise Problem(400, "bad-request", "cursor is not one this API handed out")
+        raise _bad_cursor()
     return checkpoint
+
+
+def _bad_cursor() -> Problem:
+    """422, as on every list route: a bad query parameter is invalid input, whichever it is."""
+    return Problem(
+        422,
+        "validation-error",
+        "cursor is not one this API handed out",
+        errors=[{"loc": ["query", "cursor"], "msg": "not a cursor of this API", "type": "cursor"}],
+    )
 
 
 @router.get(
@@ -71,22 +83,30 @@ async def audit_feed(
     type: Annotated[list[str] | None, Query(max_length=50, description="Event types (repeatable)")] = None,
     actor: Annotated[str | None, Query(max_length=255)] = None,
     source: Annotated[str | None, Query(max_length=64, description="http or kafka")] = None,
-    order_id: Annotated[str | None, Query(max_length=64)] = None,
+    order_id: Annotated[UUID | None, Query(description="Only this order's events")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, description="Page size; capped by the server's maximum")] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size (above the maximum: 422)")] = 100,
 ) -> Response:
     state = state_of(request)
     for text in (actor, source, *(type or [])):
         if text is not None and ("\x00" in text or not text.isprintable()):
-            raise Problem(400, "bad-request", "filters must be printable text")
-    limit = min(limit, state.settings.api.page_size_max)
+            raise Problem(422, "validation-error", "filters must be printable text")
+    if limit > state.settings.api.page_size_max:
+        raise Problem(
+            422,
+            "validation-error",
+            f"limit is at most {state.settings.api.page_size_max}",
+            errors=[
+                {"loc": ["query", "limit"], "msg": "above the page size maximum", "type": "less_than_equal"}
+            ],
+        )
     rows = await state.store.read_events(
         since=since,
         until=until,
         types=type,
         actor=actor,
         source=source,
-        stream_id=stream_id_of(parse_order_id(order_id)) if order_id else None,
+        stream_id=stream_id_of(order_id) if order_id else None,
         after=decode_cursor(cursor) if cursor else None,
         limit=limit,
     )

@@ -170,7 +170,10 @@ async def read_raw(request: Request, limit: int) -> bytes:
 async def read_body(
     request: Request, model: type[M], *, empty_ok: bool = False, extra: dict[str, Any] | None = None
 ) -> M:
-    """Read, parse and validate a JSON body into `model` (400/413/415/422 as problems)."""
+    """Read, parse and validate a JSON body into `model` (400/413/415/422 as problems).
+
+    `extra` holds fields taken from the path; a body naming one with another value is a 422.
+    """
     settings = state_of(request).settings
     raw = await read_raw(request, settings.api.max_body_bytes)
     if not raw.strip():
@@ -192,8 +195,17 @@ async def read_body(
             "the body must be a JSON object",
             errors=[{"loc": ["body"], "msg": "must be an object", "type": "object_type"}],
         )
-    if extra:
-        data = {**data, **extra}
+    for name, value in (extra or {}).items():  # values from the path: the body may repeat, not contradict
+        if name in data and data[name] != value:
+            raise Problem(
+                422,
+                "validation-error",
+                f"the body's {name} differs from the one in the path",
+                errors=[
+                    {"loc": ["body", name], "msg": "must equal the path's value", "type": "path_mismatch"}
+                ],
+            )
+        data[name] = value
     try:
         return model.model_validate(data, context={"max_lines": settings.api.max_lines})
     except ValidationError as exc:

@@ -27,7 +27,13 @@ from ledger.api.deps import (
     state_of,
 )
 from ledger.api.problems import Problem
-from ledger.api.schemas import EventList, OrderEnvelope, TransactionList, problem_responses
+from ledger.api.schemas import (
+    EventList,
+    MarkDeliveredBody,
+    OrderEnvelope,
+    TransactionList,
+    problem_responses,
+)
 from ledger.domain.commands import (
     CancelOrder,
     DeleteOrder,
@@ -155,7 +161,7 @@ async def dispatch_shipment(order_id: str, request: Request, principal: Writer) 
     summary="Mark a shipment delivered",
     response_model=OrderEnvelope,
     responses=_WRITE_RESPONSES,
-    openapi_extra=body_doc(MarkDelivered, required=False),
+    openapi_extra=body_doc(MarkDeliveredBody, required=False),
 )
 async def mark_delivered(order_id: str, shipment_id: str, request: Request, principal: Writer) -> Response:
     oid = parse_order_id(order_id)

@@ -30,6 +30,7 @@ TITLES: dict[str, str] = {
     "order-too-large": "The order would be too large to publish",
     "unsupported-media-type": "Unsupported content type",
     "method-not-allowed": "Method not allowed",
+    "header-too-large": "The request headers are too large",
     "bad-request": "Bad request",
     "service-unavailable": "The service is temporarily unavailable",
     "internal-error": "Internal error",

@@ -7,11 +7,18 @@ view can grow without breaking the document.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ledger.api.problems import PROBLEM_MEDIA_TYPE
+from ledger.domain.commands import Ident, MarkDelivered
+
+#: Money in answers: an exact JSON decimal number in major units (`19.95`), never a string; the
+#: handlers write `Decimal` as a number (`jsonbody.dumps`), so the document says `number`.
+MoneyOut = Annotated[
+    Decimal, WithJsonSchema({"type": "number", "description": "Major units of the order's currency"})
+]
 
 
 class _Open(BaseModel):
@@ -22,9 +29,9 @@ class OrderItemView(_Open):
     line_id: str
     name: str
     quantity: int
-    price_sell: Decimal
-    price_current: Decimal
-    price_original: Decimal
+    price_sell: MoneyOut
+    price_current: MoneyOut
+    price_original: MoneyOut
 
 
 class OrderView(_Open):
@@ -37,7 +44,11 @@ class OrderView(_Open):
     payment_status: str
     fulfillment_status: str
     currency: str
-    total: Decimal
+    subtotal: MoneyOut
+    discount: MoneyOut
+    tax: MoneyOut
+    shipping: MoneyOut
+    total: MoneyOut
     items: list[OrderItemView]
     shipments: list[dict[str, Any]]
     transactions: list[dict[str, Any]]
@@ -76,6 +87,13 @@ class EventList(BaseModel):
     )
 
 
+class MarkDeliveredBody(MarkDelivered):
+    """The body of `.../shipments/{shipment_id}/delivered`: the path names the shipment, so the
+    body may leave `shipment_id` out; when given it must equal the path's (else 422)."""
+
+    shipment_id: Ident | None = None  # type: ignore[assignment]
+
+
 class ProblemModel(_Open):
     """RFC 9457 problem details."""
 
@@ -87,7 +105,7 @@ class ProblemModel(_Open):
 
 
 _DESCRIPTIONS = {
-    400: "Malformed request (JSON syntax, headers, cursor)",
+    400: "Malformed request (JSON syntax, headers such as a second Authorization)",
     401: "Missing or unknown bearer token",
     403: "The token lacks the route's scope",
     404: "No such order",
@@ -95,7 +113,8 @@ _DESCRIPTIONS = {
     410: "The order was deleted",
     413: "Body too large",
     415: "Content-Type is not application/json",
-    422: "Validation or domain rule failed, or idempotency key reused with another body",
+    422: "Invalid body or query parameter (limit, cursor, filter), a domain rule failed, "
+    "or an idempotency key reused with another body",
     503: "Database unavailable; retry after Retry-After",
 }
 
@@ -105,7 +124,6 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {
             "description": _DESCRIPTIONS[code],
-            "model": ProblemModel,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemModel"}}},
         }
         for code in codes

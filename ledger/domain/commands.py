@@ -20,18 +20,21 @@ Exact decimals: pydantic's JSON parser turns JSON numbers into floats before ``D
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -57,6 +60,8 @@ __all__ = [
 
 MAX_LINES = 500
 _HARD_MAX_LINES = 10_000
+#: The lines bound the models state in their JSON Schema; the API documents its own `max_lines` instead.
+HARD_MAX_LINES = _HARD_MAX_LINES
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
@@ -73,20 +78,33 @@ def _clean_text(value: str) -> str:
 
 
 _CLEAN = AfterValidator(_clean_text)
+#: What `_clean_text` refuses, as JSON Schema patterns (ECMA-262), so the document says it too.
+_BANNED = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u202a-\u202e\u2066-\u2069"
+TEXT_PATTERN = f"^[^{_BANNED}]*$"
+# Python's `isspace` is wider than ECMA-262's `\s`: the extra spaces are listed.
+_SPACE = r"\s\u001c-\u001f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+URL_PATTERN = f"^[hH][tT][tT][pP][sS]?://[^{_SPACE}{_BANNED}]*$"
+EMAIL_PATTERN = f"^[^{_SPACE}{_BANNED}]+@[^@{_SPACE}{_BANNED}]*\\.[^@{_SPACE}{_BANNED}]*$"
+
+
+def _documented(pattern: str) -> Any:
+    """Schema-only metadata: the validators above enforce it (with their own messages)."""
+    return Field(json_schema_extra={"pattern": pattern})
 
 
 def _bounded(max_length: int, min_length: int = 1) -> StringConstraints:
     return StringConstraints(strict=True, min_length=min_length, max_length=max_length)
 
 
-Ident = Annotated[str, _bounded(128), _CLEAN]
-Name = Annotated[str, _bounded(255), _CLEAN]
-Note = Annotated[str, _bounded(5000, 0), _CLEAN]
-Tag = Annotated[str, _bounded(255), _CLEAN]
-Status = Annotated[str, _bounded(64), _CLEAN]
-Phone = Annotated[str, _bounded(32), _CLEAN]
-PostalCode = Annotated[str, _bounded(32), _CLEAN]
-StateCode = Annotated[str, _bounded(16), _CLEAN, AfterValidator(str.upper)]
+_TEXT = _documented(TEXT_PATTERN)
+Ident = Annotated[str, _bounded(128), _CLEAN, _TEXT]
+Name = Annotated[str, _bounded(255), _CLEAN, _TEXT]
+Note = Annotated[str, _bounded(5000, 0), _CLEAN, _TEXT]
+Tag = Annotated[str, _bounded(255), _CLEAN, _TEXT]
+Status = Annotated[str, _bounded(64), _CLEAN, _TEXT]
+Phone = Annotated[str, _bounded(32), _CLEAN, _TEXT]
+PostalCode = Annotated[str, _bounded(32), _CLEAN, _TEXT]
+StateCode = Annotated[str, _bounded(16), _CLEAN, _TEXT, AfterValidator(str.upper)]
 
 
 def _check_url(value: str) -> str:
@@ -95,7 +113,7 @@ def _check_url(value: str) -> str:
     return value
 
 
-Url = Annotated[str, _bounded(2048), _CLEAN, AfterValidator(_check_url)]
+Url = Annotated[str, _bounded(2048), _CLEAN, AfterValidator(_check_url), _documented(URL_PATTERN)]
 
 
 def _check_email(value: str) -> str:
@@ -105,7 +123,7 @@ def _check_email(value: str) -> str:
     return value
 
 
-Email = Annotated[str, _bounded(254), _CLEAN, AfterValidator(_check_email)]
+Email = Annotated[str, _bounded(254), _CLEAN, AfterValidator(_check_email), _documented(EMAIL_PATTERN)]
 
 
 def _check_currency(value: str) -> str:
@@ -115,8 +133,13 @@ def _check_currency(value: str) -> str:
     return upper
 
 
+_CURRENCY_CODES: list[Any] = [*sorted(CURRENCY_EXPONENTS), *sorted(c.lower() for c in CURRENCY_EXPONENTS)]
+_CURRENCY_DOC = Field(json_schema_extra={"enum": _CURRENCY_CODES})
 Currency = Annotated[
-    str, StringConstraints(strict=True, min_length=3, max_length=3), AfterValidator(_check_currency)
+    str,
+    StringConstraints(strict=True, min_length=3, max_length=3),
+    AfterValidator(_check_currency),
+    _CURRENCY_DOC,
 ]
 
 
@@ -127,9 +150,41 @@ def _check_money(value: Decimal) -> Decimal:
     return value
 
 
-Money = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_check_money)]
-NonNegativeMoney = Annotated[Money, Field(ge=0)]
-PositiveMoney = Annotated[Money, Field(gt=0)]
+#: A money string: ASCII decimal digits only, an optional sign, point and exponent. Python's
+#: ``Decimal`` alone also takes ``"1_000"``, Arabic-Indic digits (``"١٠٠"``) and padding, which a
+#: ledger must not read as amounts (what other systems would make of them differs).
+MONEY_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?$"
+_MONEY_RE = re.compile(MONEY_PATTERN)
+#: The strings of amounts that are not below zero (`-0` is zero), for the document.
+NON_NEGATIVE_MONEY_PATTERN = r"^(\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)|-0*(\.0*)?)([eE][+-]?[0-9]{1,4})?$"
+
+
+def _strict_money_text(value: object) -> object:
+    if isinstance(value, str) and not _MONEY_RE.fullmatch(value):
+        raise ValueError("an amount must be a decimal number of ASCII digits, e.g. 19.95")
+    return value
+
+
+def _money_schema(bound: dict[str, int], pattern: str) -> WithJsonSchema:
+    """JSON Schema keywords (``minimum``/``exclusiveMinimum``), not pydantic's ``ge``/``gt``."""
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", **bound, "maximum": MAX_MINOR},
+                {"type": "string", "pattern": pattern, "description": "the same, as a string"},
+            ],
+            "description": "Decimal major units of the order's currency (no more decimals than it has)",
+        }
+    )
+
+
+Money = Annotated[
+    Decimal, Field(allow_inf_nan=False), BeforeValidator(_strict_money_text), AfterValidator(_check_money)
+]
+NonNegativeMoney = Annotated[Money, Field(ge=0), _money_schema({"minimum": 0}, NON_NEGATIVE_MONEY_PATTERN)]
+PositiveMoney = Annotated[
+    Money, Field(gt=0), _money_schema({"exclusiveMinimum": 0}, NON_NEGATIVE_MONEY_PATTERN)
+]
 Quantity = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 ExternalNumber = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 CountryCode = Annotated[
@@ -175,6 +230,18 @@ class ItemIn(_Body):
     required. ``price_original`` defaults to ``price_current``. ``discount`` and ``tax`` are
     per line (not per unit). ``currency``, when given, must be the order's.
     """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=False,
+        json_schema_extra={  # `_a_price` below, stated in the schema
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("price_sell", "price_current")
+            ]
+        },
+    )
 
     line_id: Ident | None = None
     name: Name

@@ -13,7 +13,9 @@ Decisions beyond docs/architecture.md#domain:
   cannot change"): order-level amounts are apportioned across shipments, so changing any line
   or amount would rewrite Transactions Omneo already holds. Status and details may change.
 - Omneo producers cancel with ``PUT {"status": "cancelled"}``: a status of ``cancelled`` or
-  ``canceled`` also decides ``OrderCanceled``, exactly as the cancel endpoint would.
+  ``canceled`` decides ``OrderCanceled`` alone, exactly as the cancel endpoint does, and the
+  fold gives every canceled order the status ``cancelled`` (``state.CANCELED_STATUS``), so
+  every route reads and lists a cancellation the same way.
 - A canceled order accepts only refunds, voids, restocks, deliveries of shipments already on
   their way, a repeated cancel or an update that changes nothing (no-ops), and delete. A fully shipped order cannot be canceled
   (refund and restock instead). A deleted order accepts nothing (``order_deleted``, 410).
@@ -189,10 +191,13 @@ def _update(command: UpdateOrder, state: Order, now: datetime) -> list[OrderEven
                 )
             events.append(OrderLinesChanged(lines=lines, amounts=amounts))
 
-    if command.status is not None and command.status != state.status:
+    cancels = command.status is not None and command.status.strip().lower() in CANCELED_STATUSES
+    if cancels and state.canceled:
+        pass  # already canceled (by any route): its status reads `cancelled`, nothing to change
+    elif cancels:
+        events.extend(_cancel(CancelOrder(), state, now))  # the fold sets status `cancelled`
+    elif command.status is not None and command.status != state.status:
         events.append(OrderStatusChanged(status=command.status))
-        if command.status.strip().lower() in CANCELED_STATUSES and not state.canceled:
-            events.extend(_cancel(CancelOrder(), state, now))
     return events
 
 

@@ -33,6 +33,7 @@ from ledger.domain.events import (
 from ledger.domain.values import Address, Amounts, Customer, LineItem, OrderDetails, QuantityLine
 
 __all__ = [
+    "CANCELED_STATUS",
     "FoldError",
     "Order",
     "PaymentEntry",
@@ -308,8 +309,18 @@ def _restocked(s: Order, e: ItemsRestocked, version: int, at: datetime) -> Order
     return _new(Order, (*s[:9], at, version, s[11], s[12], (*s[13], restock), *s[14:]))
 
 
+#: The status a canceled order reads as, whichever route canceled it (``POST .../cancel``, an
+#: Omneo-style ``PUT {"status": "canceled"}``, a Kafka intake command): one spelling, so
+#: ``?status=cancelled`` finds every canceled order. Omneo's spelling.
+CANCELED_STATUS = "cancelled"
+
+
 def _canceled(s: Order, e: OrderCanceled, version: int, at: datetime) -> Order:
-    return _new(Order, (*s[:9], at, version, *s[11:14], e.canceled_at, e.reason, s[16]))
+    # The status is set here, in the fold, not by the command: events already in the log (a
+    # cancel endpoint that left `status` as it was) fold to the same status as new ones.
+    return _new(
+        Order, (*s[:4], CANCELED_STATUS, *s[5:9], at, version, *s[11:14], e.canceled_at, e.reason, s[16])
+    )
 
 
 def _deleted(s: Order, e: OrderDeleted, version: int, at: datetime) -> Order:

@@ -12,6 +12,7 @@ import httpx
 import pytest_asyncio
 import uvicorn
 
+from ledger.api.headers import server_options
 from ledger_app.api import create_app
 from ledger_app.dev.broker import free_port
 from ledger_kernel.settings import ApiSettings, Settings, StoreSettings
@@ -44,7 +45,12 @@ async def live_api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[LiveA
         store=StoreSettings(pool_min_size=2, pool_max_size=10),
     )
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        **server_options(),
     )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())

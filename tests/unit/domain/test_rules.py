@@ -304,7 +304,38 @@ def test_canceling_twice_is_a_no_op() -> None:
 def test_an_omneo_style_cancelled_status_cancels_the_order_and_repeating_it_is_a_no_op() -> None:
     s = placed()
     events = s.send(body(UpdateOrder, {"status": "cancelled"}))
-    assert [e.type for e in events] == ["OrderStatusChanged", "OrderCanceled"]
+    assert [e.type for e in events] == ["OrderCanceled"]
     assert s.order.canceled
+    assert s.order.status == "cancelled"
     assert s.send(body(UpdateOrder, {"status": "cancelled"})) == []
+    assert s.send(body(UpdateOrder, {"status": "canceled"})) == []
     assert refused(s, body(UpdateOrder, {"status": "pending"})).code == "order_canceled"
+
+
+@pytest.mark.parametrize(
+    "cancel",
+    [
+        body(CancelOrder, {"reason": "changed mind"}),
+        body(UpdateOrder, {"status": "cancelled"}),
+        body(UpdateOrder, {"status": "Canceled"}),
+    ],
+    ids=["cancel-endpoint", "put-cancelled", "put-Canceled"],
+)
+def test_every_way_of_canceling_reads_as_status_cancelled(cancel: Any) -> None:
+    s = placed(status="processing")
+    s.send(cancel)
+    assert (s.order.canceled, s.order.status) == (True, "cancelled")
+    # a repeat by the other route is a no-op, not a refusal
+    assert s.send(body(CancelOrder, {})) == []
+    assert s.send(body(UpdateOrder, {"status": "cancelled"})) == []
+
+
+def test_a_log_written_before_the_fix_folds_a_canceled_order_to_status_cancelled() -> None:
+    """The cancel endpoint used to append `OrderCanceled` and leave `status` as it was; the
+    fold, not the command, sets the status, so those immutable events read right too."""
+    from ledger.domain import OrderCanceled, fold
+
+    s = placed(status="pending")
+    assert s.order.status == "pending"
+    old = [*s.log, (OrderCanceled(reason=None, canceled_at=s.clock), len(s.log) + 1, s.clock)]
+    assert fold(old).status == "cancelled"
