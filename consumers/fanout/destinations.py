@@ -21,7 +21,16 @@ from consumers.omnisend import mapping as omnisend_mapping
 from consumers.omnisend.client import OmnisendClient
 from ledger.settings import DestinationSettings
 
-__all__ = ["Destination", "OmneoDestination", "OmnisendDestination", "build_destination"]
+__all__ = [
+    "POST_THEN_PUT_STATUSES",
+    "Destination",
+    "OmneoDestination",
+    "OmnisendDestination",
+    "build_destination",
+]
+
+POST_THEN_PUT_STATUSES = frozenset({400, 404, 409, 422})
+"""Answers to an Omnisend order POST after which its WooCommerce plugin tries a PUT."""
 
 
 class Destination(Protocol):
@@ -118,11 +127,21 @@ class OmnisendDestination:
         raise ValueError(f"not an Omnisend call: {call.kind}")
 
     async def _create(self, order_id: str, body: dict[str, Any]) -> Outcome:
+        """POST, and on any answer Omnisend may give for an order it already has, PUT.
+
+        Omnisend does not document the duplicate-orderID answer; its own WooCommerce plugin
+        retries a refused POST as a PUT on 400, 404, 409 and 422 (docs/connectors.md), so we
+        do too. If the PUT answers 404 the order really is not there and the POST's own
+        refusal is the one worth parking with.
+        """
         outcome = await self.client.create_order(body)
-        if isinstance(outcome, Permanent) and outcome.reason == "already_exists":
-            # Created before (e.g. a crash right after the 2xx): the order exists, so
-            # replace it with this state; the effect is the same as the lost create.
-            return await self.client.replace_order(order_id, body)
+        if isinstance(outcome, Permanent) and (
+            outcome.reason == "already_exists" or outcome.status in POST_THEN_PUT_STATUSES
+        ):
+            replaced = await self.client.replace_order(order_id, body)
+            if isinstance(replaced, Permanent) and replaced.status == 404:
+                return outcome
+            return replaced
         return outcome
 
     def applied(self, call: DestinationCall, outcome: Success, row: DeliveryRow) -> None:
@@ -149,6 +168,9 @@ def build_destination(
         if settings.mode not in ("orders", "events"):
             raise ValueError(f"omnisend mode must be 'orders' or 'events', not {settings.mode!r}")
         http = omnisend_http(settings, transport=transport)
-        options = omnisend_mapping.OmnisendOptions(mode="events" if settings.mode == "events" else "orders")
+        options = omnisend_mapping.OmnisendOptions(
+            mode="events" if settings.mode == "events" else "orders",
+            country_format=settings.country_code_format,
+        )
         return OmnisendDestination(OmnisendClient.from_settings(settings, http), options), http
     raise ValueError(f"unknown destination {name!r} (omneo or omnisend)")

@@ -29,12 +29,22 @@ from typing import Any, Literal
 
 from consumers.fanout.countries import CountryFormat, convert_country
 from consumers.fanout.envelope import DestinationCall, Envelope
+from consumers.omnisend.phones import normalise_phone
 from ledger.domain.money import exponent, to_major
 from ledger.domain.state import Order
 from ledger.domain.statuses import fulfillment_status, payment_status
 from ledger.domain.values import Address, LineItem
 
-__all__ = ["OmnisendOptions", "OmnisendState", "cents", "map_batch", "map_event", "order_body"]
+__all__ = [
+    "MappedOrder",
+    "OmnisendOptions",
+    "OmnisendState",
+    "cents",
+    "map_batch",
+    "map_event",
+    "map_order",
+    "order_body",
+]
 
 ORDERS = "/v3/orders"
 EVENTS = "/v5/events"
@@ -55,11 +65,19 @@ PATCH_EVENT_TYPES = frozenset(
 _PATCH_FIELDS = ("paymentStatus", "fulfillmentStatus", "trackingCode", "courierTitle", "courierUrl")
 _DISCOUNT_TYPES = frozenset({"percentage", "fixedAmount", "freeShipping"})
 _NOT_DIGITS = re.compile(r"\D")
+EVENT_PHONE_MAX = 15
+"""Omnisend's events API refuses a contact phone longer than this (docs/connectors.md)."""
+EVENT_NAME_MAX = 50
+"""...and a contact first or last name longer than this: names are cut to fit, not refused."""
 
 
 @dataclass(frozen=True, slots=True)
 class OmnisendOptions:
-    """Mapping choices that are settings (`settings.omnisend.mode`, country format, product cap)."""
+    """Mapping choices that are settings (`settings.omnisend.mode`, country format, product cap).
+
+    `country_format` defaults to the seed's alpha-3; `settings.omnisend.country_code_format`
+    selects alpha-2, which Omnisend's published v3 spec and its own WooCommerce plugin use.
+    """
 
     mode: Literal["orders", "events"] = "orders"
     country_format: CountryFormat = "alpha3"
@@ -106,7 +124,24 @@ def _compact(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None and v not in ([], "")}
 
 
-def _address_v3(address: Address | None, fmt: CountryFormat) -> dict[str, Any] | None:
+def _region(order: Order) -> str | None:
+    """The country a phone without a +prefix belongs to: the billing address's, else shipping's."""
+    for address in (order.billing_address, order.shipping_address):
+        if address is not None and address.country_code:
+            return address.country_code
+    return None
+
+
+def _phone(raw: str | None, region: str | None, name: str, dropped: list[str], **limit: int) -> str | None:
+    phone = normalise_phone(raw, region, **limit)
+    if phone.dropped:
+        dropped.append(name)
+    return phone.e164
+
+
+def _address_v3(
+    address: Address | None, fmt: CountryFormat, name: str, dropped: list[str]
+) -> dict[str, Any] | None:
     if address is None:
         return None
     out = _compact(
@@ -114,7 +149,7 @@ def _address_v3(address: Address | None, fmt: CountryFormat) -> dict[str, Any] |
             "firstName": address.first_name,
             "lastName": address.last_name,
             "company": address.company,
-            "phone": address.phone,
+            "phone": _phone(address.phone, address.country_code, f"{name}.phone", dropped),
             "country": address.country,
             "countryCode": convert_country(address.country_code, fmt),
             "state": address.state,
@@ -168,12 +203,28 @@ def _tracking(order: Order) -> dict[str, str]:
     return {}
 
 
+@dataclass(frozen=True, slots=True)
+class MappedOrder:
+    """A v3 order body, notes on lossy choices, and the fields left out as unusable."""
+
+    body: dict[str, Any]
+    notes: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
 def order_body(
     order: Order, options: OmnisendOptions = OmnisendOptions()
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The full v3 order for POST/PUT, and notes on lossy choices (truncation, rounding)."""
+    mapped = map_order(order, options)
+    return mapped.body, mapped.notes
+
+
+def map_order(order: Order, options: OmnisendOptions = OmnisendOptions()) -> MappedOrder:
+    """The full v3 order with its notes and dropped fields (phones that are not E.164)."""
     currency = order.currency
     notes: list[str] = []
+    dropped: list[str] = []
     lossy: list[str] = []
     amounts = order.amounts
     money: dict[str, int] = {}
@@ -203,7 +254,7 @@ def order_body(
             "orderID": str(order.id),
             "orderNumber": _order_number(order),
             "email": customer.email,
-            "phone": customer.phone,
+            "phone": _phone(customer.phone, _region(order), "phone", dropped),
             "firstName": customer.first_name,
             "lastName": customer.last_name,
             "currency": currency,
@@ -223,12 +274,16 @@ def order_body(
             "source": order.source,
             "tags": list(order.tags),
             "contactNote": order.note,
-            "billingAddress": _address_v3(order.billing_address, options.country_format),
-            "shippingAddress": _address_v3(order.shipping_address, options.country_format),
+            "billingAddress": _address_v3(
+                order.billing_address, options.country_format, "billingAddress", dropped
+            ),
+            "shippingAddress": _address_v3(
+                order.shipping_address, options.country_format, "shippingAddress", dropped
+            ),
             "products": products,
         }
     )
-    return body, tuple(notes)
+    return MappedOrder(body, tuple(notes), tuple(dropped))
 
 
 def _patch_body(full: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,20 +312,29 @@ def _orders_calls(
         return [
             DestinationCall("omnisend.order.delete", "DELETE", path, None, order_id, {"order": "deleted"})
         ]
-    body, notes = order_body(order, options)
+    mapped = map_order(order, options)
+    body, notes, dropped = mapped.body, mapped.notes, mapped.dropped
     d = digest(_without_updated(body))
     products = digest(body.get("products"))
     remember = {"order": d, "products": products}
     if not state.exists:
-        return [DestinationCall("omnisend.order.create", "POST", ORDERS, body, order_id, remember, notes)]
+        return [
+            DestinationCall(
+                "omnisend.order.create", "POST", ORDERS, body, order_id, remember, notes, dropped=dropped
+            )
+        ]
     if state.sent.get("order") == d:
         return []
     if patch_ok and state.sent.get("products") == products:
         patch = _patch_body(body)
         return [
-            DestinationCall("omnisend.order.patch", "PATCH", path, patch, order_id, remember, notes, body)
+            DestinationCall(
+                "omnisend.order.patch", "PATCH", path, patch, order_id, remember, notes, body, dropped
+            )
         ]
-    return [DestinationCall("omnisend.order.replace", "PUT", path, body, order_id, remember, notes, body)]
+    return [
+        DestinationCall("omnisend.order.replace", "PUT", path, body, order_id, remember, notes, body, dropped)
+    ]
 
 
 def map_event(
@@ -336,7 +400,7 @@ def _line_v5(line: LineItem, currency: str, quantity: int | None = None) -> dict
     )
 
 
-def _address_v5(address: Address | None) -> dict[str, Any] | None:
+def _address_v5(address: Address | None, name: str, dropped: list[str]) -> dict[str, Any] | None:
     if address is None:
         return None
     return (
@@ -349,7 +413,7 @@ def _address_v5(address: Address | None) -> dict[str, Any] | None:
                 "country": address.country,
                 "firstName": address.first_name,
                 "lastName": address.last_name,
-                "phone": address.phone,
+                "phone": _phone(address.phone, address.country_code, f"{name}.phone", dropped),
                 "state": address.state,
                 "stateCode": address.state_code,
                 "zip": address.postal_code,
@@ -359,7 +423,7 @@ def _address_v5(address: Address | None) -> dict[str, Any] | None:
     )
 
 
-def _properties(order: Order, max_products: int = 500) -> dict[str, Any]:
+def _properties(order: Order, dropped: list[str], max_products: int = 500) -> dict[str, Any]:
     c = order.currency
     a = order.amounts
     track = _tracking(order)
@@ -393,8 +457,8 @@ def _properties(order: Order, max_products: int = 500) -> dict[str, Any]:
             )
             or None,
             "cancelReason": order.cancel_reason,
-            "billingAddress": _address_v5(order.billing_address),
-            "shippingAddress": _address_v5(order.shipping_address),
+            "billingAddress": _address_v5(order.billing_address, "properties.billingAddress", dropped),
+            "shippingAddress": _address_v5(order.shipping_address, "properties.shippingAddress", dropped),
             "lineItems": [_line_v5(line, c) for line in order.lines[:max_products]],
         }
     )
@@ -425,7 +489,9 @@ def _event_calls(env: Envelope, state: OmnisendState) -> list[DestinationCall]:
     if name is None:
         return []
     order = env.order
-    props = _properties(order)
+    dropped: list[str] = []
+    notes: list[str] = []
+    props = _properties(order, dropped)
     if name == "order refunded":
         amount = int(env.data.get("amount", 0) or 0)
         props["totalRefundedAmount"] = _major(amount, order.currency)
@@ -441,11 +507,26 @@ def _event_calls(env: Envelope, state: OmnisendState) -> list[DestinationCall]:
         "contact": _compact(
             {
                 "email": customer.email,
-                "phone": customer.phone,
-                "firstName": customer.first_name,
-                "lastName": customer.last_name,
+                "phone": _phone(
+                    customer.phone, _region(order), "contact.phone", dropped, max_chars=EVENT_PHONE_MAX
+                ),
+                "firstName": _fit_name(customer.first_name, "firstName", notes),
+                "lastName": _fit_name(customer.last_name, "lastName", notes),
             }
         ),
         "properties": props,
     }
-    return [DestinationCall("omnisend.event", "POST", EVENTS, body, event_id, {f"ev:{name}": event_id})]
+    remember = {f"ev:{name}": event_id}
+    return [
+        DestinationCall(
+            "omnisend.event", "POST", EVENTS, body, event_id, remember, tuple(notes), dropped=tuple(dropped)
+        )
+    ]
+
+
+def _fit_name(name: str | None, field_name: str, notes: list[str]) -> str | None:
+    """A contact name cut to the events API's limit (a shortened name beats a parked order)."""
+    if name is None or len(name) <= EVENT_NAME_MAX:
+        return name
+    notes.append(f"contact.{field_name} cut to {EVENT_NAME_MAX} characters (was {len(name)})")
+    return name[:EVENT_NAME_MAX].rstrip()

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from consumers.fanout.countries import CountryFormat
 from consumers.sandbox.app import Call, Reply, Route, SandboxApp, SandboxConfig, now_iso, route
 from consumers.sandbox.core import RateDecision
 from consumers.sandbox.omnisend_rules import OmnisendRules
@@ -38,9 +39,11 @@ class OmnisendConfig(SandboxConfig):
     token: str = "omnisend-sandbox-key"  # noqa: S105 - a local fake
     rate_limit_per_minute: int | None = 400
     max_products: int = 500
-    country_code_lengths: tuple[int, ...] = field(default=(2, 3))
+    country_code_format: CountryFormat = "alpha3"
     duplicate_status: int = 409
-    put_upserts: bool = True
+    duplicate_message: str = "Order with orderID {order_id} already exists"
+    put_upserts: bool = False
+    """The spec documents 404 for a PUT to an unknown orderID; True makes PUT create it."""
 
 
 class OmnisendSandbox(SandboxApp):
@@ -51,7 +54,7 @@ class OmnisendSandbox(SandboxApp):
     def __init__(self, config: OmnisendConfig | None = None) -> None:
         config = config or OmnisendConfig()
         self.rules = OmnisendRules(
-            max_products=config.max_products, country_code_lengths=config.country_code_lengths
+            max_products=config.max_products, country_code_format=config.country_code_format
         )
         self.orders: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
@@ -126,7 +129,8 @@ class OmnisendSandbox(SandboxApp):
             return self._invalid(errors)
         order_id = call.body["orderID"]
         if order_id in self.orders:
-            return self.error(self.config.duplicate_status, f"Order with orderID {order_id} already exists")
+            message = self.config.duplicate_message.format(order_id=order_id)
+            return self.error(self.config.duplicate_status, message)
         self.orders[order_id] = self._stored(call.body, order_id)
         return Reply(200, _ack(self.orders[order_id]))
 

@@ -20,7 +20,7 @@ from consumers.omnisend.mapping import (
 from consumers.sandbox.omnisend_rules import OmnisendRules
 from tests.unit.mapping.story import OrderStory, parse
 
-RULES = OmnisendRules(max_products=500, country_code_lengths=(3,))
+RULES = OmnisendRules(max_products=500, country_code_format="alpha3")
 
 
 def _after(story: OrderStory) -> OmnisendState:
