@@ -6,6 +6,8 @@ an order that today's mapping would park (or send unusable) now arrives whole.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import httpx
 import pytest
@@ -39,7 +41,7 @@ async def _deliver(
     box: Sandbox,
     envelopes: list[dict[str, object]],
     metrics: Metrics | None = None,
-    **dest: object,
+    **dest: Any,
 ) -> None:
     """Publish the envelopes and run the Omnisend worker until each has a recorded outcome."""
     await new_topic(kafka_bootstrap, topic)
