@@ -112,6 +112,13 @@ class DestinationSettings(BaseModel):
     backoff_max_s: float = 60.0
     group_id: str = ""
     mode: str = Field(default="orders", description="Omnisend: 'orders' (v3 orders API) or 'events'.")
+    default_location_id: str | None = Field(
+        default=None,
+        description=(
+            "Omneo: location_id sent on Transactions whose shipment names none (online orders);"
+            " Omneo's SDK types location_id as a required string on a Transaction."
+        ),
+    )
     country_code_format: Literal["alpha3", "alpha2"] = Field(
         default="alpha3",
         description=(

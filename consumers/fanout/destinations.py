@@ -56,11 +56,13 @@ class OmneoDestination:
 
     name = "omneo"
 
-    def __init__(self, client: OmneoClient) -> None:
+    def __init__(self, client: OmneoClient, options: omneo_mapping.OmneoOptions | None = None) -> None:
         self.client = client
+        self.options = options or omneo_mapping.OmneoOptions()
 
     def map(self, envs: Sequence[Envelope], row: DeliveryRow) -> list[DestinationCall]:
-        return omneo_mapping.map_batch(envs, omneo_mapping.OmneoState(row.remote_id, row.sent))
+        state = omneo_mapping.OmneoState(row.remote_id, row.sent)
+        return omneo_mapping.map_batch(envs, state, self.options)
 
     async def perform(self, call: DestinationCall, row: DeliveryRow) -> Outcome:
         body = None if call.body is None else {k: _fill(v, row.remote_id) for k, v in call.body.items()}
@@ -161,7 +163,8 @@ def build_destination(
         from consumers.omneo.client import build_http_client as omneo_http
 
         http = omneo_http(settings, transport=transport)
-        return OmneoDestination(OmneoClient.from_settings(settings, http)), http
+        omneo_options = omneo_mapping.OmneoOptions(default_location_id=settings.default_location_id)
+        return OmneoDestination(OmneoClient.from_settings(settings, http), omneo_options), http
     if name == "omnisend":
         from consumers.omnisend.client import build_http_client as omnisend_http
 

@@ -17,7 +17,7 @@ from typing import Any
 from consumers.fanout.countries import CountryFormat
 from consumers.sandbox.app import Call, Reply, Route, SandboxApp, SandboxConfig, now_iso, route
 from consumers.sandbox.core import RateDecision
-from consumers.sandbox.omnisend_rules import OmnisendRules
+from consumers.sandbox.omnisend_rules import PATCHABLE, OmnisendRules
 from consumers.sandbox.schema import SchemaError
 from consumers.sandbox.serving import serve_app
 
@@ -42,6 +42,8 @@ class OmnisendConfig(SandboxConfig):
     country_code_format: CountryFormat = "alpha3"
     duplicate_status: int = 409
     duplicate_message: str = "Order with orderID {order_id} already exists"
+    seed_rules: bool = False
+    """Also enforce the seed's own rules (status enums, product cap, ...): see `OmnisendRules`."""
     put_upserts: bool = False
     """The spec documents 404 for a PUT to an unknown orderID; True makes PUT create it."""
 
@@ -54,7 +56,9 @@ class OmnisendSandbox(SandboxApp):
     def __init__(self, config: OmnisendConfig | None = None) -> None:
         config = config or OmnisendConfig()
         self.rules = OmnisendRules(
-            max_products=config.max_products, country_code_format=config.country_code_format
+            max_products=config.max_products,
+            country_code_format=config.country_code_format,
+            seed_rules=config.seed_rules,
         )
         self.orders: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
@@ -157,7 +161,8 @@ class OmnisendSandbox(SandboxApp):
             return self._invalid(errors)
         if order_id not in self.orders:
             return self.error(404, "")
-        self.orders[order_id].update(call.body)
+        # Fields PATCH cannot change are ignored, not refused: the spec does not forbid them.
+        self.orders[order_id].update({k: v for k, v in call.body.items() if k in PATCHABLE})
         self.orders[order_id]["updatedAt"] = now_iso(self.clock)
         return Reply(200, _ack(self.orders[order_id]))
 
