@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import asyncpg
 import httpx
 
+from consumers.fanout.categories import CategoryBook
 from consumers.fanout.envelope import REMOTE_ID, DestinationCall, Envelope
 from consumers.fanout.state import DeliveryRow
 from consumers.http import Outcome, Permanent, Success
@@ -98,16 +100,24 @@ class OmnisendDestination:
 
     name = "omnisend"
 
-    def __init__(self, client: OmnisendClient, options: omnisend_mapping.OmnisendOptions) -> None:
+    def __init__(
+        self,
+        client: OmnisendClient,
+        options: omnisend_mapping.OmnisendOptions,
+        categories: CategoryBook | None = None,
+    ) -> None:
         self.client = client
         self.options = options
+        self.categories = categories or CategoryBook(None, self.name)
 
     def map(self, envs: Sequence[Envelope], row: DeliveryRow) -> list[DestinationCall]:
-        state = omnisend_mapping.OmnisendState(row.remote_exists, row.sent)
+        state = omnisend_mapping.OmnisendState(row.remote_exists, row.sent, self.categories.known)
         return omnisend_mapping.map_batch(envs, state, self.options)
 
     async def perform(self, call: DestinationCall, row: DeliveryRow) -> Outcome:
         body = call.body or {}
+        if call.kind == "omnisend.category.create":
+            return await self._category(call.key, body)
         if call.kind == "omnisend.order.create":
             return await self._create(call.key, body)
         if call.kind in ("omnisend.order.replace", "omnisend.order.patch"):
@@ -146,7 +156,23 @@ class OmnisendDestination:
             return replaced
         return outcome
 
+    async def _category(self, category_id: str, body: dict[str, Any]) -> Outcome:
+        """Create a category once: skip known ones; POST, then PUT on the plugin's statuses."""
+        if await self.categories.has(category_id):
+            return Success(status=200)
+        outcome = await self.client.create_category(body)
+        if isinstance(outcome, Permanent) and (
+            outcome.reason == "already_exists" or outcome.status in POST_THEN_PUT_STATUSES
+        ):
+            replaced = await self.client.replace_category(category_id, body)
+            outcome = outcome if isinstance(replaced, Permanent) and replaced.status == 404 else replaced
+        if isinstance(outcome, Success):
+            await self.categories.remember(category_id, str(body.get("title", category_id)))
+        return outcome
+
     def applied(self, call: DestinationCall, outcome: Success, row: DeliveryRow) -> None:
+        if call.kind == "omnisend.category.create":
+            return
         if call.kind in ("omnisend.order.create", "omnisend.order.replace", "omnisend.order.patch"):
             row.remote_exists = True
             row.remote_id = call.key
@@ -156,9 +182,16 @@ class OmnisendDestination:
 
 
 def build_destination(
-    name: str, settings: DestinationSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    name: str,
+    settings: DestinationSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    pool: asyncpg.Pool | None = None,
 ) -> tuple[Destination, httpx.AsyncClient]:
-    """The destination adapter and the HTTP client it owns (close it on shutdown)."""
+    """The destination adapter and the HTTP client it owns (close it on shutdown).
+
+    `pool` keeps what is shared by every order (Omnisend's categories) in PostgreSQL.
+    """
     if name == "omneo":
         from consumers.omneo.client import build_http_client as omneo_http
 
@@ -175,5 +208,6 @@ def build_destination(
             mode="events" if settings.mode == "events" else "orders",
             country_format=settings.country_code_format,
         )
-        return OmnisendDestination(OmnisendClient.from_settings(settings, http), options), http
+        book = CategoryBook(pool, name)
+        return OmnisendDestination(OmnisendClient.from_settings(settings, http), options, book), http
     raise ValueError(f"unknown destination {name!r} (omneo or omnisend)")

@@ -31,6 +31,7 @@ CallKind = Literal[
     "omneo.order.update",
     "omneo.order.delete",
     "omneo.transaction.upsert",
+    "omnisend.category.create",
     "omnisend.order.create",
     "omnisend.order.replace",
     "omnisend.order.patch",

@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 ORDERS = "/v3/orders"
+CATEGORIES = "/v3/categories"
+CATEGORY_SEPARATOR = ">"
+"""A producer's category given as a path ("Clothing > Coats") names its parents too."""
 EVENTS = "/v5/events"
 EVENT_NAMESPACE = uuid.UUID("6f1f2b6e-6b3a-5d1e-9a51-0f2d8e0c4a11")
 PATCH_EVENT_TYPES = frozenset(
@@ -86,10 +89,12 @@ class OmnisendOptions:
 
 @dataclass(frozen=True, slots=True)
 class OmnisendState:
-    """What the destination already has for this order (from delivery state)."""
+    """What the destination already has for this order (from delivery state), and which
+    product categories it already has (for every order: `consumers.fanout.categories`)."""
 
     exists: bool = False
     sent: Mapping[str, str] = field(default_factory=dict)
+    categories: frozenset[str] | set[str] = frozenset()
 
 
 def digest(value: Any) -> str:
@@ -163,8 +168,40 @@ def _address_v3(
     return out or None
 
 
-def _product(line: LineItem, currency: str, lossy: list[str]) -> dict[str, Any]:
-    price, r1 = cents(line.price_sell, currency)
+def category_path(raw: str) -> list[tuple[str, str]]:
+    """(categoryID, title) for a category and each parent its path names, parents first.
+
+    "Clothing > Coats" -> [("Clothing", "Clothing"), ("Clothing > Coats", "Coats")]: the id is
+    the normalised path (unique however deep), the title the last part. The seed asks for every
+    parent's id in `categoryIDs` too.
+    """
+    parts = [p.strip() for p in raw.split(CATEGORY_SEPARATOR)]
+    parts = [p for p in parts if p]
+    return [(f" {CATEGORY_SEPARATOR} ".join(parts[: i + 1]), parts[i]) for i in range(len(parts))]
+
+
+def _category_ids(line: LineItem) -> list[str]:
+    ids: dict[str, None] = {}
+    for raw in line.categories:
+        for category_id, _ in category_path(raw):
+            ids.setdefault(category_id)
+    return list(ids)
+
+
+def _unit_price(line: LineItem, tax_included: bool) -> int:
+    """The seed's product `price`: the final unit price, discount and taxes included.
+
+    `price_sell` is already after the line's discount; in tax-exclusive markets the line's tax
+    is added per unit (rounded half-even to the currency's minor unit).
+    """
+    if tax_included or not line.tax or line.quantity <= 0:
+        return line.price_sell
+    per_unit = (Decimal(line.tax) / line.quantity).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    return line.price_sell + int(per_unit)
+
+
+def _product(line: LineItem, currency: str, lossy: list[str], tax_included: bool = True) -> dict[str, Any]:
+    price, r1 = cents(_unit_price(line, tax_included), currency)
     discount, r2 = cents(line.discount, currency)
     if r1 or r2:
         lossy.append(line.line_id)
@@ -183,7 +220,7 @@ def _product(line: LineItem, currency: str, lossy: list[str]) -> dict[str, Any]:
             "discount": discount or None,
             "imageUrl": line.image_url,
             "productUrl": line.product_url,
-            "categoryIDs": list(line.categories),
+            "categoryIDs": _category_ids(line),
             "tags": list(line.tags),
         }
     )
@@ -245,7 +282,7 @@ def map_order(order: Order, options: OmnisendOptions = OmnisendOptions()) -> Map
             "(Omnisend max per order); order sums unchanged"
         )
         lines = lines[: options.max_products]
-    products = [_product(line, currency, lossy) for line in lines]
+    products = [_product(line, currency, lossy, amounts.tax_included) for line in lines]
     if lossy:
         notes.append(f"rounded to cents ({currency} has {exponent(currency)} decimals): {', '.join(lossy)}")
     customer = order.customer
@@ -262,6 +299,7 @@ def map_order(order: Order, options: OmnisendOptions = OmnisendOptions()) -> Map
             "subTotalTaxIncluded": amounts.tax_included,
             "discountCode": order.discount_code,
             "discountType": order.discount_type if order.discount_type in _DISCOUNT_TYPES else None,
+            "discountValue": money["discountSum"] if order.discount_type == "fixedAmount" else None,
             "createdAt": _iso(order.created_at),
             "updatedAt": _iso(order.updated_at),
             "paymentMethod": order.payment_method,
@@ -317,11 +355,13 @@ def _orders_calls(
     d = digest(_without_updated(body))
     products = digest(body.get("products"))
     remember = {"order": d, "products": products}
+    categories = _category_calls(order, state)
     if not state.exists:
         return [
+            *categories,
             DestinationCall(
                 "omnisend.order.create", "POST", ORDERS, body, order_id, remember, notes, dropped=dropped
-            )
+            ),
         ]
     if state.sent.get("order") == d:
         return []
@@ -333,7 +373,26 @@ def _orders_calls(
             )
         ]
     return [
-        DestinationCall("omnisend.order.replace", "PUT", path, body, order_id, remember, notes, body, dropped)
+        *categories,
+        DestinationCall(
+            "omnisend.order.replace", "PUT", path, body, order_id, remember, notes, body, dropped
+        ),
+    ]
+
+
+def _category_calls(order: Order, state: OmnisendState) -> list[DestinationCall]:
+    """Create the order's categories Omnisend does not have yet (parents first), before the order."""
+    wanted: dict[str, str] = {}
+    for line in order.lines:
+        for raw in line.categories:
+            for category_id, title in category_path(raw):
+                if category_id not in state.categories:
+                    wanted.setdefault(category_id, title)
+    return [
+        DestinationCall(
+            "omnisend.category.create", "POST", CATEGORIES, {"categoryID": cid, "title": title}, cid
+        )
+        for cid, title in wanted.items()
     ]
 
 

@@ -62,6 +62,7 @@ class OmnisendSandbox(SandboxApp):
         )
         self.orders: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.categories: dict[str, dict[str, Any]] = {}
         super().__init__(config)
 
     # -- vendor hooks -------------------------------------------------------------------------
@@ -74,6 +75,9 @@ class OmnisendSandbox(SandboxApp):
             route("PATCH", "/v3/orders/{order_id}", self.patch_order),
             route("DELETE", "/v3/orders/{order_id}", self.delete_order),
             route("POST", "/v5/events", self.post_event),
+            route("POST", "/v3/categories", self.create_category),
+            route("GET", "/v3/categories/{category_id}", self.get_category),
+            route("PUT", "/v3/categories/{category_id}", self.replace_category),
         ]
 
     def is_vendor_path(self, path: str) -> bool:
@@ -111,11 +115,12 @@ class OmnisendSandbox(SandboxApp):
         return keys
 
     def snapshot(self) -> dict[str, Any]:
-        return {"orders": dict(self.orders), "events": list(self.events)}
+        return {"orders": dict(self.orders), "events": list(self.events), "categories": dict(self.categories)}
 
     def clear_records(self) -> None:
         self.orders.clear()
         self.events.clear()
+        self.categories.clear()
 
     # -- handlers -------------------------------------------------------------------------------
     def _invalid(self, errors: list[SchemaError], *, events: bool = False) -> Reply:
@@ -196,6 +201,36 @@ class OmnisendSandbox(SandboxApp):
         return Reply(
             200, {"orders": page, "paging": {"previous": "", "next": "", "offset": offset, "limit": limit}}
         )
+
+    def create_category(self, call: Call) -> Reply:
+        """POST /v3/categories `{categoryID, title}`; a known categoryID is refused like an order."""
+        errors = self.rules.category(call.body, with_id=True)
+        if errors:
+            return self._invalid(errors)
+        category_id = call.body["categoryID"]
+        if category_id in self.categories:
+            message = self.config.duplicate_message.format(order_id=category_id)
+            return self.error(self.config.duplicate_status, message)
+        self.categories[category_id] = self._category(call.body, category_id)
+        return Reply(200, self.categories[category_id])
+
+    def replace_category(self, call: Call) -> Reply:
+        category_id = call.params["category_id"]
+        errors = self.rules.category(call.body, with_id=False)
+        if errors:
+            return self._invalid(errors)
+        if category_id not in self.categories:
+            return self.error(404, "")
+        self.categories[category_id] = self._category(call.body, category_id)
+        return Reply(200, self.categories[category_id])
+
+    def get_category(self, call: Call) -> Reply:
+        category = self.categories.get(call.params["category_id"])
+        return Reply(200, category) if category is not None else self.error(404, "")
+
+    def _category(self, body: Mapping[str, Any], category_id: str) -> dict[str, Any]:
+        now = now_iso(self.clock)
+        return {"categoryID": category_id, "title": body["title"], "createdAt": now, "updatedAt": now}
 
     def post_event(self, call: Call) -> Reply:
         errors = self.rules.event(call.body)

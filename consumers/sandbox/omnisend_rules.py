@@ -139,6 +139,16 @@ class OmnisendRules:
             )
         return errors
 
+    def category(self, body: Any, *, with_id: bool) -> list[SchemaError]:
+        """`{categoryID, title}` (the spec's category schema requires `title`)."""
+        if not isinstance(body, dict):
+            return [SchemaError("", "type", "must be a JSON object")]
+        errors = self._validator.validate(body, self.spec["components"]["schemas"]["category-partial"])
+        category_id = body.get("categoryID")
+        if with_id and (not isinstance(category_id, str) or not category_id):
+            errors.append(SchemaError("categoryID", "required", "is required (non-empty string)"))
+        return errors
+
     def event(self, body: Any) -> list[SchemaError]:
         """v5 `POST /events` envelope, plus the v2 order-event properties (CONNECTORS §3.4)."""
         if not isinstance(body, dict):

@@ -87,6 +87,7 @@ class OrderStory:
         price: str = "10.00",
         current: str | None = None,
         original: str | None = None,
+        categories: tuple[str, ...] = (),
         **extra: Any,
     ) -> list[dict[str, Any]]:
         items = [
@@ -100,7 +101,7 @@ class OrderStory:
                 "sku": f"SKU-{i + 1}",
                 "product_id": f"P{i + 1}",
                 "product_variant_id": 1000 + i,
-                "categories": ["cat-a", "cat-b"],
+                "categories": list(categories),
             }
             for i in range(lines)
         ]
