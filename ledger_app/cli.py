@@ -199,7 +199,9 @@ def sandbox(
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(serve(vendor.value, host, port, token))
+    # The same settings the workers read: the sandbox checks the countryCode format they send.
+    country_format = settings.omnisend.country_code_format
+    asyncio.run(serve(vendor.value, host, port, token, country_code_format=country_format))
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ most common ones also have flat aliases (`LEDGER_DATABASE_URL`,
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -133,6 +135,21 @@ class DestinationSettings(BaseModel):
     backoff_max_s: float = 60.0
     group_id: str = ""
     mode: str = Field(default="orders", description="Omnisend: 'orders' (v3 orders API) or 'events'.")
+    default_location_id: str | None = Field(
+        default=None,
+        description=(
+            "Omneo: location_id sent on Transactions whose shipment names none (online orders);"
+            " Omneo's SDK types location_id as a required string on a Transaction."
+        ),
+    )
+    country_code_format: Literal["alpha3", "alpha2"] = Field(
+        default="alpha3",
+        description=(
+            "Omnisend v3 address countryCode: 'alpha3' ('USA', the seed's reading, default) or"
+            " 'alpha2' ('US', as Omnisend's published v3 spec and its WooCommerce plugin send;"
+            " docs/connectors.md). The local sandbox validates whichever is set."
+        ),
+    )
 
 
 def _omneo() -> DestinationSettings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["CountryFormat", "convert_country"]
+__all__ = ["CountryFormat", "convert_country", "is_country_code"]
 
 CountryFormat = Literal["alpha3", "alpha2"]
 
@@ -35,6 +35,11 @@ _PAIRS = _TABLE.split()
 
 _TO3 = {p[:2]: p[2:] for p in _PAIRS}
 _TO2 = {p[2:]: p[:2] for p in _PAIRS}
+
+
+def is_country_code(code: str, fmt: CountryFormat) -> bool:
+    """True when `code` is an assigned ISO 3166-1 code of exactly the format `fmt`."""
+    return code in (_TO2 if fmt == "alpha3" else _TO3)
 
 
 def convert_country(code: str | None, fmt: CountryFormat) -> str | None:

@@ -234,6 +234,9 @@ class Deliverer:
         for call in calls:
             for note in call.notes:
                 log.warning("lossy mapping", destination=self.name, order_id=row.order_id, note=note)
+            for name in call.dropped:
+                log.warning("field left out", destination=self.name, order_id=row.order_id, field=name)
+                self.metrics.dropped_fields.labels(self.name, name).inc()
             park = await self._perform(conn, row, call)
             if park is not None:
                 await self._park(conn, row.order_id, items, park.reason, park.detail)

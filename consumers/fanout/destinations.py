@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import asyncpg
 import httpx
 
 from consumers.fanout.applicability import NotApplicable
+from consumers.fanout.categories import CategoryBook
 from consumers.fanout.delivery_store import DeliveryRow
 from consumers.fanout.envelope import REMOTE_ID, DestinationCall, Envelope
 from consumers.http import Outcome, Permanent, Success
@@ -22,7 +24,16 @@ from consumers.omnisend import mapping as omnisend_mapping
 from consumers.omnisend.client import OmnisendClient
 from ledger_kernel.settings import DestinationSettings
 
-__all__ = ["Destination", "OmneoDestination", "OmnisendDestination", "build_destination"]
+__all__ = [
+    "POST_THEN_PUT_STATUSES",
+    "Destination",
+    "OmneoDestination",
+    "OmnisendDestination",
+    "build_destination",
+]
+
+POST_THEN_PUT_STATUSES = frozenset({400, 404, 409, 422})
+"""Answers to an Omnisend order POST after which its WooCommerce plugin tries a PUT."""
 
 
 class Destination(Protocol):
@@ -52,14 +63,16 @@ class OmneoDestination:
 
     name = "omneo"
 
-    def __init__(self, client: OmneoClient) -> None:
+    def __init__(self, client: OmneoClient, options: omneo_mapping.OmneoOptions | None = None) -> None:
         self.client = client
+        self.options = options or omneo_mapping.OmneoOptions()
 
     def not_applicable(self, envs: Sequence[Envelope], row: DeliveryRow) -> NotApplicable | None:
         return omneo_mapping.not_applicable(envs[-1].order) if envs else None
 
     def map(self, envs: Sequence[Envelope], row: DeliveryRow) -> list[DestinationCall]:
-        return omneo_mapping.map_batch(envs, omneo_mapping.OmneoState(row.remote_id, row.sent))
+        state = omneo_mapping.OmneoState(row.remote_id, row.sent)
+        return omneo_mapping.map_batch(envs, state, self.options)
 
     async def perform(self, call: DestinationCall, row: DeliveryRow) -> Outcome:
         body = None if call.body is None else {k: _fill(v, row.remote_id) for k, v in call.body.items()}
@@ -95,9 +108,15 @@ class OmnisendDestination:
 
     name = "omnisend"
 
-    def __init__(self, client: OmnisendClient, options: omnisend_mapping.OmnisendOptions) -> None:
+    def __init__(
+        self,
+        client: OmnisendClient,
+        options: omnisend_mapping.OmnisendOptions,
+        categories: CategoryBook | None = None,
+    ) -> None:
         self.client = client
         self.options = options
+        self.categories = categories or CategoryBook(None, self.name)
 
     def not_applicable(self, envs: Sequence[Envelope], row: DeliveryRow) -> NotApplicable | None:
         """Only while Omnisend holds no order of ours: once it has one (orders mode), updates
@@ -108,12 +127,14 @@ class OmnisendDestination:
         return omnisend_mapping.not_applicable(envs[-1].order)
 
     def map(self, envs: Sequence[Envelope], row: DeliveryRow) -> list[DestinationCall]:
-        state = omnisend_mapping.OmnisendState(row.remote_exists, row.sent)
+        state = omnisend_mapping.OmnisendState(row.remote_exists, row.sent, self.categories.known)
         catch_up = row.not_applicable is not None
         return omnisend_mapping.map_batch(envs, state, self.options, catch_up=catch_up)
 
     async def perform(self, call: DestinationCall, row: DeliveryRow) -> Outcome:
         body = call.body or {}
+        if call.kind == "omnisend.category.create":
+            return await self._category(call.key, body)
         if call.kind == "omnisend.order.create":
             return await self._create(call.key, body)
         if call.kind in ("omnisend.order.replace", "omnisend.order.patch"):
@@ -135,14 +156,40 @@ class OmnisendDestination:
         raise ValueError(f"not an Omnisend call: {call.kind}")
 
     async def _create(self, order_id: str, body: dict[str, Any]) -> Outcome:
+        """POST, and on any answer Omnisend may give for an order it already has, PUT.
+
+        Omnisend does not document the duplicate-orderID answer; its own WooCommerce plugin
+        retries a refused POST as a PUT on 400, 404, 409 and 422 (docs/connectors.md), so we
+        do too. If the PUT answers 404 the order really is not there and the POST's own
+        refusal is the one worth parking with.
+        """
         outcome = await self.client.create_order(body)
-        if isinstance(outcome, Permanent) and outcome.reason == "already_exists":
-            # Created before (e.g. a crash right after the 2xx): the order exists, so
-            # replace it with this state; the effect is the same as the lost create.
-            return await self.client.replace_order(order_id, body)
+        if isinstance(outcome, Permanent) and (
+            outcome.reason == "already_exists" or outcome.status in POST_THEN_PUT_STATUSES
+        ):
+            replaced = await self.client.replace_order(order_id, body)
+            if isinstance(replaced, Permanent) and replaced.status == 404:
+                return outcome
+            return replaced
+        return outcome
+
+    async def _category(self, category_id: str, body: dict[str, Any]) -> Outcome:
+        """Create a category once: skip known ones; POST, then PUT on the plugin's statuses."""
+        if await self.categories.has(category_id):
+            return Success(status=200)
+        outcome = await self.client.create_category(body)
+        if isinstance(outcome, Permanent) and (
+            outcome.reason == "already_exists" or outcome.status in POST_THEN_PUT_STATUSES
+        ):
+            replaced = await self.client.replace_category(category_id, body)
+            outcome = outcome if isinstance(replaced, Permanent) and replaced.status == 404 else replaced
+        if isinstance(outcome, Success):
+            await self.categories.remember(category_id, str(body.get("title", category_id)))
         return outcome
 
     def applied(self, call: DestinationCall, outcome: Success, row: DeliveryRow) -> None:
+        if call.kind == "omnisend.category.create":
+            return
         if call.kind in ("omnisend.order.create", "omnisend.order.replace", "omnisend.order.patch"):
             row.remote_exists = True
             row.remote_id = call.key
@@ -152,20 +199,32 @@ class OmnisendDestination:
 
 
 def build_destination(
-    name: str, settings: DestinationSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    name: str,
+    settings: DestinationSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    pool: asyncpg.Pool | None = None,
 ) -> tuple[Destination, httpx.AsyncClient]:
-    """The destination adapter and the HTTP client it owns (close it on shutdown)."""
+    """The destination adapter and the HTTP client it owns (close it on shutdown).
+
+    `pool` keeps what is shared by every order (Omnisend's categories) in PostgreSQL.
+    """
     if name == "omneo":
         from consumers.omneo.client import build_http_client as omneo_http
 
         http = omneo_http(settings, transport=transport)
-        return OmneoDestination(OmneoClient.from_settings(settings, http)), http
+        omneo_options = omneo_mapping.OmneoOptions(default_location_id=settings.default_location_id)
+        return OmneoDestination(OmneoClient.from_settings(settings, http), omneo_options), http
     if name == "omnisend":
         from consumers.omnisend.client import build_http_client as omnisend_http
 
         if settings.mode not in ("orders", "events"):
             raise ValueError(f"omnisend mode must be 'orders' or 'events', not {settings.mode!r}")
         http = omnisend_http(settings, transport=transport)
-        options = omnisend_mapping.OmnisendOptions(mode="events" if settings.mode == "events" else "orders")
-        return OmnisendDestination(OmnisendClient.from_settings(settings, http), options), http
+        options = omnisend_mapping.OmnisendOptions(
+            mode="events" if settings.mode == "events" else "orders",
+            country_format=settings.country_code_format,
+        )
+        book = CategoryBook(pool, name)
+        return OmnisendDestination(OmnisendClient.from_settings(settings, http), options, book), http
     raise ValueError(f"unknown destination {name!r} (omneo or omnisend)")

@@ -31,6 +31,7 @@ CallKind = Literal[
     "omneo.order.update",
     "omneo.order.delete",
     "omneo.transaction.upsert",
+    "omnisend.category.create",
     "omnisend.order.create",
     "omnisend.order.replace",
     "omnisend.order.patch",
@@ -52,6 +53,8 @@ class DestinationCall:
     succeeded, so an unchanged record is not re-sent. `notes` record lossy mapping decisions (F22).
     `create_body` is the whole record for an update call, to create it again if the destination
     lost it (Omnisend PUT/PATCH 404), since a PATCH body alone cannot create an order.
+    `dropped` names the fields the mapper left out because their value could not be sent as the
+    destination requires (e.g. a phone that is not E.164): the worker counts them in a metric.
     """
 
     kind: CallKind
@@ -62,6 +65,7 @@ class DestinationCall:
     remember: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default=())
     create_body: dict[str, Any] | None = None
+    dropped: tuple[str, ...] = field(default=())
 
     @property
     def needs_remote_id(self) -> bool:

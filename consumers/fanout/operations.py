@@ -68,7 +68,7 @@ async def redrive(
         if not rows:
             continue
         dest = destination_settings(settings, name)
-        adapter, http = build_destination(name, dest, transport=transport)
+        adapter, http = build_destination(name, dest, transport=transport, pool=pool)
         try:
             budget = SharedRateBudget(pool, name, dest.rate_per_minute)
             deliverer = Deliverer(adapter, FanoutStore(pool, name), dest, metrics, budget=budget)
@@ -124,7 +124,7 @@ async def replay(
         )
         orders = [r["order_id"] for r in rows]
     dest = destination_settings(settings, destination)
-    adapter, http = build_destination(destination, dest, transport=transport)
+    adapter, http = build_destination(destination, dest, transport=transport, pool=pool)
     store = FanoutStore(pool, destination)
     summary = {"orders": 0, "calls": 0, "skipped_parked": 0}
     try:

@@ -106,7 +106,7 @@ async def run_worker(
         pool = await create_pool(
             settings.database_url, settings.store, application_name=f"fanout-{destination}"
         )
-    adapter, http = build_destination(destination, dest, transport=transport)
+    adapter, http = build_destination(destination, dest, transport=transport, pool=pool)
     store = FanoutStore(pool, destination)
     deliverer = Deliverer(
         adapter,

@@ -34,6 +34,7 @@ from ledger.domain.transactions import Transaction, derive_transactions
 from ledger.domain.values import LineItem
 
 __all__ = [
+    "OmneoOptions",
     "OmneoState",
     "map_batch",
     "map_event",
@@ -49,6 +50,17 @@ _FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     "items": ("items",),
     "customer": ("profile_id",),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class OmneoOptions:
+    """Mapping choices that are settings.
+
+    `default_location_id` is sent on Transactions whose shipment names no location (online
+    orders): Omneo's SDK types `location_id` as a required string on a Transaction.
+    """
+
+    default_location_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +152,7 @@ def order_body(order: Order) -> dict[str, Any]:
     return body
 
 
-def transaction_body(tx: Transaction, order: Order) -> dict[str, Any]:
+def transaction_body(tx: Transaction, order: Order, options: OmneoOptions = OmneoOptions()) -> dict[str, Any]:
     """One paid shipment for `update-create`; `order_id` links it to the Omneo order."""
     c = tx.currency
     lines = {line.line_id: line for line in order.lines}
@@ -160,8 +172,9 @@ def transaction_body(tx: Transaction, order: Order) -> dict[str, Any]:
         body["order_number"] = order.external_id
     if order.customer.profile_id:
         body["profile_id"] = order.customer.profile_id
-    if tx.location_id:
-        body["location_id"] = tx.location_id
+    location = tx.location_id or options.default_location_id
+    if location:
+        body["location_id"] = str(location)
     if tx.voided:
         body["is_void"] = True  # never send null (Omneo rejects is_void: null)
     return body
@@ -180,7 +193,7 @@ def _group_digests(body: Mapping[str, Any]) -> dict[str, str]:
     return {f"order.{group}": digest([body.get(k) for k in keys]) for group, keys in _FIELD_GROUPS.items()}
 
 
-def _calls(order: Order, state: OmneoState) -> list[DestinationCall]:
+def _calls(order: Order, state: OmneoState, options: OmneoOptions) -> list[DestinationCall]:
     order_id = str(order.id)
     path = f"/api/v3/orders/{REMOTE_ID}"
     if order.deleted:
@@ -202,7 +215,7 @@ def _calls(order: Order, state: OmneoState) -> list[DestinationCall]:
             if update:
                 calls.append(DestinationCall("omneo.order.update", "PUT", path, update, order_id, remember))
     for tx in derive_transactions(order):
-        tx_body = transaction_body(tx, order)
+        tx_body = transaction_body(tx, order, options)
         d = digest(tx_body)
         if state.sent.get(f"tx:{tx.external_id}") == d:
             continue
@@ -219,12 +232,16 @@ def _calls(order: Order, state: OmneoState) -> list[DestinationCall]:
     return calls
 
 
-def map_event(env: Envelope, state: OmneoState) -> list[DestinationCall]:
+def map_event(
+    env: Envelope, state: OmneoState, options: OmneoOptions = OmneoOptions()
+) -> list[DestinationCall]:
     """The calls one event causes, given what Omneo already has."""
-    return _calls(env.order, state)
+    return _calls(env.order, state, options)
 
 
-def map_batch(envs: Sequence[Envelope], state: OmneoState) -> list[DestinationCall]:
+def map_batch(
+    envs: Sequence[Envelope], state: OmneoState, options: OmneoOptions = OmneoOptions()
+) -> list[DestinationCall]:
     """Several pending events of ONE order: the latest state is enough (the mapping is a diff
     of state against what was sent, and update-create/PUT-merge only care about the result)."""
-    return _calls(envs[-1].order, state) if envs else []
+    return _calls(envs[-1].order, state, options) if envs else []

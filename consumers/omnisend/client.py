@@ -25,6 +25,7 @@ from consumers.http import (
 from ledger_kernel.settings import DestinationSettings
 
 ORDERS = "/v3/orders"
+CATEGORIES = "/v3/categories"
 EVENTS = "/v5/events"
 
 PATCHABLE_FIELDS = frozenset(
@@ -116,6 +117,16 @@ class OmnisendClient(VendorClient):
     async def delete_order(self, order_id: str) -> Outcome:
         """DELETE /v3/orders/{orderID} (204); the caller treats 404 as already gone."""
         return await self._call("DELETE", _order_path(order_id))
+
+    async def create_category(self, category: Mapping[str, Any]) -> Outcome:
+        """POST /v3/categories `{categoryID, title}` (what Omnisend's WooCommerce plugin sends)."""
+        return await self._call("POST", CATEGORIES, dict(category))
+
+    async def replace_category(self, category_id: str, category: Mapping[str, Any]) -> Outcome:
+        """PUT /v3/categories/{categoryID}: the plugin's fallback when the POST is refused."""
+        if not category_id:
+            raise ValueError("categoryID is required")
+        return await self._call("PUT", f"{CATEGORIES}/{quote(category_id, safe='')}", dict(category))
 
     async def send_event(self, event: Mapping[str, Any]) -> Outcome:
         """POST /v5/events (202 Accepted = queued, not processed). Not deduplicated for live events."""

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from consumers.fanout.applicability import NotApplicable
 from consumers.fanout.countries import CountryFormat, convert_country
 from consumers.fanout.envelope import DestinationCall, Envelope
+from consumers.omnisend.phones import normalise_phone
 from ledger.domain.money import exponent, to_major
 from ledger.domain.state import Order
 from ledger.domain.statuses import fulfillment_status, payment_status
@@ -37,16 +38,21 @@ from ledger.domain.values import Address, LineItem
 
 __all__ = [
     "NO_CONTACT",
+    "MappedOrder",
     "OmnisendOptions",
     "OmnisendState",
     "cents",
     "map_batch",
     "map_event",
+    "map_order",
     "not_applicable",
     "order_body",
 ]
 
 ORDERS = "/v3/orders"
+CATEGORIES = "/v3/categories"
+CATEGORY_SEPARATOR = ">"
+"""A producer's category given as a path ("Clothing > Coats") names its parents too."""
 EVENTS = "/v5/events"
 EVENT_NAMESPACE = uuid.UUID("6f1f2b6e-6b3a-5d1e-9a51-0f2d8e0c4a11")
 PATCH_EVENT_TYPES = frozenset(
@@ -65,6 +71,10 @@ PATCH_EVENT_TYPES = frozenset(
 _PATCH_FIELDS = ("paymentStatus", "fulfillmentStatus", "trackingCode", "courierTitle", "courierUrl")
 _DISCOUNT_TYPES = frozenset({"percentage", "fixedAmount", "freeShipping"})
 _NOT_DIGITS = re.compile(r"\D")
+EVENT_PHONE_MAX = 15
+"""Omnisend's events API refuses a contact phone longer than this (docs/connectors.md)."""
+EVENT_NAME_MAX = 50
+"""...and a contact first or last name longer than this: names are cut to fit, not refused."""
 
 
 NO_CONTACT = NotApplicable(
@@ -88,7 +98,11 @@ def not_applicable(order: Order) -> NotApplicable | None:
 
 @dataclass(frozen=True, slots=True)
 class OmnisendOptions:
-    """Mapping choices that are settings (`settings.omnisend.mode`, country format, product cap)."""
+    """Mapping choices that are settings (`settings.omnisend.mode`, country format, product cap).
+
+    `country_format` defaults to the seed's alpha-3; `settings.omnisend.country_code_format`
+    selects alpha-2, which Omnisend's published v3 spec and its own WooCommerce plugin use.
+    """
 
     mode: Literal["orders", "events"] = "orders"
     country_format: CountryFormat = "alpha3"
@@ -97,10 +111,12 @@ class OmnisendOptions:
 
 @dataclass(frozen=True, slots=True)
 class OmnisendState:
-    """What the destination already has for this order (from delivery state)."""
+    """What the destination already has for this order (from delivery state), and which
+    product categories it already has (for every order: `consumers.fanout.categories`)."""
 
     exists: bool = False
     sent: Mapping[str, str] = field(default_factory=dict)
+    categories: frozenset[str] | set[str] = frozenset()
 
 
 def digest(value: Any) -> str:
@@ -135,7 +151,24 @@ def _compact(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None and v not in ([], "")}
 
 
-def _address_v3(address: Address | None, fmt: CountryFormat) -> dict[str, Any] | None:
+def _region(order: Order) -> str | None:
+    """The country a phone without a +prefix belongs to: the billing address's, else shipping's."""
+    for address in (order.billing_address, order.shipping_address):
+        if address is not None and address.country_code:
+            return address.country_code
+    return None
+
+
+def _phone(raw: str | None, region: str | None, name: str, dropped: list[str], **limit: int) -> str | None:
+    phone = normalise_phone(raw, region, **limit)
+    if phone.dropped:
+        dropped.append(name)
+    return phone.e164
+
+
+def _address_v3(
+    address: Address | None, fmt: CountryFormat, name: str, dropped: list[str]
+) -> dict[str, Any] | None:
     if address is None:
         return None
     out = _compact(
@@ -143,7 +176,7 @@ def _address_v3(address: Address | None, fmt: CountryFormat) -> dict[str, Any] |
             "firstName": address.first_name,
             "lastName": address.last_name,
             "company": address.company,
-            "phone": address.phone,
+            "phone": _phone(address.phone, address.country_code, f"{name}.phone", dropped),
             "country": address.country,
             "countryCode": convert_country(address.country_code, fmt),
             "state": address.state,
@@ -157,8 +190,40 @@ def _address_v3(address: Address | None, fmt: CountryFormat) -> dict[str, Any] |
     return out or None
 
 
-def _product(line: LineItem, currency: str, lossy: list[str]) -> dict[str, Any]:
-    price, r1 = cents(line.price_sell, currency)
+def category_path(raw: str) -> list[tuple[str, str]]:
+    """(categoryID, title) for a category and each parent its path names, parents first.
+
+    "Clothing > Coats" -> [("Clothing", "Clothing"), ("Clothing > Coats", "Coats")]: the id is
+    the normalised path (unique however deep), the title the last part. The seed asks for every
+    parent's id in `categoryIDs` too.
+    """
+    parts = [p.strip() for p in raw.split(CATEGORY_SEPARATOR)]
+    parts = [p for p in parts if p]
+    return [(f" {CATEGORY_SEPARATOR} ".join(parts[: i + 1]), parts[i]) for i in range(len(parts))]
+
+
+def _category_ids(line: LineItem) -> list[str]:
+    ids: dict[str, None] = {}
+    for raw in line.categories:
+        for category_id, _ in category_path(raw):
+            ids.setdefault(category_id)
+    return list(ids)
+
+
+def _unit_price(line: LineItem, tax_included: bool) -> int:
+    """The seed's product `price`: the final unit price, discount and taxes included.
+
+    `price_sell` is already after the line's discount; in tax-exclusive markets the line's tax
+    is added per unit (rounded half-even to the currency's minor unit).
+    """
+    if tax_included or not line.tax or line.quantity <= 0:
+        return line.price_sell
+    per_unit = (Decimal(line.tax) / line.quantity).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    return line.price_sell + int(per_unit)
+
+
+def _product(line: LineItem, currency: str, lossy: list[str], tax_included: bool = True) -> dict[str, Any]:
+    price, r1 = cents(_unit_price(line, tax_included), currency)
     discount, r2 = cents(line.discount, currency)
     if r1 or r2:
         lossy.append(line.line_id)
@@ -177,7 +242,7 @@ def _product(line: LineItem, currency: str, lossy: list[str]) -> dict[str, Any]:
             "discount": discount or None,
             "imageUrl": line.image_url,
             "productUrl": line.product_url,
-            "categoryIDs": list(line.categories),
+            "categoryIDs": _category_ids(line),
             "tags": list(line.tags),
         }
     )
@@ -197,12 +262,28 @@ def _tracking(order: Order) -> dict[str, str]:
     return {}
 
 
+@dataclass(frozen=True, slots=True)
+class MappedOrder:
+    """A v3 order body, notes on lossy choices, and the fields left out as unusable."""
+
+    body: dict[str, Any]
+    notes: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
 def order_body(
     order: Order, options: OmnisendOptions = OmnisendOptions()
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The full v3 order for POST/PUT, and notes on lossy choices (truncation, rounding)."""
+    mapped = map_order(order, options)
+    return mapped.body, mapped.notes
+
+
+def map_order(order: Order, options: OmnisendOptions = OmnisendOptions()) -> MappedOrder:
+    """The full v3 order with its notes and dropped fields (phones that are not E.164)."""
     currency = order.currency
     notes: list[str] = []
+    dropped: list[str] = []
     lossy: list[str] = []
     amounts = order.amounts
     money: dict[str, int] = {}
@@ -223,7 +304,7 @@ def order_body(
             "(Omnisend max per order); order sums unchanged"
         )
         lines = lines[: options.max_products]
-    products = [_product(line, currency, lossy) for line in lines]
+    products = [_product(line, currency, lossy, amounts.tax_included) for line in lines]
     if lossy:
         notes.append(f"rounded to cents ({currency} has {exponent(currency)} decimals): {', '.join(lossy)}")
     customer = order.customer
@@ -232,7 +313,7 @@ def order_body(
             "orderID": str(order.id),
             "orderNumber": _order_number(order),
             "email": customer.email,
-            "phone": customer.phone,
+            "phone": _phone(customer.phone, _region(order), "phone", dropped),
             "firstName": customer.first_name,
             "lastName": customer.last_name,
             "currency": currency,
@@ -240,6 +321,7 @@ def order_body(
             "subTotalTaxIncluded": amounts.tax_included,
             "discountCode": order.discount_code,
             "discountType": order.discount_type if order.discount_type in _DISCOUNT_TYPES else None,
+            "discountValue": money["discountSum"] if order.discount_type == "fixedAmount" else None,
             "createdAt": _iso(order.created_at),
             "updatedAt": _iso(order.updated_at),
             "paymentMethod": order.payment_method,
@@ -252,12 +334,16 @@ def order_body(
             "source": order.source,
             "tags": list(order.tags),
             "contactNote": order.note,
-            "billingAddress": _address_v3(order.billing_address, options.country_format),
-            "shippingAddress": _address_v3(order.shipping_address, options.country_format),
+            "billingAddress": _address_v3(
+                order.billing_address, options.country_format, "billingAddress", dropped
+            ),
+            "shippingAddress": _address_v3(
+                order.shipping_address, options.country_format, "shippingAddress", dropped
+            ),
             "products": products,
         }
     )
-    return body, tuple(notes)
+    return MappedOrder(body, tuple(notes), tuple(dropped))
 
 
 def _patch_body(full: Mapping[str, Any]) -> dict[str, Any]:
@@ -286,20 +372,50 @@ def _orders_calls(
         return [
             DestinationCall("omnisend.order.delete", "DELETE", path, None, order_id, {"order": "deleted"})
         ]
-    body, notes = order_body(order, options)
+    mapped = map_order(order, options)
+    body, notes, dropped = mapped.body, mapped.notes, mapped.dropped
     d = digest(_without_updated(body))
     products = digest(body.get("products"))
     remember = {"order": d, "products": products}
+    categories = _category_calls(order, state)
     if not state.exists:
-        return [DestinationCall("omnisend.order.create", "POST", ORDERS, body, order_id, remember, notes)]
+        return [
+            *categories,
+            DestinationCall(
+                "omnisend.order.create", "POST", ORDERS, body, order_id, remember, notes, dropped=dropped
+            ),
+        ]
     if state.sent.get("order") == d:
         return []
     if patch_ok and state.sent.get("products") == products:
         patch = _patch_body(body)
         return [
-            DestinationCall("omnisend.order.patch", "PATCH", path, patch, order_id, remember, notes, body)
+            DestinationCall(
+                "omnisend.order.patch", "PATCH", path, patch, order_id, remember, notes, body, dropped
+            )
         ]
-    return [DestinationCall("omnisend.order.replace", "PUT", path, body, order_id, remember, notes, body)]
+    return [
+        *categories,
+        DestinationCall(
+            "omnisend.order.replace", "PUT", path, body, order_id, remember, notes, body, dropped
+        ),
+    ]
+
+
+def _category_calls(order: Order, state: OmnisendState) -> list[DestinationCall]:
+    """Create the order's categories Omnisend does not have yet (parents first), before the order."""
+    wanted: dict[str, str] = {}
+    for line in order.lines:
+        for raw in line.categories:
+            for category_id, title in category_path(raw):
+                if category_id not in state.categories:
+                    wanted.setdefault(category_id, title)
+    return [
+        DestinationCall(
+            "omnisend.category.create", "POST", CATEGORIES, {"categoryID": cid, "title": title}, cid
+        )
+        for cid, title in wanted.items()
+    ]
 
 
 def map_event(
@@ -375,7 +491,7 @@ def _line_v5(line: LineItem, currency: str, quantity: int | None = None) -> dict
     )
 
 
-def _address_v5(address: Address | None) -> dict[str, Any] | None:
+def _address_v5(address: Address | None, name: str, dropped: list[str]) -> dict[str, Any] | None:
     if address is None:
         return None
     return (
@@ -388,7 +504,7 @@ def _address_v5(address: Address | None) -> dict[str, Any] | None:
                 "country": address.country,
                 "firstName": address.first_name,
                 "lastName": address.last_name,
-                "phone": address.phone,
+                "phone": _phone(address.phone, address.country_code, f"{name}.phone", dropped),
                 "state": address.state,
                 "stateCode": address.state_code,
                 "zip": address.postal_code,
@@ -398,7 +514,7 @@ def _address_v5(address: Address | None) -> dict[str, Any] | None:
     )
 
 
-def _properties(order: Order, max_products: int = 500) -> dict[str, Any]:
+def _properties(order: Order, dropped: list[str], max_products: int = 500) -> dict[str, Any]:
     c = order.currency
     a = order.amounts
     track = _tracking(order)
@@ -432,8 +548,8 @@ def _properties(order: Order, max_products: int = 500) -> dict[str, Any]:
             )
             or None,
             "cancelReason": order.cancel_reason,
-            "billingAddress": _address_v5(order.billing_address),
-            "shippingAddress": _address_v5(order.shipping_address),
+            "billingAddress": _address_v5(order.billing_address, "properties.billingAddress", dropped),
+            "shippingAddress": _address_v5(order.shipping_address, "properties.shippingAddress", dropped),
             "lineItems": [_line_v5(line, c) for line in order.lines[:max_products]],
         }
     )
@@ -464,7 +580,9 @@ def _event_calls(env: Envelope, state: OmnisendState) -> list[DestinationCall]:
     if name is None:
         return []
     order = env.order
-    props = _properties(order)
+    dropped: list[str] = []
+    notes: list[str] = []
+    props = _properties(order, dropped)
     if name == "order refunded":
         amount = int(env.data.get("amount", 0) or 0)
         props["totalRefundedAmount"] = _major(amount, order.currency)
@@ -480,11 +598,26 @@ def _event_calls(env: Envelope, state: OmnisendState) -> list[DestinationCall]:
         "contact": _compact(
             {
                 "email": customer.email,
-                "phone": customer.phone,
-                "firstName": customer.first_name,
-                "lastName": customer.last_name,
+                "phone": _phone(
+                    customer.phone, _region(order), "contact.phone", dropped, max_chars=EVENT_PHONE_MAX
+                ),
+                "firstName": _fit_name(customer.first_name, "firstName", notes),
+                "lastName": _fit_name(customer.last_name, "lastName", notes),
             }
         ),
         "properties": props,
     }
-    return [DestinationCall("omnisend.event", "POST", EVENTS, body, event_id, {f"ev:{name}": event_id})]
+    remember = {f"ev:{name}": event_id}
+    return [
+        DestinationCall(
+            "omnisend.event", "POST", EVENTS, body, event_id, remember, tuple(notes), dropped=tuple(dropped)
+        )
+    ]
+
+
+def _fit_name(name: str | None, field_name: str, notes: list[str]) -> str | None:
+    """A contact name cut to the events API's limit (a shortened name beats a parked order)."""
+    if name is None or len(name) <= EVENT_NAME_MAX:
+        return name
+    notes.append(f"contact.{field_name} cut to {EVENT_NAME_MAX} characters (was {len(name)})")
+    return name[:EVENT_NAME_MAX].rstrip()

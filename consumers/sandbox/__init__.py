@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from consumers.fanout.countries import CountryFormat
 from consumers.sandbox.app import SandboxApp, SandboxConfig
 from consumers.sandbox.core import ManualClock, SystemClock
 from consumers.sandbox.omneo import OmneoConfig, OmneoSandbox
@@ -49,15 +50,31 @@ __all__ = [
 Vendor = Literal["omneo", "omnisend"]
 
 
-def build_app(vendor: Vendor, token: str | None = None) -> SandboxApp:
-    """A sandbox with default config, optionally with a chosen token/API key."""
+def build_app(
+    vendor: Vendor, token: str | None = None, *, country_code_format: CountryFormat = "alpha3"
+) -> SandboxApp:
+    """A sandbox with default config, optionally with a chosen token/API key.
+
+    `country_code_format` is the Omnisend countryCode format the workers are set to send
+    (`settings.omnisend.country_code_format`), so the sandbox validates whichever is set.
+    """
     if vendor == "omneo":
         omneo = OmneoConfig() if token is None else OmneoConfig(token=token)
         return create_omneo_app(omneo)
-    omnisend = OmnisendConfig() if token is None else OmnisendConfig(token=token)
+    omnisend = OmnisendConfig(country_code_format=country_code_format)
+    if token is not None:
+        omnisend.token = token
     return create_omnisend_app(omnisend)
 
 
-async def serve(vendor: Vendor, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
+async def serve(
+    vendor: Vendor,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    *,
+    country_code_format: CountryFormat = "alpha3",
+) -> None:
     """Foreground server for `ledger sandbox omneo|omnisend [--host --port --token]`."""
-    await serve_app(build_app(vendor, token), host, port or (8081 if vendor == "omneo" else 8082))
+    app = build_app(vendor, token, country_code_format=country_code_format)
+    await serve_app(app, host, port or (8081 if vendor == "omneo" else 8082))

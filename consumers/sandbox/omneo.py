@@ -32,7 +32,9 @@ class OmneoConfig(SandboxConfig):
     token: str = "omneo-sandbox-token"  # noqa: S105 - a local fake
     rate_limit_per_minute: int | None = 600
     order_required: tuple[str, ...] = ("external_id", "total", "status", "items")
-    transaction_required: tuple[str, ...] = ("total", "transacted_at", "timezone", "items")
+    transaction_required: tuple[str, ...] = ("total", "transacted_at", "timezone", "items", "location_id")
+    """The SDK's TransactionInput requires these (profile_id too, but the docs allow anonymous
+    Transactions that are claimed later, so it is not required here)."""
     first_id: int = 1001
     per_page: int = 15
 

@@ -157,6 +157,7 @@ TRANSACTION_FIELDS: dict[str, Check] = {
     "order_id": integer,
     "external_order_id": string,
     "redemption_id": integer,
+    "location_id": string,  # the SDK's TransactionInput: `location_id: string` (required)
     "linked_receipt_ref": string,
     "tender": string,
     "need_action": boolean,

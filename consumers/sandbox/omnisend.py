@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from consumers.fanout.countries import CountryFormat
 from consumers.sandbox.app import Call, Reply, Route, SandboxApp, SandboxConfig, now_iso, route
 from consumers.sandbox.core import RateDecision
-from consumers.sandbox.omnisend_rules import OmnisendRules
+from consumers.sandbox.omnisend_rules import PATCHABLE, OmnisendRules
 from consumers.sandbox.schema import SchemaError
 from consumers.sandbox.serving import serve_app
 
@@ -38,9 +39,13 @@ class OmnisendConfig(SandboxConfig):
     token: str = "omnisend-sandbox-key"  # noqa: S105 - a local fake
     rate_limit_per_minute: int | None = 400
     max_products: int = 500
-    country_code_lengths: tuple[int, ...] = field(default=(2, 3))
+    country_code_format: CountryFormat = "alpha3"
     duplicate_status: int = 409
-    put_upserts: bool = True
+    duplicate_message: str = "Order with orderID {order_id} already exists"
+    seed_rules: bool = False
+    """Also enforce the seed's own rules (status enums, product cap, ...): see `OmnisendRules`."""
+    put_upserts: bool = False
+    """The spec documents 404 for a PUT to an unknown orderID; True makes PUT create it."""
 
 
 class OmnisendSandbox(SandboxApp):
@@ -51,10 +56,13 @@ class OmnisendSandbox(SandboxApp):
     def __init__(self, config: OmnisendConfig | None = None) -> None:
         config = config or OmnisendConfig()
         self.rules = OmnisendRules(
-            max_products=config.max_products, country_code_lengths=config.country_code_lengths
+            max_products=config.max_products,
+            country_code_format=config.country_code_format,
+            seed_rules=config.seed_rules,
         )
         self.orders: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.categories: dict[str, dict[str, Any]] = {}
         super().__init__(config)
 
     # -- vendor hooks -------------------------------------------------------------------------
@@ -67,6 +75,9 @@ class OmnisendSandbox(SandboxApp):
             route("PATCH", "/v3/orders/{order_id}", self.patch_order),
             route("DELETE", "/v3/orders/{order_id}", self.delete_order),
             route("POST", "/v5/events", self.post_event),
+            route("POST", "/v3/categories", self.create_category),
+            route("GET", "/v3/categories/{category_id}", self.get_category),
+            route("PUT", "/v3/categories/{category_id}", self.replace_category),
         ]
 
     def is_vendor_path(self, path: str) -> bool:
@@ -104,11 +115,12 @@ class OmnisendSandbox(SandboxApp):
         return keys
 
     def snapshot(self) -> dict[str, Any]:
-        return {"orders": dict(self.orders), "events": list(self.events)}
+        return {"orders": dict(self.orders), "events": list(self.events), "categories": dict(self.categories)}
 
     def clear_records(self) -> None:
         self.orders.clear()
         self.events.clear()
+        self.categories.clear()
 
     # -- handlers -------------------------------------------------------------------------------
     def _invalid(self, errors: list[SchemaError], *, events: bool = False) -> Reply:
@@ -126,7 +138,8 @@ class OmnisendSandbox(SandboxApp):
             return self._invalid(errors)
         order_id = call.body["orderID"]
         if order_id in self.orders:
-            return self.error(self.config.duplicate_status, f"Order with orderID {order_id} already exists")
+            message = self.config.duplicate_message.format(order_id=order_id)
+            return self.error(self.config.duplicate_status, message)
         self.orders[order_id] = self._stored(call.body, order_id)
         return Reply(200, _ack(self.orders[order_id]))
 
@@ -153,7 +166,8 @@ class OmnisendSandbox(SandboxApp):
             return self._invalid(errors)
         if order_id not in self.orders:
             return self.error(404, "")
-        self.orders[order_id].update(call.body)
+        # Fields PATCH cannot change are ignored, not refused: the spec does not forbid them.
+        self.orders[order_id].update({k: v for k, v in call.body.items() if k in PATCHABLE})
         self.orders[order_id]["updatedAt"] = now_iso(self.clock)
         return Reply(200, _ack(self.orders[order_id]))
 
@@ -187,6 +201,36 @@ class OmnisendSandbox(SandboxApp):
         return Reply(
             200, {"orders": page, "paging": {"previous": "", "next": "", "offset": offset, "limit": limit}}
         )
+
+    def create_category(self, call: Call) -> Reply:
+        """POST /v3/categories `{categoryID, title}`; a known categoryID is refused like an order."""
+        errors = self.rules.category(call.body, with_id=True)
+        if errors:
+            return self._invalid(errors)
+        category_id = call.body["categoryID"]
+        if category_id in self.categories:
+            message = self.config.duplicate_message.format(order_id=category_id)
+            return self.error(self.config.duplicate_status, message)
+        self.categories[category_id] = self._category(call.body, category_id)
+        return Reply(200, self.categories[category_id])
+
+    def replace_category(self, call: Call) -> Reply:
+        category_id = call.params["category_id"]
+        errors = self.rules.category(call.body, with_id=False)
+        if errors:
+            return self._invalid(errors)
+        if category_id not in self.categories:
+            return self.error(404, "")
+        self.categories[category_id] = self._category(call.body, category_id)
+        return Reply(200, self.categories[category_id])
+
+    def get_category(self, call: Call) -> Reply:
+        category = self.categories.get(call.params["category_id"])
+        return Reply(200, category) if category is not None else self.error(404, "")
+
+    def _category(self, body: Mapping[str, Any], category_id: str) -> dict[str, Any]:
+        now = now_iso(self.clock)
+        return {"categoryID": category_id, "title": body["title"], "createdAt": now, "updatedAt": now}
 
     def post_event(self, call: Call) -> Reply:
         errors = self.rules.event(call.body)

@@ -1,8 +1,10 @@
-"""Omnisend request validation: the vendor's v3 OpenAPI plus docs/connectors.md's rules.
+"""Omnisend request validation: the vendor's v3 OpenAPI plus the documented rules it misses.
 
-Why both: the spec alone misses the seed's rules (status enums, max 500 products, alpha-3
-countryCode, uppercase currency, a contact identifier on create), and the seed contradicts
-the spec on countryCode length, so the spec copy is patched to the configured lengths.
+Why both: the spec alone misses a few documented rules (status enums, max 500 products,
+uppercase currency, a contact identifier on create), and the seed contradicts the spec on
+countryCode (alpha-3 "USA" against the spec's 2 characters), so the spec copy is patched to
+the configured format (`settings.omnisend.country_code_format`) and the code must be an
+assigned ISO 3166-1 code of that format.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import copy
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from importlib import resources
 from typing import Any
 
+from consumers.fanout.countries import CountryFormat, is_country_code
 from consumers.sandbox.schema import SchemaError, Validator, check_format, is_date_time
 
 PAYMENT_STATUSES = ("awaitingPayment", "partiallyPaid", "paid", "partiallyRefunded", "refunded", "voided")
@@ -38,6 +41,8 @@ ORDER_EVENTS = frozenset(
 )
 _EVENT_MONEY = ("totalPrice", "subTotalPrice", "totalDiscount", "totalTax", "shippingPrice")
 _LINE_REQUIRED = ("productID", "productVariantID", "productTitle", "productPrice", "productQuantity")
+EVENT_NAME_MAX = 50
+"""Contact first/last name cap of the events API (docs/connectors.md)."""
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _SPEC_FILE = "omnisend_v3_orders.openapi.json"
 
@@ -50,12 +55,27 @@ def load_spec() -> dict[str, Any]:
 
 
 class OmnisendRules:
-    """Validates v3 order bodies (POST/PUT/PATCH) and v5 event bodies."""
+    """Validates v3 order bodies (POST/PUT/PATCH) and v5 event bodies.
 
-    def __init__(self, *, max_products: int, country_code_lengths: Iterable[int]) -> None:
+    By default only what Omnisend's published documents enforce: the v3 spec (types, formats,
+    required fields; unknown fields allowed, as the spec does not forbid them), a contact
+    identifier on create, the configured countryCode format, and the events API's limits.
+    `seed_rules` adds the seed's own rules the spec does not state (status and discountType
+    enums, at most `max_products` products, uppercase currency): a separate check tests turn on.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_products: int = 500,
+        country_code_format: CountryFormat = "alpha3",
+        seed_rules: bool = False,
+    ) -> None:
         self.max_products = max_products
-        self.country_code_lengths = tuple(sorted(set(country_code_lengths)))
-        self.spec = _patch_country_code(copy.deepcopy(load_spec()), self.country_code_lengths)
+        self.country_code_format = country_code_format
+        self.seed_rules = seed_rules
+        length = 3 if country_code_format == "alpha3" else 2
+        self.spec = _patch_country_code(copy.deepcopy(load_spec()), length)
         self._validator = Validator(self.spec)
         paths = self.spec["paths"]
         self._post = _body_schema(paths["/orders"]["post"])
@@ -77,20 +97,36 @@ class OmnisendRules:
     def patch(self, body: Any) -> list[SchemaError]:
         if not isinstance(body, dict):
             return [SchemaError("", "type", "must be a JSON object")]
-        errors = [
-            SchemaError(k, "additionalProperties", "cannot be changed by PATCH")
-            for k in body
-            if k not in PATCHABLE
-        ]
-        errors += self._validator.validate(body, self._patch)
-        errors += _status_errors(body)
+        errors = self._validator.validate(body, self._patch)
+        if self.seed_rules:
+            errors += _status_errors(body)
         return errors
 
     def _order(self, body: Any, schema: Mapping[str, Any]) -> list[SchemaError]:
         if not isinstance(body, dict):
             return [SchemaError("", "type", "must be a JSON object")]
         errors = self._validator.validate(body, schema)
-        errors += _status_errors(body)
+        if self.seed_rules:
+            errors += self._seed_errors(body)
+        flagged = {e.path for e in errors}
+        for name in ("billingAddress", "shippingAddress"):
+            address = body.get(name)
+            code = address.get("countryCode") if isinstance(address, dict) else None
+            if f"{name}.countryCode" in flagged:
+                continue
+            if isinstance(code, str) and not is_country_code(code, self.country_code_format):
+                errors.append(
+                    SchemaError(
+                        f"{name}.countryCode",
+                        "enum",
+                        f"must be an ISO 3166-1 {self.country_code_format.replace('alpha', 'alpha-')} code",
+                    )
+                )
+        return errors
+
+    def _seed_errors(self, body: Mapping[str, Any]) -> list[SchemaError]:
+        """The seed's rules beyond the spec (status enums, discountType, product cap, currency case)."""
+        errors = _status_errors(body)
         if "discountType" in body and body["discountType"] not in DISCOUNT_TYPES:
             errors.append(SchemaError("discountType", "enum", f"must be one of {list(DISCOUNT_TYPES)}"))
         currency = body.get("currency")
@@ -101,19 +137,16 @@ class OmnisendRules:
             errors.append(
                 SchemaError("products", "maxItems", f"at most {self.max_products} products per order")
             )
-        flagged = {e.path for e in errors}
-        for name in ("billingAddress", "shippingAddress"):
-            address = body.get(name)
-            code = address.get("countryCode") if isinstance(address, dict) else None
-            if f"{name}.countryCode" in flagged:
-                continue
-            if isinstance(code, str) and not (code.isascii() and code.isalpha() and code.isupper()):
-                errors.append(
-                    SchemaError(f"{name}.countryCode", "pattern", "must be an uppercase ISO 3166-1 code")
-                )
-            elif isinstance(code, str) and len(code) not in self.country_code_lengths:
-                lengths = " or ".join(str(n) for n in self.country_code_lengths)
-                errors.append(SchemaError(f"{name}.countryCode", "length", f"must be {lengths} characters"))
+        return errors
+
+    def category(self, body: Any, *, with_id: bool) -> list[SchemaError]:
+        """`{categoryID, title}` (the spec's category schema requires `title`)."""
+        if not isinstance(body, dict):
+            return [SchemaError("", "type", "must be a JSON object")]
+        errors = self._validator.validate(body, self.spec["components"]["schemas"]["category-partial"])
+        category_id = body.get("categoryID")
+        if with_id and (not isinstance(category_id, str) or not category_id):
+            errors.append(SchemaError("categoryID", "required", "is required (non-empty string)"))
         return errors
 
     def event(self, body: Any) -> list[SchemaError]:
@@ -145,17 +178,17 @@ def _body_schema(operation: Mapping[str, Any]) -> Mapping[str, Any]:
     return schema
 
 
-def _patch_country_code(node: Any, lengths: tuple[int, ...]) -> Any:
-    """Let countryCode be as long as the seed says (alpha-3) where the spec says 2."""
+def _patch_country_code(node: Any, length: int) -> Any:
+    """Let countryCode be as long as the configured format (the seed's alpha-3 is 3; the spec says 2)."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "countryCode" and isinstance(value, dict):
-                value["minLength"], value["maxLength"] = min(lengths), max(lengths)
+                value["minLength"] = value["maxLength"] = length
             else:
-                _patch_country_code(value, lengths)
+                _patch_country_code(value, length)
     elif isinstance(node, list):
         for item in node:
-            _patch_country_code(item, lengths)
+            _patch_country_code(item, length)
     return node
 
 
@@ -201,6 +234,12 @@ def _contact_errors(contact: Any) -> list[SchemaError]:
     phone = contact.get("phone")
     if phone is not None and (not isinstance(phone, str) or len(phone) > 15):
         errors.append(SchemaError("contact.phone", "maxLength", "must be a string of at most 15 characters"))
+    for name in ("firstName", "lastName"):
+        value = contact.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > EVENT_NAME_MAX):
+            errors.append(
+                SchemaError(f"contact.{name}", "maxLength", f"must be at most {EVENT_NAME_MAX} characters")
+            )
     code = contact.get("countryCode")
     if code is not None and (not isinstance(code, str) or len(code) > 3):
         errors.append(SchemaError("contact.countryCode", "maxLength", "must be at most 3 characters"))

@@ -289,6 +289,8 @@ def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
         urls[dest] = f"http://127.0.0.1:{port}"
         base_env[key] = urls[dest]
         base_env[f"LEDGER_{dest.upper()}__TOKEN"] = token
+    # Online orders ship from no store: their Omneo Transactions need a location all the same.
+    base_env.setdefault("LEDGER_OMNEO__DEFAULT_LOCATION_ID", "online")
 
     echo("applying migrations ...")
     stack.base_env = base_env

@@ -80,6 +80,13 @@ class Metrics:
             ["destination", "reason"],
             registry=r,
         )
+        self.dropped_fields = Counter(
+            "ledger_fanout_dropped_fields_total",
+            "Fields left out of a destination call because their value was unusable (e.g. a phone"
+            " that cannot be made E.164)",
+            ["destination", "field"],
+            registry=r,
+        )
         self.intake_commands = Counter(
             "ledger_intake_commands_total", "Kafka intake commands", ["outcome"], registry=r
         )

@@ -3,7 +3,7 @@ with a manual clock and the real outbound clients built from `DestinationSetting
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from consumers.sandbox import (
     ManualClock,
     OmneoConfig,
     OmnisendConfig,
+    OmnisendSandbox,
     SandboxApp,
     create_omneo_app,
     create_omnisend_app,
@@ -93,6 +94,18 @@ def omnisend_box(_omnisend_server: tuple[Running, SandboxApp]) -> Running:
 
 
 @pytest.fixture
+def omnisend_seed_rules(_omnisend_server: tuple[Running, SandboxApp]) -> Iterator[None]:
+    """Switch the Omnisend sandbox's separate seed-rules check on for one test."""
+    _, app = _omnisend_server
+    assert isinstance(app, OmnisendSandbox)
+    app.rules.seed_rules = True
+    try:
+        yield
+    finally:
+        app.rules.seed_rules = False
+
+
+@pytest.fixture
 def omneo_box(_omneo_server: tuple[Running, SandboxApp]) -> Running:
     """The module's Omneo sandbox, reset for this test."""
     running, app = _omneo_server
@@ -155,6 +168,7 @@ def omneo_transaction(order_id: int, external_id: str = "L-1:S1", **extra: Any) 
         "total": 199.95,
         "transacted_at": "2025-06-15 14:32:00",
         "timezone": "Australia/Melbourne",
+        "location_id": "STORE-1",
         "items": [item],
         **extra,
     }

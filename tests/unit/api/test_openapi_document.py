@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ledger.api.app import create_app
+from ledger_app.api import create_app
 from ledger_kernel.settings import Settings
 
 

@@ -13,7 +13,7 @@ from consumers.omnisend.mapping import NO_CONTACT, OmnisendOptions, OmnisendStat
 from consumers.sandbox.omnisend_rules import OmnisendRules
 from tests.unit.mapping.story import OrderStory, parse
 
-RULES = OmnisendRules(max_products=500, country_code_lengths=(3,))
+RULES = OmnisendRules(max_products=500, country_code_format="alpha3")
 
 
 def _anonymous() -> OrderStory:

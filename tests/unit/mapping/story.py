@@ -87,6 +87,7 @@ class OrderStory:
         price: str = "10.00",
         current: str | None = None,
         original: str | None = None,
+        categories: tuple[str, ...] = (),
         **extra: Any,
     ) -> list[dict[str, Any]]:
         items = [
@@ -100,7 +101,7 @@ class OrderStory:
                 "sku": f"SKU-{i + 1}",
                 "product_id": f"P{i + 1}",
                 "product_variant_id": 1000 + i,
-                "categories": ["cat-a", "cat-b"],
+                "categories": list(categories),
             }
             for i in range(lines)
         ]
@@ -123,7 +124,10 @@ class OrderStory:
     def pay(self, amount: str, kind: str = "captured") -> list[dict[str, Any]]:
         return self.run(RecordPayment(kind=kind, amount=Decimal(amount)))
 
-    def ship(self, shipment_id: str, *line_ids: str, tracking: str = "TRK") -> list[dict[str, Any]]:
+    def ship(
+        self, shipment_id: str, *line_ids: str, tracking: str = "TRK", location: str | None = "WH1"
+    ) -> list[dict[str, Any]]:
+        """Dispatch one of each named line; `location=None` is an online order's shipment."""
         return self.run(
             DispatchShipment.model_validate(
                 {
@@ -132,7 +136,7 @@ class OrderStory:
                     "carrier": "UPS",
                     "tracking_code": f"{tracking}-{shipment_id}",
                     "tracking_url": f"https://track.example.com/{shipment_id}",
-                    "location_id": "WH1",
+                    "location_id": location,
                 }
             )
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from consumers.fanout.envelope import REMOTE_ID
-from consumers.omneo.mapping import OmneoState, map_batch, map_event
+from consumers.omneo.mapping import OmneoOptions, OmneoState, map_batch, map_event
 from tests.unit.mapping.story import OrderStory, parse
 
 
@@ -129,3 +129,17 @@ def test_cancel_and_delete() -> None:
     deleted = map_event(parse(story.delete()[0]), state)
     assert [(c.method, c.path) for c in deleted] == [("DELETE", f"/api/v3/orders/{REMOTE_ID}")]
     assert map_event(parse(story.envelopes[-1]), OmneoState()) == []
+
+
+def test_a_shipment_without_a_location_takes_the_default_location_as_a_string() -> None:
+    story = OrderStory()
+    story.place()
+    story.pay("20.00")
+    env = parse(story.ship("S1", "L1", "L2", location=None)[0])
+    bare = [c for c in map_event(env, OmneoState("1001")) if c.kind == "omneo.transaction.upsert"]
+    assert bare[0].body is not None
+    assert "location_id" not in bare[0].body
+    calls = map_event(env, OmneoState("1001"), OmneoOptions(default_location_id="online"))
+    (tx,) = [c for c in calls if c.kind == "omneo.transaction.upsert"]
+    assert tx.body is not None
+    assert tx.body["location_id"] == "online"

@@ -20,7 +20,10 @@ from consumers.omnisend.mapping import (
 from consumers.sandbox.omnisend_rules import OmnisendRules
 from tests.unit.mapping.story import OrderStory, parse
 
-RULES = OmnisendRules(max_products=500, country_code_lengths=(3,))
+STORY_CATEGORIES = frozenset({"cat-a", "cat-b"})
+"""Categories every story line names, as if Omnisend had them already (their calls come first)."""
+
+RULES = OmnisendRules(max_products=500, country_code_format="alpha3")
 
 
 def _after(story: OrderStory) -> OmnisendState:
@@ -28,10 +31,10 @@ def _after(story: OrderStory) -> OmnisendState:
     sent: dict[str, str] = {}
     exists = False
     for env in story.envelopes:
-        for call in map_event(parse(env), OmnisendState(exists, sent)):
+        for call in map_event(parse(env), OmnisendState(exists, sent, STORY_CATEGORIES)):
             sent.update(call.remember)
             exists = True
-    return OmnisendState(exists, sent)
+    return OmnisendState(exists, sent, STORY_CATEGORIES)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +55,10 @@ def test_cents_conversion(minor: int, currency: str, expected: int, rounded: boo
 
 def test_create_body_is_valid_v3_with_cents_statuses_and_alpha3() -> None:
     story = OrderStory()
-    calls = map_event(parse(story.place(price="19.95")[0]), OmnisendState())
+    calls = map_event(
+        parse(story.place(price="19.95", categories=("cat-a", "cat-b"))[0]),
+        OmnisendState(categories=STORY_CATEGORIES),
+    )
     assert [c.kind for c in calls] == ["omnisend.order.create"]
     body = calls[0].body
     assert body is not None
@@ -78,7 +84,9 @@ def test_alpha2_setting_and_country_conversion() -> None:
 
 def test_jpy_order_in_cents() -> None:
     story = OrderStory()
-    body = map_event(parse(story.place(currency="JPY", price="1500")[0]), OmnisendState())[0].body
+    body = map_event(
+        parse(story.place(currency="JPY", price="1500")[0]), OmnisendState(categories=STORY_CATEGORIES)
+    )[0].body
     assert body is not None
     assert body["orderSum"] == 300000
     assert RULES.create(body) == []
@@ -86,7 +94,9 @@ def test_jpy_order_in_cents() -> None:
 
 def test_kwd_rounding_is_noted() -> None:
     story = OrderStory()
-    call = map_event(parse(story.place(currency="KWD", price="1.234")[0]), OmnisendState())[0]
+    call = map_event(
+        parse(story.place(currency="KWD", price="1.234")[0]), OmnisendState(categories=STORY_CATEGORIES)
+    )[0]
     assert call.body is not None
     assert call.body["products"][0]["price"] == 123
     assert any("rounded to cents" in n for n in call.notes)
@@ -151,7 +161,7 @@ def test_delete_only_when_it_exists() -> None:
     state = _after(story)
     env = parse(story.delete()[0])
     assert [c.method for c in map_event(env, state)] == ["DELETE"]
-    assert map_event(env, OmnisendState()) == []
+    assert map_event(env, OmnisendState(categories=STORY_CATEGORIES)) == []
 
 
 def test_coalesced_batch_is_one_call_with_the_latest_state() -> None:
@@ -164,7 +174,7 @@ def test_coalesced_batch_is_one_call_with_the_latest_state() -> None:
     assert calls[0].method == "PATCH"
     assert calls[0].body is not None
     assert calls[0].body["fulfillmentStatus"] == "fulfilled"
-    fresh = map_batch([parse(e) for e in story.envelopes], OmnisendState())
+    fresh = map_batch([parse(e) for e in story.envelopes], OmnisendState(categories=STORY_CATEGORIES))
     assert [c.method for c in fresh] == ["POST"]
 
 
@@ -172,8 +182,8 @@ def test_coalesced_batch_is_one_call_with_the_latest_state() -> None:
 def test_products_capped_at_500_deterministically(lines: int, sent: int) -> None:
     story = OrderStory()
     env = parse(story.place(lines=lines, price="1.00")[0])
-    call = map_event(env, OmnisendState())[0]
-    again = map_event(env, OmnisendState())[0]
+    call = map_event(env, OmnisendState(categories=STORY_CATEGORIES))[0]
+    again = map_event(env, OmnisendState(categories=STORY_CATEGORIES))[0]
     assert call == again
     assert call.body is not None
     products = call.body["products"]
@@ -187,14 +197,19 @@ def test_products_capped_at_500_deterministically(lines: int, sent: int) -> None
 def test_events_mode_uses_recommended_events_with_deterministic_ids() -> None:
     options = OmnisendOptions(mode="events")
     story = OrderStory()
-    placed = map_event(parse(story.place()[0]), OmnisendState(), options)
+    placed = map_event(parse(story.place()[0]), OmnisendState(categories=STORY_CATEGORIES), options)
     assert [c.body["eventName"] for c in placed if c.body] == ["placed order"]
     body = placed[0].body
     assert body is not None
     assert RULES.event(json.loads(encode_json(body))) == [], "valid as sent on the wire"
     assert body["properties"]["totalPrice"] == Decimal("20.00")
-    assert placed == map_event(parse(story.envelopes[0]), OmnisendState(), options)
+    assert placed == map_event(parse(story.envelopes[0]), OmnisendState(categories=STORY_CATEGORIES), options)
     sent = dict(placed[0].remember)
-    paid = map_event(parse(story.pay("20.00")[0]), OmnisendState(True, sent), options)
+    paid = map_event(parse(story.pay("20.00")[0]), OmnisendState(True, sent, STORY_CATEGORIES), options)
     assert [c.body["eventName"] for c in paid if c.body] == ["paid for order"]
-    assert map_event(parse(story.update(status="processing")[0]), OmnisendState(True, sent), options) == []
+    assert (
+        map_event(
+            parse(story.update(status="processing")[0]), OmnisendState(True, sent, STORY_CATEGORIES), options
+        )
+        == []
+    )

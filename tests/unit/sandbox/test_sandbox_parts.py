@@ -68,7 +68,8 @@ def test_credentials_are_redacted_from_logged_headers() -> None:
 
 @pytest.fixture(scope="module")
 def rules() -> OmnisendRules:
-    return OmnisendRules(max_products=500, country_code_lengths=(2, 3))
+    """Rules for alpha-2 countryCode, the format of the vendor's own example order."""
+    return OmnisendRules(max_products=500, country_code_format="alpha2")
 
 
 def _spec_example() -> dict[str, Any]:
@@ -80,15 +81,19 @@ def test_the_vendors_own_example_order_is_valid(rules: OmnisendRules) -> None:
     assert rules.create(_spec_example()) == []
 
 
-def test_country_code_follows_the_seed_alpha3_and_accepts_alpha2(rules: OmnisendRules) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "good", "bad"),
+    [("alpha3", "USA", ["US", "USAX", "XYZ"]), ("alpha2", "US", ["USA", "XY", "U"])],
+)
+def test_country_code_is_checked_in_the_configured_format(fmt: str, good: str, bad: list[str]) -> None:
+    rules = OmnisendRules(country_code_format="alpha3" if fmt == "alpha3" else "alpha2")
     order = _spec_example()
-    order["billingAddress"]["countryCode"] = "USA"
+    order["shippingAddress"]["countryCode"] = good
+    order["billingAddress"]["countryCode"] = good
     assert rules.create(order) == []
-    order["billingAddress"]["countryCode"] = "USAX"
-    assert [e.path for e in rules.create(order)] == ["billingAddress.countryCode"]
-    strict = OmnisendRules(max_products=500, country_code_lengths=(2,))
-    order["billingAddress"]["countryCode"] = "USA"
-    assert [e.keyword for e in strict.create(order)] == ["maxLength"]
+    for code in bad:
+        order["billingAddress"]["countryCode"] = code
+        assert [e.path for e in rules.create(order)] == ["billingAddress.countryCode"], code
 
 
 @pytest.mark.parametrize(
@@ -105,12 +110,44 @@ def test_country_code_follows_the_seed_alpha3_and_accepts_alpha2(rules: Omnisend
     ],
 )
 def test_representative_bad_order_fields_are_named(
-    rules: OmnisendRules, change: dict[str, Any], path: str
+    seeded: OmnisendRules, change: dict[str, Any], path: str
 ) -> None:
-    assert [e.path for e in rules.create({**_spec_example(), **change})] == [path]
+    assert [e.path for e in seeded.create({**_spec_example(), **change})] == [path]
 
 
-def test_more_than_500_products_are_refused(rules: OmnisendRules) -> None:
+@pytest.fixture(scope="module")
+def seeded() -> OmnisendRules:
+    """The seed's own rules switched on (status enums, discountType, 500 products, currency case)."""
+    return OmnisendRules(max_products=500, country_code_format="alpha2", seed_rules=True)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"paymentStatus": "PAID"},
+        {"fulfillmentStatus": "shipped"},
+        {"currency": "usd"},
+        {"discountType": "bogus"},
+        {"someFieldOmnisendAddsLater": 1},
+    ],
+)
+def test_the_published_spec_alone_does_not_refuse_what_only_the_seed_rules(
+    rules: OmnisendRules, change: dict[str, Any]
+) -> None:
+    assert rules.create({**_spec_example(), **change}) == []
+
+
+def test_more_than_500_products_are_refused_by_the_seed_rules_only(
+    rules: OmnisendRules, seeded: OmnisendRules
+) -> None:
+    order = _spec_example()
+    order["products"] = [order["products"][0]] * 501
+    assert rules.create(order) == []
+    assert [e.keyword for e in seeded.create(order)] == ["maxItems"]
+
+
+def test_more_than_500_products_are_refused(seeded: OmnisendRules) -> None:
+    rules = seeded
     order = _spec_example()
     product = order["products"][0]
     order["products"] = [product] * 500
@@ -119,14 +156,15 @@ def test_more_than_500_products_are_refused(rules: OmnisendRules) -> None:
     assert [e.keyword for e in rules.create(order)] == ["maxItems"]
 
 
-def test_patch_accepts_only_status_and_tracking_fields(rules: OmnisendRules) -> None:
+def test_patch_checks_its_documented_fields_and_lets_others_through(rules: OmnisendRules) -> None:
     assert (
         rules.patch(
             {"paymentStatus": "refunded", "trackingCode": "1Z", "canceledDate": "2024-01-01T00:00:00Z"}
         )
         == []
     )
-    assert [e.path for e in rules.patch({"orderSum": 1, "paymentStatus": "paid"})] == ["orderSum"]
+    assert rules.patch({"orderSum": 1, "paymentStatus": "paid"}) == []
+    assert [e.path for e in rules.patch({"canceledDate": "yesterday"})] == ["canceledDate"]
 
 
 def test_omneo_transactions_need_wall_clock_time_and_a_real_timezone() -> None:
