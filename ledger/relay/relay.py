@@ -633,7 +633,9 @@ async def _term(
             still_leader=still_leader,
             readiness=readiness,
         )
+        readiness.block("role", "standby: waiting for the relay lock (held by another relay)")
         if await _lead(conn, relay.name, stop):
+            readiness.clear("role")
             try:
                 await relay.run()
             finally:

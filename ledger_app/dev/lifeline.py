@@ -91,8 +91,11 @@ class Watchdog:
                 self._pipe.close()
             self._pipe = None
         if self._process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # disarmed, it has nothing left to do: never leave it
+                self._process.kill()
+                self._process.wait(timeout=5)
             self._process = None
 
 
