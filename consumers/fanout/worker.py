@@ -138,7 +138,7 @@ async def run_worker(
     metrics.parked_orders.labels(destination).set(await store.parked_count())
 
     events_topic = topic or settings.kafka.events_topic
-    broker = KafkaBroker(settings.bootstrap_servers, graceful_timeout=30.0, logger=None)
+    broker = KafkaBroker(settings.bootstrap_server_list, graceful_timeout=30.0, logger=None)
     subscriber = broker.subscriber(
         events_topic,
         batch=True,

@@ -215,7 +215,7 @@ class Intake:
         self._pool: asyncpg.Pool | None = None
         self.on_outcome: Callable[[Received, str], Awaitable[None]] | None = None
         kafka = settings.kafka
-        self.broker = KafkaBroker(settings.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms)
+        self.broker = KafkaBroker(settings.bootstrap_server_list, request_timeout_ms=kafka.request_timeout_ms)
         self.rejected = self.broker.publisher(
             kafka.rejected_topic,
             title="orders.intake.rejected",
