@@ -206,3 +206,9 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> str:
         """The broker list, honouring the flat alias first."""
         return self.kafka_bootstrap_servers or self.kafka.bootstrap_servers
+
+    @property
+    def bootstrap_server_list(self) -> list[str]:
+        """The broker list one host an item: FastStream's KafkaBroker takes a string as a single
+        host, so "kafka-1:9092,kafka-2:9092" would not resolve (found on the three-node tier)."""
+        return [host.strip() for host in self.bootstrap_servers.split(",") if host.strip()]

@@ -126,7 +126,7 @@ async def run_worker(
 
     events_topic = topic or settings.kafka.events_topic
     forbid_topic_auto_creation()  # a subscription must never create the relay's topic
-    broker = KafkaBroker(settings.bootstrap_servers, graceful_timeout=30.0, logger=None)
+    broker = KafkaBroker(settings.bootstrap_server_list, graceful_timeout=30.0, logger=None)
     subscriber = broker.subscriber(
         events_topic,
         batch=True,

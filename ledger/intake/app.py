@@ -220,7 +220,7 @@ class Intake:
         # Its metadata requests must not create topics (the events topic above all: see
         # `ledger.relay.topics`); the intake creates its own two topics explicitly at start-up.
         forbid_topic_auto_creation()
-        self.broker = KafkaBroker(settings.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms)
+        self.broker = KafkaBroker(settings.bootstrap_server_list, request_timeout_ms=kafka.request_timeout_ms)
         self.rejected = self.broker.publisher(
             kafka.rejected_topic,
             title="orders.intake.rejected",
