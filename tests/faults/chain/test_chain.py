@@ -18,7 +18,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import pytest_asyncio
 
 from ledger.api.auth import TokenStore
 from projections import order_state, transactions
+from tests.conftest import FAULT_COUNTS
 from tests.harness.kafka import create_topic, read_to_end
 from tests.harness.private_postgres import PrivatePostgres
 from tests.history.checker import History, Report, check
@@ -40,6 +41,7 @@ from tests.integration.relay.support import check_topic, committed_events
 from .stack import VICTIMS, ChainStack, stack_env
 from .story import EVENTS_PER_ORDER, TRANSACTIONS_PER_ORDER, place_orders
 
+# ruff: noqa: PLR0917 - pytest fixtures are positional by nature
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.kafka,
@@ -116,6 +118,7 @@ async def test_kills_and_a_database_crash_and_stall_lose_duplicate_reorder_and_s
     chain_database: str,
     kafka_bootstrap: str,
     tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
     rng = random.Random(seed)
     topic = f"chain-{uuid.uuid4().hex[:10]}"
@@ -162,8 +165,8 @@ async def test_kills_and_a_database_crash_and_stall_lose_duplicate_reorder_and_s
             topic_check = check_topic(await read_to_end(kafka_bootstrap, topic), committed)
             kills = sum(stack.kills.values())
             writes = Counter(w.destination for w in history.writes)
-            print(
-                f"seed={seed} orders={len(placed)} events={len(committed)} topic_records={topic_check.records}"
+            counts = (
+                f"chain seed={seed} orders={len(placed)} events={len(committed)} topic_records={topic_check.records}"
                 f" writes={dict(writes)} transactions={len(history.records)}"
                 f" chaos={chaos_s:.0f}s settle={settle_s:.0f}s"
                 f" kills={kills} ({stack.kills}) exited_by_themselves={stack.exited_by_themselves()}"
@@ -171,6 +174,8 @@ async def test_kills_and_a_database_crash_and_stall_lose_duplicate_reorder_and_s
                 f" lost={len(report.lost)} duplicated={len(report.duplicated)}"
                 f" reordered={len(report.reordered)} stuck={len(report.stuck)}"
             )
+            print(counts)
+            record_property(FAULT_COUNTS, counts)
             if not report.ok:
                 print(stack.tail())
             assert report.ok, report.summary()
