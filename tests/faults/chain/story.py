@@ -9,6 +9,7 @@ effect.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from typing import Any
@@ -59,12 +60,23 @@ async def call(
 
 
 async def place_orders(
-    api: httpx.AsyncClient, token: str, external_ids: list[str], placed: dict[str, str]
+    api: httpx.AsyncClient,
+    token: str,
+    external_ids: list[str],
+    placed: dict[str, str],
+    *,
+    rng: random.Random | None = None,
+    max_pause_s: float = 0.0,
 ) -> None:
+    """Tell each order's whole story, one order after another; `placed` maps each external id
+    to the ledger's order id once its story is done. A pause (drawn from `rng`) after each step
+    lets the destinations see the states one by one instead of coalesced."""
     for external_id in external_ids:
         order_id = ""
         for method, path, body in steps(external_id):
             url = "/api/v3/orders" + (f"/{order_id}{path}" if order_id else path)
             data = await call(api, token, method, url, body)
             order_id = order_id or str(data["id"])
+            if rng is not None:
+                await asyncio.sleep(rng.uniform(0, max_pause_s))
         placed[external_id] = order_id
