@@ -8,6 +8,7 @@ import os
 # once in CI, as a flaky failure). Importing them at collection keeps compile out of tests.
 import hypothesis.internal.conjecture.optimiser
 import hypothesis.strategies._internal.random  # noqa: F401
+import pytest
 from hypothesis import HealthCheck, settings
 
 # The suite is a gate, so by default every run draws the same examples: a failure in CI is a
@@ -19,3 +20,22 @@ settings.register_profile("explore", deadline=None, suppress_health_check=_QUIET
 settings.load_profile(os.environ.get("LEDGER_HYPOTHESIS_PROFILE", "deterministic"))
 
 pytest_plugins = ["tests.harness.postgres", "tests.harness.kafka"]
+
+#: `record_property(FAULT_COUNTS, line)` in a fault tier puts `line` in the run's summary.
+FAULT_COUNTS = "fault-tier-counts"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the fault tiers counted (orders, events, kills, anomalies), passed or not:
+    the figures are the evidence, not only the verdict. Reports carry them from xdist workers."""
+    lines = [
+        str(value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        for name, value in getattr(report, "user_properties", ())
+        if name == FAULT_COUNTS and getattr(report, "when", "call") == "call"
+    ]
+    if lines:
+        terminalreporter.section("fault tier counts")
+        for line in lines:
+            terminalreporter.write_line(line)

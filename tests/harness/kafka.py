@@ -19,6 +19,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -27,20 +28,10 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from ledger_app.dev.apache_kafka import KraftCluster, kafka_version, missing_tools
 from ledger_app.dev.broker import TansuBroker, free_port
+from tests.harness.engine import docker_available
 from tests.harness.proxy import TcpProxy
 
 KAFKA_KINDS = ("env", "docker", "apache", "tansu")
-
-
-def docker_available() -> bool:
-    """True when a Docker engine answers; testcontainers is imported only then."""
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env(timeout=2).ping()
-    except Exception:  # any failure means "no engine"
-        return False
-    return True
 
 
 def kafka_choice() -> str:
@@ -221,16 +212,85 @@ async def consumer(
         await c.stop()
 
 
+async def _assigned_reader(bootstrap: str, topic: str, deadline: float) -> tuple[AIOKafkaConsumer, list[Any]]:
+    """A started consumer assigned every partition of `topic` from the beginning (waits for the topic)."""
+    from aiokafka import TopicPartition
+
+    c = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=4 << 20,
+    )
+    await c.start()
+    try:
+        loop = asyncio.get_running_loop()
+        while not (ids := await partitions_of(c, topic)):
+            assert loop.time() < deadline, f"topic {topic} does not exist"
+            await asyncio.sleep(0.05)
+        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
+        c.assign(partitions)
+        await c.seek_to_beginning(*partitions)
+    except BaseException:
+        await c.stop()
+        raise
+    return c, partitions
+
+
+async def _read_past_ends(
+    c: AIOKafkaConsumer, partitions: list[Any], records: list[ConsumerRecord[bytes, bytes]], deadline: float
+) -> None:
+    """Fetch until every partition's position reached its end offset as of now.
+
+    Whole record batches are kept, not cut at the end offset: Tansu reports the end of a
+    partition as the base offset of its last batch plus one (it ignores the batch's other
+    records), while the fetch position always moves past the whole batch.
+    """
+    loop = asyncio.get_running_loop()
+    ends = await c.end_offsets(partitions)
+    while [tp for tp in partitions if await c.position(tp) < ends[tp]]:
+        assert loop.time() < deadline, f"not read to the end offsets {ends} in time"
+        for part in (await c.getmany(timeout_ms=200, max_records=10_000)).values():
+            records.extend(part)
+
+
+async def read_to_end(
+    bootstrap: str, topic: str, *, timeout_s: float = 60.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` up to its end offsets as of the call, partition by partition.
+
+    It stops at positions, never at a count or a quiet moment: whatever was acknowledged before
+    the call is in the result, an extra or duplicate record included, so a test can assert an
+    exact count.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    c, partitions = await _assigned_reader(bootstrap, topic, deadline)
+    try:
+        await _read_past_ends(c, partitions, records, deadline)
+    finally:
+        await c.stop()
+    return records
+
+
 async def consume(
     bootstrap: str, topic: str, *, count: int, timeout_s: float = 20.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read the topic from the start until `count` records arrived or the timeout passed."""
-    records: list[ConsumerRecord[bytes, bytes]] = []
+    """Read `topic` from the start until at least `count` records came, then on to its end offsets.
+
+    Every record up to the end is returned, so one more than expected (a duplicate) shows in
+    `len(...)`: callers assert the exact count. Fails when fewer than `count` arrive in time.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with consumer(bootstrap, topic) as c:
-        while len(records) < count and loop.time() < deadline:
-            batch = await c.getmany(timeout_ms=200)
-            for part in batch.values():
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    c, partitions = await _assigned_reader(bootstrap, topic, deadline)
+    try:
+        while len(records) < count:
+            assert loop.time() < deadline, f"{topic}: {len(records)} of {count} records after {timeout_s}s"
+            for part in (await c.getmany(timeout_ms=200, max_records=10_000)).values():
                 records.extend(part)
+        await _read_past_ends(c, partitions, records, deadline)
+    finally:
+        await c.stop()
     return records

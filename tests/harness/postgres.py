@@ -34,6 +34,7 @@ import pytest_asyncio
 
 from ledger.store import EventRegistry, EventStore, create_pool, migrate
 from ledger_kernel.settings import StoreSettings
+from tests.harness.engine import docker_available
 
 _PREFIX = "ledger_t"
 T = TypeVar("T")
@@ -43,17 +44,6 @@ def dsn_with_database(dsn: str, database: str) -> str:
     """The same server URL pointing at another database (keeps user, host, socket query)."""
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-def docker_available() -> bool:
-    """True when a Docker engine answers; the docker package is imported only then."""
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env(timeout=2).ping()
-    except Exception:  # any failure means "no engine"
-        return False
-    return True
 
 
 def _local_postgres_answers(host: str = "127.0.0.1", port: int = 5432) -> bool:

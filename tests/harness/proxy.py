@@ -43,6 +43,8 @@ class TcpProxy:
         self._call(self._cut())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()  # a loop left open is a ResourceWarning (an error in this suite)
 
     def _call(self, coro: Coroutine[Any, Any, None]) -> None:
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)

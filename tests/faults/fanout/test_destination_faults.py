@@ -54,9 +54,14 @@ async def test_429_storm_waits_for_the_reset_and_loses_nothing(
         async with worker("omnisend", settings, pool):
             await publish(kafka_bootstrap, topic, [e for s in stories for e in s.envelopes])
             await wait_for(lambda: _all(pool, "omnisend", 12), timeout=30, what="12 events delivered")
+        assert await inbox_count(pool, "omnisend") == 12, "each event recorded once"
         log = await omnisend.requests()
         storms = [e for e in log if e["status"] == 429]
         assert storms, "the storm happened"
+        creates = [
+            e for e in log if e["method"] == "POST" and e["path"] == "/v3/orders" and e["status"] < 300
+        ]
+        assert len(creates) == len(stories), "each order created once, the storm's retries included"
         for hit in storms:
             t = _t(hit)
             # Calls already in flight when the 429 arrived may land within a few ms; none may be

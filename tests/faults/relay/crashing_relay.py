@@ -11,6 +11,13 @@ The points are the moments between the relay's steps where a crash leaves differ
   publish it again, byte for byte).
 - `after_checkpoint`: the checkpoint of a publish was saved; the next batch was not started.
 
+One more point stops the process instead of killing it:
+
+- `term_in_publish`: SIGTERM is sent to the process after a (non-empty) publish was handed
+  its records and before it returns, so a batch is in flight when the signal arrives. The
+  process writes `term_in_publish n=N before=B records=R` first (B: records of the earlier
+  publishes, R: of this one).
+
 The hooks wrap the relay's own methods in this process only: production code carries no test
 switch. Before dying the process writes `crash_point=POINT n=N` to stderr, so a test can tell
 that the crash happened where it meant it to.
@@ -33,7 +40,7 @@ from ledger.relay.relay import Relay
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
-POINTS = ("after_read", "after_produce", "mid_batch", "after_ack", "after_checkpoint")
+POINTS = ("after_read", "after_produce", "mid_batch", "after_ack", "after_checkpoint", "term_in_publish")
 
 
 def crash_after(
@@ -56,6 +63,27 @@ def crash_after(
     return wrapper  # type: ignore[return-value]
 
 
+def terminate_within(nth: int, original: F) -> F:
+    """`original` (a publish), which SIGTERMs this process during its `nth` non-empty call: the
+    signal is raised once the call started, so the relay's handler runs while it is in flight."""
+    calls = 0
+    before = 0  # records handed to the earlier publishes
+
+    @functools.wraps(original)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls, before
+        if _non_empty(args):
+            calls += 1
+            if calls == nth:
+                mark = f"term_in_publish n={nth} before={before} records={len(args[1])}"
+                print(mark, file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+            before += len(args[1])
+        return await original(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _non_empty(args: tuple[Any, ...]) -> bool:
     return bool(args[1])  # (self, messages): the start-up connection check publishes nothing
 
@@ -70,6 +98,8 @@ def install(point: str, nth: int) -> None:
         KafkaPublisher._send_partition = crash_after(point, nth, KafkaPublisher._send_partition)  # type: ignore[method-assign]
     elif point == "after_ack":
         KafkaPublisher.publish = crash_after(point, nth, KafkaPublisher.publish, counts=_non_empty)  # type: ignore[method-assign]
+    elif point == "term_in_publish":
+        KafkaPublisher.publish = terminate_within(nth, KafkaPublisher.publish)  # type: ignore[method-assign]
     elif point == "after_checkpoint":
         Relay._save_checkpoint = crash_after(point, nth, Relay._save_checkpoint)  # type: ignore[method-assign]
     else:

@@ -138,6 +138,7 @@ async def test_a_conflict_is_rejected_and_later_commands_still_flow(intake_run: 
     records = await consume(
         intake_run.settings.bootstrap_servers, intake_run.settings.kafka.rejected_topic, count=2
     )
+    assert len(records) == 2
     problems = [json.loads(r.value)["problem"] for r in records]
     assert problems[0]["type"].endswith("version-conflict")
     assert problems[0]["current_version"] == 1

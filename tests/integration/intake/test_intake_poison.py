@@ -98,6 +98,7 @@ async def test_a_record_that_keeps_failing_unexpectedly_is_rejected_after_a_few_
     records = await consume(
         intake_run.settings.bootstrap_servers, intake_run.settings.kafka.rejected_topic, count=1
     )
+    assert len(records) == 1
     rejected = json.loads(records[0].value)
     assert rejected["problem"]["type"] == "urn:order-ledger:problem:internal-error"
     assert "ValueError" in rejected["problem"]["detail"]

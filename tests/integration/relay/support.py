@@ -14,6 +14,9 @@ import orjson
 from ledger.domain import Amounts, LineItem, OrderPlaced, OrderStatusChanged, event_data
 from ledger.store import NewEvent
 from ledger_kernel.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
+from tests.harness.kafka import read_to_end
+
+__all__ = ["read_to_end"]  # re-exported: the relay tests read the topic through this module
 
 
 def placed(order_id: uuid.UUID, *, price: int = 1995, quantity: int = 2) -> NewEvent:
@@ -142,37 +145,6 @@ async def committed_events(pool: Any) -> list[tuple[str, str, int]]:
     """Every committed event as `(event_id, stream_id, version)` in log order."""
     rows = await pool.fetch("SELECT event_id, stream_id, version FROM events ORDER BY tx, position")
     return [(str(r["event_id"]), r["stream_id"], r["version"]) for r in rows]
-
-
-async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
-    """Every record of `topic` up to the end offsets as of the call, partition by partition."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from tests.harness.kafka import partitions_of
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-        max_partition_fetch_bytes=4 << 20,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic))]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            assert loop.time() < deadline, "topic not read to its end in time"
-            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            for part in batch.values():
-                records.extend(part)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def settled_head(pool: Any, timeout_s: float = 30.0) -> Any:

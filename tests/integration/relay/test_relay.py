@@ -23,7 +23,7 @@ from ledger.store import NO_STREAM, Checkpoint, EventStore
 from ledger.store.reads import read_log
 from ledger_kernel.observability import Metrics
 from ledger_kernel.settings import KafkaSettings, Settings
-from tests.harness.kafka import consume, create_topic
+from tests.harness.kafka import create_topic, read_to_end
 from tests.integration.relay.support import (
     check_topic,
     committed_events,
@@ -104,8 +104,8 @@ async def test_publishes_every_event_in_log_order_keyed_by_order_id_with_envelop
         await store.append(stream_of(order_id), [status("processing"), status("shipped")], 1)
     committed = await committed_events(pool)
     async with running_relay(settings, pool) as metrics:
-        records = await consume(kafka_bootstrap, unique_topic, count=len(committed))
         await wait_for_checkpoint(pool, unique_topic, (await settled_head(pool)))
+    records = await read_to_end(kafka_bootstrap, unique_topic)
     assert len(records) == len(committed) == 15
     check = check_topic(records, committed)
     assert check.ok, check
@@ -161,7 +161,9 @@ async def test_envelope_carries_the_order_state_after_each_event_with_exact_mone
     await store.append(stream_of(order_id), [placed(order_id, price=1990, quantity=3)], NO_STREAM)
     await store.append(stream_of(order_id), [status("processing"), status("packed")], 1)
     async with running_relay(settings, pool):
-        records = await consume(kafka_bootstrap, unique_topic, count=3)
+        await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
+    records = await read_to_end(kafka_bootstrap, unique_topic)
+    assert len(records) == 3
     envelopes = [orjson.loads(r.value) for r in records]
     assert [e["order"]["version"] for e in envelopes] == [1, 2, 3]
     assert [e["order"]["status"] for e in envelopes] == ["pending", "processing", "packed"]
@@ -260,7 +262,8 @@ async def test_restart_resumes_from_the_saved_checkpoint(
     committed = await committed_events(pool)
     async with running_relay(settings, pool) as metrics:
         await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
-    records = await consume(kafka_bootstrap, unique_topic, count=len(committed) + 1, timeout_s=3)
+    records = await read_to_end(kafka_bootstrap, unique_topic)  # the checkpoint reached the head
+    assert len(records) == len(committed)
     check = check_topic(records, committed)
     assert check.ok, check
     assert check.duplicates == 0  # a clean stop saved the checkpoint: nothing re-published
@@ -304,7 +307,8 @@ async def test_caught_up_appends_within_the_publish_interval_go_out_together_in_
     assert sum(sizes) == 21
     assert len(sizes) <= 3  # 20 single-event appends in one or two publishes (0 ms: up to 20)
     committed = await committed_events(pool)
-    records = await consume(kafka_bootstrap, unique_topic, count=len(committed) + 1, timeout_s=3)
+    records = await read_to_end(kafka_bootstrap, unique_topic)  # the checkpoint reached the head
+    assert len(records) == len(committed)
     check = check_topic(records, committed)
     assert check.ok, check
     assert check.duplicates == 0
@@ -345,24 +349,32 @@ async def test_never_passes_a_held_open_transaction_and_publishes_it_after_relea
             type=held_event.type, data=held_event.data, metadata={"hold": "yes"}, event_id=held_event.event_id
         )
         held_append = asyncio.create_task(store.append(stream_of(held), [held_event], NO_STREAM))
-        await asyncio.sleep(0.3)  # the held append has its xid and waits inside the trigger
-        assert not held_append.done()
+        # The held append has its xid and waits inside the trigger.
+        held_tx = None
+        async with asyncio.timeout(30):
+            while held_tx is None:
+                assert not held_append.done()
+                await asyncio.sleep(0.01)
+                held_tx = await pool.fetchval(
+                    "SELECT backend_xid::text::bigint FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND backend_xid IS NOT NULL AND datname = current_database()"
+                )
         await store.append(stream_of(late), [placed(late)], NO_STREAM)  # larger tx, commits first
+        early_row = await pool.fetchrow(
+            "SELECT tx, position FROM events WHERE stream_id = $1", stream_of(early)
+        )
+        assert early_row is not None
         async with running_relay(settings, pool):
-            records = await consume(kafka_bootstrap, unique_topic, count=3, timeout_s=3)
+            await wait_for_checkpoint(pool, unique_topic, Checkpoint(early_row["tx"], early_row["position"]))
+            records = await read_to_end(kafka_bootstrap, unique_topic)
             assert [r.key for r in records] == [str(early).encode()]
             cp = await saved_checkpoint(pool, unique_topic)
-            held_tx = await pool.fetchval(
-                "SELECT backend_xid::text::bigint FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND backend_xid IS NOT NULL"
-            )
             assert cp is not None
-            assert held_tx is not None
             assert cp.tx < held_tx  # the checkpoint never passes the open transaction
             await holder.execute("SELECT pg_advisory_unlock($1)", HOLD_KEY)
             await held_append
-            records = await consume(kafka_bootstrap, unique_topic, count=3)
             await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
+            records = await read_to_end(kafka_bootstrap, unique_topic)
     finally:
         await holder.close()
     assert [r.key for r in records] == [str(early).encode(), str(held).encode(), str(late).encode()]
@@ -410,7 +422,10 @@ async def test_producer_config_is_acks_all_and_settings_flow_through() -> None:
     assert options["transactional_id"] == "relay-1"
     assert options["request_timeout_ms"] == 1234
     producer = AIOKafkaProducer(**producer_options(KafkaSettings(enable_idempotence=True), "b:9092"))
-    assert producer._txn_manager is not None  # idempotence really reached aiokafka
+    try:
+        assert producer._txn_manager is not None  # idempotence really reached aiokafka
+    finally:
+        await producer.stop()  # never started; stopping closes it (no "unclosed producer" warning)
     with pytest.raises(RelayConfigError):
         producer_options(KafkaSettings(acks="1"), "b:9092")
 
@@ -436,9 +451,8 @@ async def test_a_second_relay_waits_as_standby_and_takes_over_when_the_first_sto
         assert taken_over.relay_published._value.get() == len(await committed_events(pool)) - len(committed)
     finally:
         await standby_pool.close()
-    records = await consume(
-        kafka_bootstrap, unique_topic, count=len(await committed_events(pool)) + 1, timeout_s=3
-    )
+    records = await read_to_end(kafka_bootstrap, unique_topic)  # the checkpoint reached the head
+    assert len(records) == len(await committed_events(pool))
     check = check_topic(records, await committed_events(pool))
     assert check.ok, check
     assert check.duplicates == 0
