@@ -66,6 +66,7 @@ def stack_env(
             }
         )
     env["LEDGER_OMNISEND__MODE"] = "orders"
+    env["LEDGER_OMNEO__DEFAULT_LOCATION_ID"] = "online"  # Omneo requires a location on a Transaction
     return env
 
 
@@ -81,7 +82,7 @@ class ChainStack:
     api_url: str = ""
 
     def _child(self, name: str, args: list[str]) -> Child:
-        argv = [sys.executable, "-m", "ledger.cli", *args]
+        argv = [sys.executable, "-m", "ledger_app.cli", *args]
         child = Child(name, argv, self.env, self.logs / f"{name}.log")
         child.start()
         self.children[name] = child
@@ -89,7 +90,7 @@ class ChainStack:
 
     def migrate(self) -> None:
         subprocess.run(
-            [sys.executable, "-m", "ledger.cli", "migrate"], env=self.env, cwd=REPO, check=True,
+            [sys.executable, "-m", "ledger_app.cli", "migrate"], env=self.env, cwd=REPO, check=True,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
 

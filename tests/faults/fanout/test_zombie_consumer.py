@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -63,11 +62,12 @@ def _worker(
             "LEDGER_OMNEO__BACKOFF_INITIAL_S": "0.05",
             "LEDGER_OMNEO__BACKOFF_MAX_S": "0.5",
             "LEDGER_OMNEO__RATE_PER_MINUTE": "60000",
+            "LEDGER_OMNEO__DEFAULT_LOCATION_ID": "online",  # Omneo requires a location on a Transaction
             # The frozen call must outlive the freeze: a timeout would only make it ambiguous.
             "LEDGER_OMNEO__TIMEOUT_S": "120",
         }
     )
-    argv = [sys.executable, "-m", "ledger.cli", "fanout", "run", "omneo"]
+    argv = [sys.executable, "-m", "ledger_app.cli", "fanout", "run", "omneo"]
     child = Child(name, argv, env, logs / f"{name}.log")
     child.start()
     return child
@@ -129,7 +129,6 @@ async def test_a_worker_frozen_past_its_session_timeout_makes_no_second_effect_w
             await wait_for(lambda: _hanging(omneo), timeout=60, what="A's create call in flight")
             assert a.process is not None
             os.kill(a.process.pid, signal.SIGSTOP)
-            frozen_at = time.monotonic()
             try:
                 await omneo.clear_faults()  # Omneo answers (and creates the order); A is not listening
                 b = _worker(
@@ -150,7 +149,8 @@ async def test_a_worker_frozen_past_its_session_timeout_makes_no_second_effect_w
                     lambda: _delivered_order(pool, third, EVENTS_PER_ORDER), timeout=120,
                     what="B delivered a new order after the rebalance",
                 )  # fmt: skip
-                assert time.monotonic() - frozen_at > 6, "past A's session timeout (6 s)"
+                # A held every partition, so B's delivery is the proof that the group evicted A
+                # (its session expired 6 s after its last heartbeat, which can precede the freeze).
                 assert a.alive(), "A was frozen, not dead"
             finally:
                 os.kill(a.process.pid, signal.SIGCONT)
