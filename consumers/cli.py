@@ -160,6 +160,22 @@ def status(
 
 
 @app.command()
+def resume(destination: Destination) -> None:
+    """Lift a destination's halt (after fixing its credentials): its worker starts consuming again."""
+    _check_destination(destination)
+    from consumers.fanout.delivery_store import FanoutStore
+
+    async def work(pool: Any) -> Any:
+        return await FanoutStore(pool, str(destination)).clear_halt()
+
+    previous = _with_pool(_settings(), work)
+    if previous is None:
+        console.print(f"{destination} was not halted.")
+        return
+    console.print(f"{destination} resumed (halted since {previous['halted_at']}: {previous['reason']}).")
+
+
+@app.command()
 def redrive(
     destination: Destination | None = None,
     order: Annotated[str | None, typer.Option("--order", help="one order id")] = None,

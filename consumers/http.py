@@ -174,6 +174,12 @@ def classify_response(
         except (ValueError, UnicodeDecodeError):
             return Retryable("invalid_response", status=status, ambiguous=True, body=_error_body(raw))
     body = _error_body(raw)
+    if status == 403 and _rate_limited(headers, body):
+        # Omnisend v3 also answers 403 when it throttles a client after many errors: with a
+        # rate-limit signature it is a pause, not refused credentials (docs/connectors.md).
+        return Retryable(
+            "http_403_throttled", status=403, retry_after=parse_retry_after(headers, 429, now), body=body
+        )
     if status in (401, 403):
         return AuthFailure(status=status, body=body)
     if status in {408, 429} or status >= 500:
@@ -192,6 +198,20 @@ def classify_response(
         422: "validation",
     }.get(status, "unexpected_status")  # type: ignore[assignment]
     return Permanent(status=status, reason=reason, body=body)
+
+
+_THROTTLE_WORDS = ("rate limit", "too many", "many errors", "throttl")
+
+
+def _rate_limited(headers: Mapping[str, str], body: Any) -> bool:
+    """A 403 that says it is throttling: Retry-After, an exhausted rate-limit header, or its words."""
+    lowered = {k.lower(): v.strip() for k, v in headers.items()}
+    if "retry-after" in lowered:
+        return True
+    if lowered.get("x-rate-limit-remaining") == "0" or lowered.get("x-ratelimit-remaining") == "0":
+        return True
+    text = (body.get("error") or body.get("message") or "") if isinstance(body, dict) else body
+    return isinstance(text, str) and any(word in text.lower() for word in _THROTTLE_WORDS)
 
 
 def _error_body(raw: bytes) -> Any:

@@ -251,7 +251,15 @@ class FanoutStore:
             detail,
         )
 
+    async def current_halt(self) -> Mapping[str, Any] | None:
+        """The destination's halt (it survives restarts until an operator lifts it), or None."""
+        row = await self.pool.fetchrow(
+            "SELECT status, reason, halted_at FROM fanout_halts WHERE destination = $1", self.destination
+        )
+        return None if row is None else dict(row)
+
     async def clear_halt(self) -> Mapping[str, Any] | None:
+        """Lift the halt (`ledger fanout resume`); returns what it was, or None."""
         row = await self.pool.fetchrow(
             "DELETE FROM fanout_halts WHERE destination = $1 RETURNING status, reason, halted_at",
             self.destination,

@@ -78,6 +78,36 @@ async def _deliver_batch(deliverer: Deliverer, records: tuple[Any, ...]) -> None
             raise result
 
 
+HALT_POLL_S = 5.0
+"""How often a halted worker looks whether an operator lifted the halt."""
+
+
+async def _wait_while_halted(
+    store: FanoutStore, destination: str, stop: asyncio.Event, metrics: Metrics
+) -> bool:
+    """Wait (consuming nothing) while the destination is halted; False if stopped meanwhile.
+
+    Why: a halt is stored with the destination's state, so a restart (compose restarts an
+    exited worker) waits for the operator's `ledger fanout resume` instead of looping through
+    the same 401/403 again; the gauge lets an alert fire while it waits.
+    """
+    halt = await store.current_halt()
+    if halt is None:
+        metrics.fanout_halted.labels(destination).set(0)
+        return True
+    metrics.fanout_halted.labels(destination).set(1)
+    log.error("destination is halted; waiting for `ledger fanout resume`", destination=destination, **halt)
+    while halt is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HALT_POLL_S)
+        if stop.is_set():
+            return False
+        halt = await store.current_halt()
+    log.info("halt lifted; starting", destination=destination)
+    metrics.fanout_halted.labels(destination).set(0)
+    return True
+
+
 async def run_worker(
     destination: str,
     settings: Settings,
@@ -117,12 +147,12 @@ async def run_worker(
         closing=closing,
         after_success=after_success,
     )
-    previous = await store.clear_halt()
-    if previous is not None:
-        log.warning(
-            "destination was halted before; resuming after restart", destination=destination, **previous
-        )
     metrics.parked_orders.labels(destination).set(await store.parked_count())
+    if not await _wait_while_halted(store, destination, stop, metrics):
+        await http.aclose()
+        if own_pool:
+            await pool.close()
+        return EXIT_HALTED
 
     events_topic = topic or settings.kafka.events_topic
     forbid_topic_auto_creation()  # a subscription must never create the relay's topic
@@ -156,6 +186,7 @@ async def run_worker(
                 status=exc.outcome.status,
             )
             await store.halt(exc.outcome.status, str(exc), exc.outcome.body)
+            metrics.fanout_halted.labels(destination).set(1)
             halted.append(exc)
             closing.set()
             return

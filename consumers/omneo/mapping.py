@@ -170,8 +170,7 @@ def transaction_body(tx: Transaction, order: Order, options: OmneoOptions = Omne
     }
     if order.external_id:
         body["order_number"] = order.external_id
-    if order.customer.profile_id:
-        body["profile_id"] = order.customer.profile_id
+    body.update(_transaction_profile(order))
     location = tx.location_id or options.default_location_id
     if location:
         body["location_id"] = str(location)
@@ -187,6 +186,21 @@ def not_applicable(order: Order) -> NotApplicable | None:
     """
     del order
     return None
+
+
+def _transaction_profile(order: Order) -> dict[str, str]:
+    """Who the Transaction belongs to: the Omneo profile UUID, else the customer's email.
+
+    Omneo documents `profile_id_handle: "email"` (profile_id is then an email) on Transactions,
+    so loyalty is credited to the shopper instead of an anonymous Transaction that someone
+    must claim later. Orders get the UUID only: whether `/orders` takes a handle is unknown.
+    """
+    customer = order.customer
+    if customer.profile_id:
+        return {"profile_id": customer.profile_id}
+    if customer.email:
+        return {"profile_id": customer.email, "profile_id_handle": "email"}
+    return {}
 
 
 def _group_digests(body: Mapping[str, Any]) -> dict[str, str]:

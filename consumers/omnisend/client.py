@@ -26,7 +26,9 @@ from ledger_kernel.settings import DestinationSettings
 
 ORDERS = "/v3/orders"
 CATEGORIES = "/v3/categories"
-EVENTS = "/v5/events"
+EVENTS = "/api/events"
+API_VERSION = "2026-03-15"
+"""Omnisend's current API: `/api/...`, `Authorization: Omnisend-API-Key`, `Omnisend-Version` required."""
 
 PATCHABLE_FIELDS = frozenset(
     {
@@ -46,13 +48,25 @@ PATCHABLE_FIELDS = frozenset(
 def build_http_client(
     settings: DestinationSettings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """An `httpx.AsyncClient` for Omnisend: base URL (host root or `.../v3`), X-API-KEY, timeout."""
+    """An `httpx.AsyncClient` for Omnisend: base URL (host root or `.../v3`), key, timeout.
+
+    Orders mode speaks v3 (`X-API-KEY`); events mode speaks the 2026-03-15 API, which takes the
+    key as `Authorization: Omnisend-API-Key <key>` and refuses a request without
+    `Omnisend-Version` (docs/connectors.md).
+    """
     if not settings.base_url or settings.token is None:
         raise ValueError("Omnisend needs base_url and token")
+    key = settings.token.get_secret_value()
+    headers = {"Accept": "application/json"}
+    if settings.mode == "events":
+        auth = HeaderAuth("Authorization", f"Omnisend-API-Key {key}")
+        headers["Omnisend-Version"] = API_VERSION
+    else:
+        auth = HeaderAuth("X-API-KEY", key)
     return httpx.AsyncClient(
-        base_url=strip_suffix(settings.base_url, "/v3"),
-        auth=HeaderAuth("X-API-KEY", settings.token.get_secret_value()),
-        headers={"Accept": "application/json"},
+        base_url=strip_suffix(strip_suffix(settings.base_url, "/v3"), "/api"),
+        auth=auth,
+        headers=headers,
         timeout=httpx.Timeout(settings.timeout_s),
         follow_redirects=False,
         transport=transport,
@@ -129,7 +143,10 @@ class OmnisendClient(VendorClient):
         return await self._call("PUT", f"{CATEGORIES}/{quote(category_id, safe='')}", dict(category))
 
     async def send_event(self, event: Mapping[str, Any]) -> Outcome:
-        """POST /v5/events (202 Accepted = queued, not processed). Not deduplicated for live events."""
+        """POST /api/events (202 Accepted = queued, not processed). Not deduplicated for live events.
+
+        Errors come as RFC 9457 problem+json (`errors[{field, code, message}]`), kept whole when parked.
+        """
         return await self._call("POST", EVENTS, dict(event))
 
 

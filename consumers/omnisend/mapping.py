@@ -6,7 +6,7 @@ carries status/tracking-only changes, DELETE for tombstones. Because every body 
 several pending events of one order coalesce into one call with the latest state (`map_batch`).
 `sent` holds digests of what the destination already has, so a no-op event sends nothing.
 
-Events mode (v5): one recommended event per ledger event that means something to Omnisend flows;
+Events mode (Omnisend API 2026-03-15, `/api/events`): one recommended event per ledger event that means something to Omnisend flows;
 a deterministic `eventID` (UUIDv5 of the ledger event id) so historical loads dedupe. Events are
 not coalesced: each one can drive an automation.
 
@@ -53,7 +53,8 @@ ORDERS = "/v3/orders"
 CATEGORIES = "/v3/categories"
 CATEGORY_SEPARATOR = ">"
 """A producer's category given as a path ("Clothing > Coats") names its parents too."""
-EVENTS = "/v5/events"
+EVENTS = "/api/events"
+"""Omnisend's 2026-03-15 events endpoint (the v5 one is its predecessor)."""
 EVENT_NAMESPACE = uuid.UUID("6f1f2b6e-6b3a-5d1e-9a51-0f2d8e0c4a11")
 PATCH_EVENT_TYPES = frozenset(
     {
@@ -459,7 +460,7 @@ def map_batch(
     return _orders_calls(envs[-1], state, options, patch_ok=patch_ok)
 
 
-# -- events mode (v5) -------------------------------------------------------------------------
+# -- events mode (2026-03-15) ----------------------------------------------------------------------
 
 
 def _major(minor: int, currency: str) -> Decimal:

@@ -174,6 +174,10 @@ def validate(
         return {"body": ["The request body must be a JSON object."]}
     errors: Errors = {}
     _check_fields(body, fields, () if partial else required, "", errors)
+    if body.get("profile_id_handle") == "email" and email(body.get("profile_id")) is not None:
+        errors.setdefault("profile_id", []).append(
+            "The profile id must be an email when the handle is email."
+        )
     items = body.get("items")
     if isinstance(items, list):
         for i, item in enumerate(items):

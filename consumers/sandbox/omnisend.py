@@ -1,4 +1,6 @@
-"""Local Omnisend: v3 orders (`/v3/orders`) and v5 events (`/v5/events`), per docs/connectors.md#omnisend.
+"""Local Omnisend: v3 orders (`/v3/orders`), v3 categories, and events on the 2026-03-15 API
+(`/api/events`: `Authorization: Omnisend-API-Key`, required `Omnisend-Version`, RFC 9457
+problem+json errors) and on v5 (`/v5/events`, its predecessor), per docs/connectors.md.
 
 Faithful where documented: `X-API-KEY` auth, `{"error": ...}` bodies, POST create-only,
 PUT full replace, PATCH of status/tracking fields only, DELETE 204, 400 requests/minute with
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers.fanout.countries import CountryFormat
+from consumers.omnisend.client import API_VERSION
 from consumers.sandbox.app import Call, Reply, Route, SandboxApp, SandboxConfig, now_iso, route
 from consumers.sandbox.core import RateDecision
 from consumers.sandbox.omnisend_rules import PATCHABLE, OmnisendRules
@@ -75,16 +78,21 @@ class OmnisendSandbox(SandboxApp):
             route("PATCH", "/v3/orders/{order_id}", self.patch_order),
             route("DELETE", "/v3/orders/{order_id}", self.delete_order),
             route("POST", "/v5/events", self.post_event),
+            route("POST", "/api/events", self.post_event_2026),
             route("POST", "/v3/categories", self.create_category),
             route("GET", "/v3/categories/{category_id}", self.get_category),
             route("PUT", "/v3/categories/{category_id}", self.replace_category),
         ]
 
     def is_vendor_path(self, path: str) -> bool:
-        return path.startswith(("/v3/", "/v5/"))
+        return path.startswith(("/v3/", "/v5/", "/api/"))
 
     def authenticated(self, headers: Mapping[str, str]) -> bool:
-        return bool(headers.get("x-api-key")) and headers.get("x-api-key") == self.config.token
+        """v3/v5 take `X-API-KEY`; the 2026 API `Authorization: Omnisend-API-Key` (checked per route)."""
+        if headers.get("x-api-key"):
+            return headers.get("x-api-key") == self.config.token
+        scheme, _, key = headers.get("authorization", "").partition(" ")
+        return scheme == "Omnisend-API-Key" and bool(key) and key.strip() == self.config.token
 
     def error(self, status: int, message: str, fields: Mapping[str, list[str]] | None = None) -> Reply:
         text = _MESSAGES.get(status, message) if status in (401, 403, 404, 408) else message
@@ -239,6 +247,25 @@ class OmnisendSandbox(SandboxApp):
         self.events.append({**call.body, "receivedAt": now_iso(self.clock)})
         return Reply(202, {})
 
+    def post_event_2026(self, call: Call) -> Reply:
+        """`POST /api/events` (2026-03-15): version header required, errors as RFC 9457 problems."""
+        if call.headers.get("omnisend-version") != API_VERSION:
+            return _problem(
+                400,
+                "Invalid API version",
+                f"The Omnisend-Version header is required; supported: {API_VERSION}",
+                [{"field": "Omnisend-Version", "code": "required", "message": "is required"}],
+                call.path,
+            )
+        if not call.headers.get("authorization", "").startswith("Omnisend-API-Key "):
+            return _problem(401, "Unauthorized", "Use Authorization: Omnisend-API-Key <key>", [], call.path)
+        errors = self.rules.event(call.body)
+        if errors:
+            fields = [{"field": e.path, "code": e.keyword, "message": e.message} for e in errors]
+            return _problem(400, "Validation failed", "The request body is invalid", fields, call.path)
+        self.events.append({**call.body, "receivedAt": now_iso(self.clock)})
+        return Reply(202, {})
+
     def _stored(self, body: Mapping[str, Any], order_id: str) -> dict[str, Any]:
         stored = {**body, "orderID": order_id}
         identity = str(body.get("email") or body.get("phone") or "")
@@ -246,6 +273,19 @@ class OmnisendSandbox(SandboxApp):
             stored["contactID"] = hashlib.sha256(identity.encode()).hexdigest()[:24]
         stored.setdefault("updatedAt", now_iso(self.clock))
         return stored
+
+
+def _problem(status: int, title: str, detail: str, errors: list[dict[str, str]], instance: str) -> Reply:
+    """An RFC 9457 problem as the 2026-03-15 API answers (every field error at once)."""
+    body = {
+        "type": f"https://api-docs.omnisend.com/problems/{status}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "errors": errors,
+    }
+    return Reply(status, body, {"Content-Type": "application/problem+json"})
 
 
 def _ack(order: Mapping[str, Any]) -> dict[str, Any]:

@@ -80,6 +80,12 @@ class Metrics:
             ["destination", "reason"],
             registry=r,
         )
+        self.fanout_halted = Gauge(
+            "ledger_fanout_halted",
+            "1 while a destination is halted (401/403) until an operator resumes it",
+            ["destination"],
+            registry=r,
+        )
         self.dropped_fields = Counter(
             "ledger_fanout_dropped_fields_total",
             "Fields left out of a destination call because their value was unusable (e.g. a phone"

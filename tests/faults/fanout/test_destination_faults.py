@@ -9,7 +9,7 @@ from typing import cast
 import asyncpg
 import pytest
 
-from consumers.fanout.delivery_store import list_halts, list_parked
+from consumers.fanout.delivery_store import FanoutStore, list_halts, list_parked
 from consumers.fanout.operations import redrive
 from consumers.fanout.worker import EXIT_HALTED
 from ledger_kernel.observability import Metrics
@@ -124,8 +124,10 @@ async def test_401_halts_the_destination_without_committing(
         halts = await list_halts(pool)
         assert [h["destination"] for h in halts] == ["omnisend"]
         assert await inbox_count(pool, "omnisend") == 0
-        # After the credential fix, a restarted worker gets the same event again (nothing was committed).
+        # After the credential fix and the operator's `ledger fanout resume`, a restarted worker
+        # gets the same event again (nothing was committed).
         settings.omnisend.token = type(settings.omnisend.token)(omnisend.token)
+        await FanoutStore(pool, "omnisend").clear_halt()
         async with worker("omnisend", settings, pool):
             await wait_for(lambda: _all(pool, "omnisend", 1), what="redelivered after the fix")
         assert await list_halts(pool) == []

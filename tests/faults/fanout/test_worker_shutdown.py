@@ -28,7 +28,7 @@ async def test_stop_during_429_window_exits_promptly_and_restart_sends_the_event
     story = OrderStory()
     story.place()
     async with sandbox("omnisend") as box:
-        await box.fault({"rate_limit_storm": True, "reset_seconds": 120, "paths": "/v5/events"})
+        await box.fault({"rate_limit_storm": True, "reset_seconds": 120, "paths": "/api/events"})
         settings = make_settings(database_url, kafka_bootstrap, topic, omnisend=box, mode="events")
         await publish(kafka_bootstrap, topic, story.envelopes)
         async with worker("omnisend", settings, pool):

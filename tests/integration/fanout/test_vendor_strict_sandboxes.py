@@ -97,3 +97,19 @@ async def test_without_a_default_location_omneo_refuses_an_online_transaction_an
         (reason,) = {r for r in await _parked(pool, "omneo") if "rejected" in r}
         assert "HTTP 422" in reason
         assert (await box.state())["transactions"] == {}
+
+
+async def test_an_anonymous_shopper_s_transaction_reaches_omneo_under_their_email(
+    pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    story = OrderStory()
+    envelopes = [*story.place(profile_id=None), *story.pay("20.00"), *story.ship("S1", "L1", "L2")]
+    await new_topic(kafka_bootstrap, unique_topic)
+    async with sandbox("omneo") as box:
+        settings = make_settings(database_url, kafka_bootstrap, unique_topic, omneo=box)
+        async with worker("omneo", settings, pool):
+            await publish(kafka_bootstrap, unique_topic, envelopes)
+            await _settled(pool, "omneo", len(envelopes))
+        assert await _parked(pool, "omneo") == []
+        (tx,) = (await box.state())["transactions"].values()
+        assert (tx["profile_id"], tx["profile_id_handle"]) == ("ann@example.com", "email")

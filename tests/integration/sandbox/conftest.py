@@ -119,6 +119,16 @@ def omnisend(omnisend_box: Running) -> OmnisendClient:
 
 
 @pytest.fixture
+async def omnisend_events(omnisend_box: Running) -> AsyncIterator[OmnisendClient]:
+    """A client as events mode builds it: the 2026-03-15 API's key header and version header."""
+    events = DestinationSettings(
+        base_url=omnisend_box.url, token=SecretStr(OMNISEND_KEY), timeout_s=TIMEOUT_S, mode="events"
+    )
+    async with omnisend_http(events) as http:
+        yield OmnisendClient.from_settings(events, http)
+
+
+@pytest.fixture
 def omneo(omneo_box: Running) -> OmneoClient:
     return OmneoClient.from_settings(settings(omneo_box.url, OMNEO_TOKEN), omneo_box.http)
 

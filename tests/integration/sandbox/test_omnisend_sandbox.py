@@ -127,7 +127,10 @@ async def test_get_and_delete_answer_as_the_vendor(omnisend: OmnisendClient) -> 
     assert gone.reason == "not_found"
 
 
-async def test_events_are_accepted_with_202_and_kept(omnisend: OmnisendClient, omnisend_box: Running) -> None:
+async def test_events_are_accepted_with_202_and_kept(
+    omnisend_events: OmnisendClient, omnisend_box: Running
+) -> None:
+    omnisend = omnisend_events
     event = {
         "eventName": "placed order",
         "origin": "api",
@@ -156,7 +159,8 @@ async def test_events_are_accepted_with_202_and_kept(omnisend: OmnisendClient, o
     assert (await omnisend_box.state())["events"][0]["properties"]["orderID"] == "ord-1"
 
 
-async def test_bad_events_get_400_with_fields(omnisend: OmnisendClient) -> None:
+async def test_bad_events_get_an_rfc9457_problem_naming_every_field(omnisend_events: OmnisendClient) -> None:
+    omnisend = omnisend_events
     event = {
         "eventName": "order refunded",
         "eventVersion": "v2",
@@ -166,7 +170,9 @@ async def test_bad_events_get_400_with_fields(omnisend: OmnisendClient) -> None:
     outcome = await omnisend.send_event(event)
     assert isinstance(outcome, Permanent)
     assert outcome.status == 400
-    fields = {f["field"] for f in outcome.body["fields"]}
+    assert (outcome.body["status"], outcome.body["title"]) == (400, "Validation failed")
+    assert {"type", "detail", "instance"} <= set(outcome.body)
+    fields = {f["field"] for f in outcome.body["errors"]}
     assert fields == {
         "origin",
         "contact.email",
@@ -232,3 +238,17 @@ async def test_reset_forgets_orders_log_and_window(omnisend: OmnisendClient, omn
     assert (await omnisend_box.control.post("/_sandbox/reset")).status_code == 200
     assert await omnisend_box.state() == {"orders": {}, "events": [], "categories": {}}
     assert await omnisend_box.requests() == []
+
+
+async def test_the_2026_events_api_refuses_a_call_without_its_version_header(omnisend_box: Running) -> None:
+    headers = {"Authorization": f"Omnisend-API-Key {OMNISEND_KEY}"}
+    reply = await omnisend_box.control.post("/api/events", json={"eventName": "x"}, headers=headers)
+    assert reply.status_code == 400
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["errors"][0]["field"] == "Omnisend-Version"
+    unauthorised = await omnisend_box.control.post(
+        "/api/events",
+        json={},
+        headers={"Omnisend-Version": "2026-03-15", "Authorization": "Omnisend-API-Key x"},
+    )
+    assert unauthorised.status_code == 401

@@ -143,3 +143,20 @@ def test_a_shipment_without_a_location_takes_the_default_location_as_a_string() 
     (tx,) = [c for c in calls if c.kind == "omneo.transaction.upsert"]
     assert tx.body is not None
     assert tx.body["location_id"] == "online"
+
+
+def test_a_transaction_without_a_profile_uuid_is_identified_by_the_customer_s_email() -> None:
+    story = OrderStory()
+    story.place(profile_id=None)
+    story.pay("20.00")
+    calls = map_event(parse(story.ship("S1", "L1", "L2")[0]), OmneoState("1001"))
+    (tx,) = [c for c in calls if c.kind == "omneo.transaction.upsert"]
+    assert tx.body is not None
+    assert (tx.body["profile_id"], tx.body["profile_id_handle"]) == ("ann@example.com", "email")
+    with_uuid = OrderStory()
+    with_uuid.place()
+    with_uuid.pay("20.00")
+    calls = map_event(parse(with_uuid.ship("S1", "L1", "L2")[0]), OmneoState("1001"))
+    (tx,) = [c for c in calls if c.kind == "omneo.transaction.upsert"]
+    assert tx.body is not None
+    assert "profile_id_handle" not in tx.body

@@ -145,3 +145,24 @@ def test_decimals_are_sent_as_exact_json_numbers() -> None:
 def test_base_urls_are_accepted_with_or_without_the_version_prefix() -> None:
     assert strip_suffix("https://api.t.getomneo.com/api/v3/", "/api/v3") == "https://api.t.getomneo.com"
     assert strip_suffix("http://127.0.0.1:9", "/v3") == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Retry-After": "30"}, b'{"error": "Forbidden"}'),
+        ({"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "12"}, b'{"error": "Forbidden"}'),
+        ({}, b'{"error": "blocked due to many errors in a particular time"}'),
+    ],
+)
+def test_a_403_with_a_rate_limit_signature_is_retried_later_not_a_halt(
+    headers: dict[str, str], body: bytes
+) -> None:
+    outcome = classify_response(403, headers, body, now=0.0)
+    assert isinstance(outcome, Retryable)
+    assert outcome.status == 403
+
+
+def test_a_plain_403_is_an_auth_failure() -> None:
+    outcome = classify_response(403, {"X-Rate-Limit-Remaining": "57"}, b'{"error": "Forbidden"}', now=0.0)
+    assert isinstance(outcome, AuthFailure)
