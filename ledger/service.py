@@ -29,9 +29,10 @@ from pydantic import BaseModel
 from ledger.domain.commands import PlaceOrder
 from ledger.domain.decide import decide
 from ledger.domain.errors import DomainError
-from ledger.domain.events import OrderEvent, decode_event, event_data
+from ledger.domain.events import OrderEvent, event_data
 from ledger.domain.state import Order, evolve
 from ledger.domain.views import JSON_MONEY, order_to_json
+from ledger.repository import load
 from ledger.store import (
     ConcurrencyConflict,
     EventStoreProtocol,
@@ -218,12 +219,7 @@ class OrderService:
         self, order_id: UUID, *, to_version: int | None = None, as_of: datetime | None = None
     ) -> Order | None:
         """The folded order (optionally as of a version or a time), or None if it has no events."""
-        rows = await self.store.read_stream(stream_id_of(order_id), 1, to_version, as_of)
-        state: Order | None = None
-        for row in rows:
-            event = decode_event(row.type, row.data, schema_version=row.schema_version)
-            state = evolve(state, event, version=row.version, recorded_at=row.recorded_at)
-        return state
+        return await load(self.store, order_id, to_version=to_version, as_of=as_of)
 
     # -- writes ----------------------------------------------------------------------------
 
