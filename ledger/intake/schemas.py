@@ -3,7 +3,7 @@
 `orders.intake` carries `IntakeEnvelope`s: one command each, with the same body as the HTTP
 route of that command. `orders.intake.rejected` carries `RejectedCommand`s: the reason as an
 RFC 9457 problem plus the original message (value and headers), so nothing is dropped
-silently. `orders.events` (written by the relay) carries `EventEnvelope`s (`ledger_kernel.wire.envelope`).
+silently. `orders.events` (written by the relay) carries `EventEnvelope`s (`ledger_kernel.wire.envelope`, docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
