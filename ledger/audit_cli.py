@@ -13,12 +13,11 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.store import create_pool
+from ledger.store import RecordedEvent, create_pool
 from ledger.store.chain import verify_stream
 from ledger_kernel.settings import Settings
 from ledger_kernel.wire.streams import stream_id_of
@@ -37,34 +36,23 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Print who changed what (every event with its actor), and the order as of a version or time."""
-    from ledger.domain import decode_event, fold, order_to_json
+    from ledger.domain import order_to_json
+    from ledger.repository import ConnectionReader, fold_events
 
-    async def run() -> tuple[list[asyncpg.Record], dict[str, object] | None]:
-        conn = await asyncpg.connect(Settings().database_url)
+    async def run() -> tuple[list[RecordedEvent], dict[str, object] | None]:
+        settings = Settings()
+        pool = await create_pool(settings.database_url, min_size=1, max_size=1)
         try:
-            rows = await conn.fetch(
-                "SELECT version, position, type, schema_version, data::text AS data, metadata, recorded_at"
-                " FROM events WHERE stream_id = $1 ORDER BY version",
-                stream_id_of(order_id),
-            )
+            rows = await ConnectionReader(pool).read_stream(stream_id_of(order_id))
         finally:
-            await conn.close()
+            await pool.close()
         chosen = [
             r
             for r in rows
-            if (version is None or r["version"] <= version) and (at is None or r["recorded_at"] <= at)
+            if (version is None or r.version <= version) and (at is None or r.recorded_at <= at)
         ]
-        if not chosen:
-            return rows, None
-        folded = fold(
-            (
-                decode_event(r["type"], r["data"], schema_version=r["schema_version"]),
-                r["version"],
-                r["recorded_at"],
-            )
-            for r in chosen
-        )
-        return rows, order_to_json(folded)
+        folded = fold_events(chosen)
+        return rows, None if folded is None else order_to_json(folded)
 
     rows, state = asyncio.run(run())
     if not rows:
@@ -76,13 +64,11 @@ def history(
                 {
                     "history": [
                         {
-                            "version": r["version"],
-                            "position": r["position"],
-                            "type": r["type"],
-                            "recorded_at": r["recorded_at"].isoformat(),
-                            "metadata": json.loads(r["metadata"])
-                            if isinstance(r["metadata"], str)
-                            else r["metadata"],
+                            "version": r.version,
+                            "position": r.position,
+                            "type": r.type,
+                            "recorded_at": r.recorded_at.isoformat(),
+                            "metadata": r.metadata,
                         }
                         for r in rows
                     ],
@@ -96,11 +82,11 @@ def history(
     for column in ("version", "recorded at", "type", "actor", "source", "request"):
         table.add_column(column)
     for r in rows:
-        meta = json.loads(r["metadata"]) if isinstance(r["metadata"], str) else dict(r["metadata"])
+        meta = r.metadata
         table.add_row(
-            str(r["version"]),
-            r["recorded_at"].isoformat(timespec="milliseconds"),
-            r["type"],
+            str(r.version),
+            r.recorded_at.isoformat(timespec="milliseconds"),
+            r.type,
             str(meta.get("actor", "")),
             str(meta.get("source", "")),
             str(meta.get("request_id", "")),

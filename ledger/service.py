@@ -23,17 +23,24 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-import asyncpg
 import orjson
 from pydantic import BaseModel
 
 from ledger.domain.commands import PlaceOrder
 from ledger.domain.decide import decide
 from ledger.domain.errors import DomainError
-from ledger.domain.events import OrderEvent, decode_event, event_data
+from ledger.domain.events import OrderEvent, event_data
 from ledger.domain.state import Order, evolve
 from ledger.domain.views import JSON_MONEY, order_to_json
-from ledger.store import ConcurrencyConflict, EventStore, IdempotencyKeyReused, IdempotencyRequest, NewEvent
+from ledger.repository import load
+from ledger.store import (
+    ConcurrencyConflict,
+    EventStoreProtocol,
+    ExternalIdTaken,
+    IdempotencyKeyReused,
+    IdempotencyRequest,
+    NewEvent,
+)
 from ledger_kernel.wire.codec import dumps
 from ledger_kernel.wire.streams import order_id_of, stream_id_of
 
@@ -54,26 +61,10 @@ __all__ = [
 _NS = uuid5(NAMESPACE_URL, "urn:order-ledger:commands")
 _CLAIM_STALE_S = 60.0
 _RACE_RETRIES = 5
-_EXTERNAL_ID_SQLSTATE = "LX409"
 #: A relay message besides the event's data and the order view: ids, type, metadata (actor,
 #: request ids, idempotency key), timestamps, headers. A generous bound.
 _ENVELOPE_OVERHEAD = 4096
 
-_CLAIM_SQL = """
-WITH stored AS (
-    SELECT fingerprint, outcome FROM idempotency_keys WHERE client_id = $1 AND key = $2
-), claim AS (
-    INSERT INTO idempotency_inflight (client_id, key, claim_id)
-    SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM stored)
-    ON CONFLICT (client_id, key) DO UPDATE SET claim_id = excluded.claim_id, started_at = clock_timestamp()
-        WHERE idempotency_inflight.started_at < clock_timestamp() - make_interval(secs => $4)
-    RETURNING claim_id
-)
-SELECT (SELECT fingerprint FROM stored) AS fingerprint, (SELECT outcome FROM stored) AS outcome,
-       (SELECT claim_id FROM claim) AS claim_id
-"""
-_RELEASE_SQL = "DELETE FROM idempotency_inflight WHERE client_id = $1 AND key = $2 AND claim_id = $3"
-_EXTERNAL_SQL = "SELECT stream_id FROM order_external_ids WHERE source = $1 AND external_id = $2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +207,7 @@ def order_view(state: Order) -> dict[str, Any]:
 class OrderService:
     """Runs commands against the event store; the same object serves HTTP and Kafka."""
 
-    store: EventStore
+    store: EventStoreProtocol
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     id_factory: Callable[[], UUID] = field(default=uuid4)
     #: Largest relay message (`kafka.max_batch_size`: the producer's record limit).
@@ -228,12 +219,7 @@ class OrderService:
         self, order_id: UUID, *, to_version: int | None = None, as_of: datetime | None = None
     ) -> Order | None:
         """The folded order (optionally as of a version or a time), or None if it has no events."""
-        rows = await self.store.read_stream(stream_id_of(order_id), 1, to_version, as_of)
-        state: Order | None = None
-        for row in rows:
-            event = decode_event(row.type, row.data, schema_version=row.schema_version)
-            state = evolve(state, event, version=row.version, recorded_at=row.recorded_at)
-        return state
+        return await load(self.store, order_id, to_version=to_version, as_of=as_of)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -260,15 +246,12 @@ class OrderService:
             )
         fp = fingerprint(command, meta.route, order_id)
         claim = uuid4()
-        row = await self.store.pool.fetchrow(
-            _CLAIM_SQL, actor.client_id, idempotency_key, claim, _CLAIM_STALE_S
-        )
-        assert row is not None
-        if row["outcome"] is not None:
-            if row["fingerprint"] != fp:
+        answer = await self.store.claim_idempotency(actor.client_id, idempotency_key, claim, _CLAIM_STALE_S)
+        if answer.outcome is not None:
+            if answer.fingerprint != fp:
                 raise IdempotencyMismatch(idempotency_key)
-            return Outcome.from_stored(row["outcome"])
-        if row["claim_id"] is None:
+            return Outcome.from_stored(answer.outcome)
+        if not answer.claimed:
             raise IdempotencyInProgress(idempotency_key)
         try:
             return await self._run(
@@ -281,7 +264,7 @@ class OrderService:
                 meta=meta,
             )
         finally:
-            await self.store.pool.execute(_RELEASE_SQL, actor.client_id, idempotency_key, claim)
+            await self.store.release_idempotency(actor.client_id, idempotency_key, claim)
 
     async def _run(
         self,
@@ -379,13 +362,11 @@ class OrderService:
             result = await self.store.append(stream, new_events, current, idempotency=idem)
         except IdempotencyKeyReused:
             raise IdempotencyMismatch(key or "") from None
-        except asyncpg.PostgresError as exc:
-            if getattr(exc, "sqlstate", None) == _EXTERNAL_ID_SQLSTATE:
-                existing = str(getattr(exc, "detail", "") or "")
-                raise DuplicateExternalId(
-                    str(getattr(events[0], "external_id", "")), order_id_of(existing) or existing
-                ) from None
-            raise
+        except ExternalIdTaken as exc:
+            existing = exc.existing_stream_id
+            raise DuplicateExternalId(
+                str(getattr(events[0], "external_id", "")), order_id_of(existing) or existing
+            ) from None
         if result.replayed:
             if result.outcome is not None:
                 return Outcome.from_stored(result.outcome)
@@ -411,7 +392,7 @@ class OrderService:
         external = getattr(placed, "external_id", None)
         if not external:
             return
-        existing = await self.store.pool.fetchval(_EXTERNAL_SQL, placed.source or "", external)
+        existing = await self.store.external_id_owner(placed.source or "", external)
         if existing is not None and existing != stream:
             raise DuplicateExternalId(external, order_id_of(str(existing)) or str(existing))
 

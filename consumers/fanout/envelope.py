@@ -9,16 +9,15 @@ never does I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
 from ledger.domain.state import Order
 from ledger.domain.views import JSON_MONEY, order_from_json, order_to_json
-from ledger_kernel.wire.codec import dumps_canonical
+from ledger_kernel.wire.envelope import EnvelopeError, EventEnvelope, build_envelope
+from ledger_kernel.wire.streams import stream_id_of
 
 __all__ = ["REMOTE_ID", "CallKind", "DestinationCall", "Envelope", "EnvelopeError"]
 
@@ -38,10 +37,6 @@ CallKind = Literal[
     "omnisend.order.delete",
     "omnisend.event",
 ]
-
-
-class EnvelopeError(ValueError):
-    """A message that is not a readable envelope (parked as poison, never retried)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,57 +81,72 @@ class Envelope:
     recorded_at: datetime
     order: Order
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The data's schema version (the event type's current one: the relay upcasts).
+    schema_version: int = 1
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Envelope:
-        """Parse a Kafka value; raises EnvelopeError for anything unreadable."""
-        try:
-            # Decimal, not float: the order view's money must convert back exactly.
-            obj = json.loads(raw, parse_float=Decimal)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise EnvelopeError(f"not JSON: {exc}") from exc
-        return cls.from_json(obj)
+        """Parse a Kafka value (`ledger_kernel.wire.envelope`); raises EnvelopeError for anything unreadable."""
+        return cls._of(EventEnvelope.parse(raw))
 
     @classmethod
     def from_json(cls, obj: Any) -> Envelope:
         """Parse a decoded envelope; the `order` view goes through `ledger.domain.order_from_json`."""
-        if not isinstance(obj, dict):
-            raise EnvelopeError("an envelope is a JSON object")
+        return cls._of(EventEnvelope.from_json(obj))
+
+    @classmethod
+    def _of(cls, wire: EventEnvelope) -> Envelope:
         try:
-            order = order_from_json(obj["order"])
             return cls(
-                event_id=str(obj["event_id"]),
-                order_id=str(obj["order_id"]),
-                version=int(obj["version"]),
-                position=int(obj["position"]),
-                type=str(obj["type"]),
-                data=dict(obj.get("data") or {}),
-                recorded_at=datetime.fromisoformat(str(obj["recorded_at"])),
-                order=order,
-                metadata=dict(obj.get("metadata") or {}),
+                event_id=str(wire.event_id),
+                order_id=str(wire.order_id),
+                version=wire.version,
+                position=wire.position,
+                type=wire.type,
+                data=wire.data,
+                recorded_at=wire.recorded_at_time(),
+                order=order_from_json(wire.order),
+                metadata=wire.metadata,
+                schema_version=wire.schema_version,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EnvelopeError(f"bad envelope: {type(exc).__name__}: {exc}") from exc
 
+    @property
+    def stream_id(self) -> str:
+        """The order's stream (the kernel's stream-id rule)."""
+        return stream_id_of(self.order_id)
+
     def to_bytes(self) -> bytes:
-        """The envelope as the relay writes it, so a replayed event can be parked and redriven."""
-        return dumps_canonical(
-            {
-                "event_id": self.event_id,
-                "order_id": self.order_id,
-                "version": self.version,
-                "position": self.position,
-                "type": self.type,
-                "data": self.data,
-                "metadata": self.metadata,
-                "recorded_at": self.recorded_at.isoformat(),
-                "order": order_to_json(self.order, money=JSON_MONEY),
-            }
+        """The envelope as the relay writes it (same keys, same order), so a replayed event can be
+        parked and redriven."""
+        return build_envelope(
+            event_id=self.event_id,
+            order_id=self.order_id,
+            stream_id=self.stream_id,
+            version=self.version,
+            position=self.position,
+            type_=self.type,
+            schema_version=self.schema_version,
+            data=self.data,
+            metadata=self.metadata,
+            recorded_at=self.recorded_at,
+            order=order_to_json(self.order, money=JSON_MONEY),
         )
 
     @classmethod
     def from_order(
-        cls, *, event_id: str, version: int, position: int, type_: str, recorded_at: datetime, order: Order
+        cls,
+        *,
+        event_id: str,
+        version: int,
+        position: int,
+        type_: str,
+        recorded_at: datetime,
+        order: Order,
+        schema_version: int = 1,
     ) -> Envelope:
         """An envelope rebuilt from the store (replay): same shape, no JSON round trip."""
-        return cls(event_id, str(order.id), version, position, type_, {}, recorded_at, order)
+        return cls(
+            event_id, str(order.id), version, position, type_, {}, recorded_at, order, {}, schema_version
+        )

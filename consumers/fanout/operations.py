@@ -27,8 +27,7 @@ from consumers.fanout.delivery_store import Conn, FanoutStore
 from consumers.fanout.destinations import build_destination
 from consumers.fanout.envelope import Envelope
 from consumers.fanout.worker import destination_settings
-from ledger.domain import Order, decode_event, evolve
-from ledger.store.reads import read_stream
+from ledger.repository import ConnectionReader, fold_steps
 from ledger_kernel.observability import METRICS, Metrics
 from ledger_kernel.settings import Settings
 from ledger_kernel.wire.streams import ORDER_STREAM_PREFIX, stream_id_of
@@ -82,11 +81,9 @@ async def redrive(
 
 async def _envelopes(conn: Conn, order_id: str) -> list[Envelope]:
     """Every event of the order with the state after it, folded from the Postgres log."""
-    state: Order | None = None
     out = []
-    for rec in await read_stream(conn, stream_id_of(order_id)):
-        event = decode_event(rec.type, rec.data, schema_version=rec.schema_version)
-        state = evolve(state, event, version=rec.version, recorded_at=rec.recorded_at)
+    rows = await ConnectionReader(conn).read_stream(stream_id_of(order_id))
+    for rec, state in fold_steps(rows):
         out.append(
             Envelope.from_order(
                 event_id=str(rec.event_id),

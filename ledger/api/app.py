@@ -27,7 +27,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api import audit, orders
-from ledger.api.auth import TokenStore
+from ledger.api.auth import Authenticator, TokenStore
 from ledger.api.deadline import RequestDeadline
 from ledger.api.deps import BODY_MODELS, AppState, StaleReadModels, state_of
 from ledger.api.headers import HeaderGuard
@@ -47,7 +47,15 @@ from ledger.service import (
     ServiceError,
     VersionConflict,
 )
-from ledger.store import EventRegistry, EventStore, InvalidInput, StoreError, create_pool, pending_migrations
+from ledger.store import (
+    EventRegistry,
+    EventStore,
+    EventStoreProtocol,
+    InvalidInput,
+    StoreError,
+    create_pool,
+    pending_migrations,
+)
 from ledger_kernel.observability import get_logger
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import Settings
@@ -269,8 +277,11 @@ def _ops_routes(app: FastAPI, settings: Settings) -> None:
         responses={503: {"description": "Not ready (database away or migrations pending)"}},
     )
     async def readyz(request: Request) -> Response:
+        db = state_of(request).pool
+        if db is None:  # an in-memory store (unit tests): nothing to migrate
+            return Response(dumps({"status": "ok"}), media_type="application/json")
         try:
-            async with state_of(request).pool.acquire(timeout=2) as conn:
+            async with db.acquire(timeout=2) as conn:
                 pending = await pending_migrations(cast("asyncpg.Connection", conn))
         except Exception as exc:  # any failure means "not ready"
             body: dict[str, Any] = {"status": "unavailable", "reason": f"database: {type(exc).__name__}"}
@@ -317,7 +328,7 @@ def check_metrics_token(request: Request, token: str) -> None:
         )
 
 
-async def refresh_fence_lag(store: EventStore, metrics: Metrics) -> None:
+async def refresh_fence_lag(store: EventStoreProtocol, metrics: Metrics) -> None:
     """Fence lag is read at scrape time: one cheap query, no background task."""
     try:
         fence = await store.fence_status()
@@ -327,7 +338,7 @@ async def refresh_fence_lag(store: EventStore, metrics: Metrics) -> None:
 
 
 @asynccontextmanager
-async def _serve_metrics_port(settings: Settings, store: EventStore, metrics: Metrics) -> AsyncIterator[None]:
+async def _serve_metrics_port(settings: Settings, store: EventStoreProtocol, metrics: Metrics) -> AsyncIterator[None]:
     """Metrics on `api.metrics_port` (a port kept off the public network), fence lag kept fresh.
 
     prometheus_client's server runs in a thread and cannot await the fence query at scrape
@@ -384,7 +395,7 @@ def _custom_openapi(app: FastAPI, settings: Settings) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def _prune_idempotency_keys(store: EventStore, settings: Settings) -> None:
+async def _prune_idempotency_keys(store: EventStoreProtocol, settings: Settings) -> None:
     """Drop idempotency keys older than the TTL, now and then (any API instance may; it is idempotent).
 
     The TTL (`LEDGER_STORE__IDEMPOTENCY_TTL_HOURS`, 72 h) must outlast the longest retry policy
@@ -408,8 +419,13 @@ def create_app(
     service: OrderService | None = None,
     routers: Sequence[APIRouter] = (),
     stale_read_models: StaleReadModels | None = None,
+    store: EventStoreProtocol | None = None,
+    tokens: Authenticator | None = None,
 ) -> FastAPI:
     """The API app. Without `pool`, the lifespan creates one from `settings` (and closes it).
+
+    With `store` (and `tokens`) and no `pool`, the app runs on that store alone, with no
+    database: how the routes are unit-tested on `InMemoryEventStore`.
 
     `routers` are the read models' routes, mounted by the composition root (`ledger_app.api`):
     the write side does not import `projections`.
@@ -418,25 +434,36 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own_pool = pool is None
-        db = pool or await create_pool(settings.database_url, settings.store, application_name="ledger-api")
-        store = EventStore(db, event_registry(), settings.store, observe=metrics.observe_append)
-        svc = service or OrderService(store, max_message_bytes=settings.kafka.max_batch_size)
-        app.state.ledger = AppState(settings, db, store, svc, TokenStore(db), metrics)
+        own_pool = pool is None and store is None
+        db = pool
+        if own_pool:
+            db = await create_pool(settings.database_url, settings.store, application_name="ledger-api")
+        events: EventStoreProtocol
+        if store is not None:
+            events = store
+        else:
+            assert db is not None
+            events = EventStore(db, event_registry(), settings.store, observe=metrics.observe_append)
+        if tokens is None and db is None:
+            raise ValueError("create_app(store=...) without a pool needs tokens=")
+        auth = tokens if tokens is not None else TokenStore(cast("asyncpg.Pool", db))
+        svc = service or OrderService(events, max_message_bytes=settings.kafka.max_batch_size)
+        app.state.ledger = AppState(settings, db, events, svc, auth, metrics)
         if stale_read_models is not None:
             app.state.ledger.stale_read_models = stale_read_models
         started = time.monotonic()
-        log.info("api started", pool_size=db.get_max_size())
-        pruner = asyncio.get_running_loop().create_task(_prune_idempotency_keys(store, settings))
+        log.info("api started", pool_size=db.get_max_size() if db is not None else 0)
+        pruner = asyncio.get_running_loop().create_task(_prune_idempotency_keys(events, settings))
         try:
-            async with _serve_metrics_port(settings, store, metrics):
+            async with _serve_metrics_port(settings, events, metrics):
                 yield
         finally:
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
-            await store.aclose()
-            if own_pool:
+            if store is None:
+                await events.aclose()
+            if own_pool and db is not None:
                 await db.close()
             log.info("api stopped", uptime_s=round(time.monotonic() - started, 1))
 

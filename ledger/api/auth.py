@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -37,6 +38,15 @@ class Principal:
 def hash_token(token: str) -> bytes:
     """The stored form of a token."""
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class Authenticator(Protocol):
+    """What a request needs of the tokens: a principal for a bearer token (`TokenStore` in
+    production; unit tests of the routes pass a fixed table)."""
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """The principal of an active token, or None."""
+        ...
 
 
 class TokenStore:

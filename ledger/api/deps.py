@@ -17,10 +17,10 @@ import asyncpg
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from ledger.api.auth import Principal, TokenStore
+from ledger.api.auth import Authenticator, Principal
 from ledger.api.problems import Problem, field_errors
 from ledger.service import Actor, OrderService, RequestMeta
-from ledger.store import EventStore
+from ledger.store import EventStoreProtocol
 from ledger_kernel.observability import get_logger
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import Settings
@@ -45,10 +45,11 @@ class AppState:
     """Everything a request needs, built once by the composition root (`create_app`)."""
 
     settings: Settings
-    pool: asyncpg.Pool
-    store: EventStore
+    #: None when the app runs on an in-memory store (unit tests): no readiness or read models.
+    pool: asyncpg.Pool | None
+    store: EventStoreProtocol
     service: OrderService
-    tokens: TokenStore
+    tokens: Authenticator
     metrics: Metrics
     #: The read models serving stale rows for an order (a stream id): injected by the root,
     #: since the write side does not import `projections`; none by default.

@@ -221,6 +221,8 @@ _STALE_DOC = {
 
 async def _stale_header(request: Request, order_id: UUID) -> dict[str, str]:
     app_state = state_of(request)
+    if app_state.pool is None:
+        return {}  # an in-memory store has no read models
     stale = await app_state.stale_read_models(app_state.pool, stream_id_of(order_id))
     return {STALE_HEADER: ", ".join(stale)} if stale else {}
 

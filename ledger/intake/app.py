@@ -31,7 +31,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from ledger.api.app import event_registry, to_problem
 from ledger.api.problems import Problem, field_errors
 from ledger.domain.errors import DomainError
-from ledger.intake.schemas import COMMANDS, ROUTES, EventEnvelope, IntakeEnvelope, RejectedCommand
+from ledger.intake.schemas import COMMANDS, ROUTES, IntakeEnvelope, RejectedCommand
 from ledger.relay.publisher import ensure_topic
 from ledger.relay.topics import forbid_topic_auto_creation
 from ledger.service import Actor, IdempotencyInProgress, OrderService, RequestMeta, ServiceError
@@ -40,6 +40,7 @@ from ledger_kernel.observability import get_logger
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import Settings
 from ledger_kernel.wire.codec import BodyError, dumps, parse_json
+from ledger_kernel.wire.envelope import EventEnvelope
 
 log = get_logger(__name__)
 

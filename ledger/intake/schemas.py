@@ -3,7 +3,7 @@
 `orders.intake` carries `IntakeEnvelope`s: one command each, with the same body as the HTTP
 route of that command. `orders.intake.rejected` carries `RejectedCommand`s: the reason as an
 RFC 9457 problem plus the original message (value and headers), so nothing is dropped
-silently. `orders.events` (written by the relay) carries `EventEnvelope`s (docs/CONTRACTS.md).
+silently. `orders.events` (written by the relay) carries `EventEnvelope`s (`ledger_kernel.wire.envelope`, docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
@@ -132,23 +132,3 @@ class RejectedCommand(BaseModel):
     problem: dict[str, Any] = Field(description="RFC 9457 problem: type, title, status, detail, errors...")
     original: OriginalMessage
     rejected_at: str = Field(description="RFC 3339 time of the rejection")
-
-
-class EventEnvelope(BaseModel):
-    """One appended event on `orders.events` (key = order id), published by the relay."""
-
-    event_id: UUID
-    order_id: UUID
-    stream_id: str = Field(description="order-<uuid>")
-    version: int = Field(description="Per-order version, 1, 2, 3...")
-    position: int = Field(description="Global log position")
-    type: str = Field(description="Event type, e.g. OrderPlaced")
-    schema_version: int
-    data: dict[str, Any] = Field(description="Event data (money in integer minor units)")
-    metadata: dict[str, Any] = Field(
-        description="actor, client_id, source, correlation_id, causation_id, idempotency_key, request_id"
-    )
-    recorded_at: str
-    order: dict[str, Any] = Field(
-        description="The order's JSON view after the event (as the HTTP API returns it)"
-    )

@@ -15,6 +15,7 @@ from ledger.store.errors import (
     ConcurrencyConflict,
     DuplicateEventId,
     EventTooLarge,
+    ExternalIdTaken,
     IdempotencyKeyReused,
     InvalidAppend,
     InvalidEventData,
@@ -27,8 +28,10 @@ from ledger.store.errors import (
     UnknownEventType,
     XidHorizonError,
 )
+from ledger.store.memory import InMemoryEventStore
 from ledger.store.migrate import migrate, pending_migrations
 from ledger.store.pool import create_pool
+from ledger.store.protocol import EventStoreProtocol
 from ledger.store.reads import check_xid_horizon
 from ledger.store.records import (
     ANY,
@@ -42,6 +45,7 @@ from ledger.store.records import (
     Executor,
     ExpectedVersion,
     FenceStatus,
+    IdempotencyClaim,
     IdempotencyRequest,
     NewEvent,
     RecordedEvent,
@@ -64,12 +68,16 @@ __all__ = [
     "DuplicateEventId",
     "EventRegistry",
     "EventStore",
+    "EventStoreProtocol",
     "EventTooLarge",
     "Executor",
     "ExpectedVersion",
+    "ExternalIdTaken",
     "FenceStatus",
+    "IdempotencyClaim",
     "IdempotencyKeyReused",
     "IdempotencyRequest",
+    "InMemoryEventStore",
     "InvalidAppend",
     "InvalidEventData",
     "InvalidEventId",

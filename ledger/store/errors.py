@@ -26,6 +26,22 @@ class ConcurrencyConflict(StoreError):
         )
 
 
+class ExternalIdTaken(StoreError):
+    """An `OrderPlaced` names a `(source, external_id)` another stream already holds.
+
+    Raised by the append that would break the rule (migration 0021's trigger in PostgreSQL, the
+    same check in the in-memory store); `existing_stream_id` is the stream that holds it.
+    """
+
+    def __init__(self, source: str, external_id: str, existing_stream_id: str) -> None:
+        super().__init__(
+            f"external_id {external_id!r} of source {source!r} already belongs to {existing_stream_id}"
+        )
+        self.source = source
+        self.external_id = external_id
+        self.existing_stream_id = existing_stream_id
+
+
 class IdempotencyKeyReused(StoreError):
     """The idempotency key was already used by this client for a different request (HTTP 422)."""
 

@@ -120,6 +120,20 @@ class IdempotencyRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """The answer to claiming an idempotency key before running a command.
+
+    `outcome` (with the request's `fingerprint`) when the key was already answered; else
+    `claimed` says whether this caller now holds the in-flight claim (False: another request with
+    the same key is still running and its claim is not yet stale).
+    """
+
+    fingerprint: str | None
+    outcome: JSONObject | None
+    claimed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StoredIdempotency:
     """A stored idempotency key row."""
 

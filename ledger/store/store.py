@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from uuid import UUID
 
 import asyncpg
 import orjson
@@ -25,7 +26,7 @@ from pydantic import BaseModel
 
 from ledger.store import reads
 from ledger.store.chain import verify_stream
-from ledger.store.errors import ConcurrencyConflict, DuplicateEventId, IdempotencyKeyReused
+from ledger.store.errors import ConcurrencyConflict, DuplicateEventId, ExternalIdTaken, IdempotencyKeyReused
 from ledger.store.lanes import AppendLanes
 from ledger.store.notify import CHANNEL, Notifier
 from ledger.store.records import (
@@ -37,6 +38,7 @@ from ledger.store.records import (
     Executor,
     ExpectedVersion,
     FenceStatus,
+    IdempotencyClaim,
     IdempotencyRequest,
     NewEvent,
     RecordedEvent,
@@ -55,6 +57,23 @@ _IDEM_SQL = (
     "SELECT client_id, key, fingerprint, outcome, stream_id, created_at"
     " FROM idempotency_keys WHERE client_id = $1 AND key = $2"
 )
+_CLAIM_SQL = """
+WITH stored AS (
+    SELECT fingerprint, outcome FROM idempotency_keys WHERE client_id = $1 AND key = $2
+), claim AS (
+    INSERT INTO idempotency_inflight (client_id, key, claim_id)
+    SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM stored)
+    ON CONFLICT (client_id, key) DO UPDATE SET claim_id = excluded.claim_id, started_at = clock_timestamp()
+        WHERE idempotency_inflight.started_at < clock_timestamp() - make_interval(secs => $4)
+    RETURNING claim_id
+)
+SELECT (SELECT fingerprint FROM stored) AS fingerprint, (SELECT outcome FROM stored) AS outcome,
+       (SELECT claim_id FROM claim) AS claim_id
+"""
+_RELEASE_SQL = "DELETE FROM idempotency_inflight WHERE client_id = $1 AND key = $2 AND claim_id = $3"
+_EXTERNAL_SQL = "SELECT stream_id FROM order_external_ids WHERE source = $1 AND external_id = $2"
+#: The SQLSTATE migration 0021's trigger raises for a taken external id (DETAIL: the holder).
+_EXTERNAL_ID_SQLSTATE = "LX409"
 _ANY_RETRIES = 10
 _Row = TypeVar("_Row")
 
@@ -128,11 +147,11 @@ class EventStore:
         repeating a request under the same idempotency key, returns `replayed=True`.
         """
         if self.observe is None:
-            return await self._append(stream_id, events, expected_version, idempotency)
+            return await self._append_checked(stream_id, events, expected_version, idempotency)
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await self._append(stream_id, events, expected_version, idempotency)
+            result = await self._append_checked(stream_id, events, expected_version, idempotency)
             outcome = "replayed" if result.replayed else "appended"
             return result
         except ConcurrencyConflict:
@@ -140,6 +159,24 @@ class EventStore:
             raise
         finally:
             self.observe(time.perf_counter() - started, len(events) if outcome == "appended" else 0, outcome)
+
+    async def _append_checked(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | ExpectedVersion,
+        idempotency: IdempotencyRequest | None,
+    ) -> AppendResult:
+        """`_append`, with migration 0021's external-id violation as `ExternalIdTaken`."""
+        try:
+            return await self._append(stream_id, events, expected_version, idempotency)
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) != _EXTERNAL_ID_SQLSTATE:
+                raise
+            placed = next((e for e in events if e.type == "OrderPlaced"), None)
+            data = placed.data if placed is not None else {}
+            existing = str(getattr(exc, "detail", "") or "")
+            raise ExternalIdTaken(str(data.get("source") or ""), str(data.get("external_id") or ""), existing) from None
 
     async def _append(
         self,
@@ -258,6 +295,27 @@ class EventStore:
         """The stored outcome of a client's idempotency key, if any."""
         row = await self.pool.fetchrow(_IDEM_SQL, client_id, key)
         return None if row is None else StoredIdempotency(*row)
+
+    async def claim_idempotency(
+        self, client_id: str, key: str, claim_id: UUID, stale_after_s: float
+    ) -> IdempotencyClaim:
+        """The stored answer of a key, or an in-flight claim on it, in one statement.
+
+        A claim older than `stale_after_s` (its holder died) is taken over; the in-flight table is
+        UNLOGGED (migration 0022): a crash forgets claims, which is what a stale claim means anyway.
+        """
+        row = await self.pool.fetchrow(_CLAIM_SQL, client_id, key, claim_id, stale_after_s)
+        assert row is not None
+        return IdempotencyClaim(row["fingerprint"], row["outcome"], row["claim_id"] is not None)
+
+    async def release_idempotency(self, client_id: str, key: str, claim_id: UUID) -> None:
+        """Drop this caller's in-flight claim (a no-op if another caller took it over)."""
+        await self.pool.execute(_RELEASE_SQL, client_id, key, claim_id)
+
+    async def external_id_owner(self, source: str, external_id: str) -> str | None:
+        """The stream that holds `(source, external_id)` (migration 0021's table), if any."""
+        owner: str | None = await self.pool.fetchval(_EXTERNAL_SQL, source, external_id)
+        return owner
 
     async def prune_idempotency(self, older_than: timedelta | None = None) -> int:
         """Delete keys older than `older_than` (default: `idempotency_ttl_hours`); returns the count."""
