@@ -1,4 +1,4 @@
-"""The ledger's processes for the chain tier, each started as deployed (`python -m ledger.cli ...`).
+"""The ledger's processes for the chain tier, each started as deployed (`python -m ledger_app.cli ...`).
 
 Every process is a `ledger_app.dev.stack.Child` (its own process group, output in a log file);
 `ChainStack` starts them with the test's settings, SIGKILLs one from outside (no test hook in
