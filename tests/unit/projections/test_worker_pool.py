@@ -99,3 +99,5 @@ def test_workers_exit_when_the_rebuilding_process_dies_without_stopping_them(sig
     finally:
         parent.kill()
         parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()  # an unclosed pipe is a ResourceWarning (an error in this suite)
