@@ -100,4 +100,4 @@ def test_workers_exit_when_the_rebuilding_process_dies_without_stopping_them(sig
         parent.kill()
         parent.wait()
         if parent.stdout is not None:
-            parent.stdout.close()
+            parent.stdout.close()  # an unclosed pipe is a ResourceWarning (an error in this suite)
