@@ -87,17 +87,7 @@ class FanoutStore:
         )
         if row is None:
             return DeliveryRow(self.destination, order_id)
-        return DeliveryRow(
-            self.destination,
-            order_id,
-            row["remote_id"],
-            row["remote_exists"],
-            row["status"],
-            row["last_version"],
-            row["last_position"],
-            dict(row["sent"]),
-            row["not_applicable"],
-        )
+        return _row_of(self.destination, order_id, row)
 
     async def snapshot(
         self, conn: Conn, order_id: str, event_ids: Sequence[str]
@@ -117,17 +107,7 @@ class FanoutStore:
         assert row is not None  # the LEFT JOIN always yields one row
         delivery = DeliveryRow(self.destination, order_id)
         if row["status"] is not None:
-            delivery = DeliveryRow(
-                self.destination,
-                order_id,
-                row["remote_id"],
-                row["remote_exists"],
-                row["status"],
-                row["last_version"],
-                row["last_position"],
-                dict(row["sent"]),
-                row["not_applicable"],
-            )
+            delivery = _row_of(self.destination, order_id, row)
         return delivery, set(row["seen"]), bool(row["parked"])
 
     async def seen(self, conn: Conn, event_ids: Sequence[str]) -> set[str]:
@@ -336,3 +316,18 @@ async def order_delivery(pool: asyncpg.Pool, order_id: str) -> list[dict[str, An
 
 async def list_halts(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     return [dict(r) for r in await pool.fetch("SELECT * FROM fanout_halts ORDER BY destination")]
+
+
+def _row_of(destination: str, order_id: str, row: Any) -> DeliveryRow:
+    """A `fanout_delivery` row (the columns both reads select) as a DeliveryRow."""
+    return DeliveryRow(
+        destination,
+        order_id,
+        row["remote_id"],
+        row["remote_exists"],
+        row["status"],
+        row["last_version"],
+        row["last_position"],
+        dict(row["sent"]),
+        row["not_applicable"],
+    )
