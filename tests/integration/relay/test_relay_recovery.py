@@ -14,7 +14,7 @@ import pytest
 from ledger.relay.message import OutMessage
 from ledger.relay.relay import Relay, run_relay
 from ledger.store import NO_STREAM, Checkpoint, EventStore, XidHorizonError, check_xid_horizon, create_pool
-from ledger_kernel.observability import Metrics
+from ledger_kernel.observability import Metrics, Readiness
 from tests.integration.relay.support import placed, relay_settings, stream_of
 
 pytestmark = [pytest.mark.postgres]
@@ -157,7 +157,10 @@ async def test_a_leader_whose_lock_session_dies_steps_down_so_only_one_relay_pub
     settings = relay_settings(database_url, "127.0.0.1:1", "t")
     pool_b = await create_pool(database_url, settings.store)
     stop = asyncio.Event()
-    a = asyncio.create_task(run_relay(settings, pool=pool, stop=stop, metrics=Metrics()), name="A")
+    a_readiness = Readiness()
+    a = asyncio.create_task(
+        run_relay(settings, pool=pool, stop=stop, metrics=Metrics(), readiness=a_readiness), name="A"
+    )
     b: asyncio.Task[None] | None = None
     try:
         lock_holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = $1"
@@ -176,7 +179,9 @@ async def test_a_leader_whose_lock_session_dies_steps_down_so_only_one_relay_pub
             order_id = uuid.uuid4()
             await store.append(stream_of(order_id), [placed(order_id)], NO_STREAM)
         await wait_until(lambda: published["B"] >= 20, 20, f"relay B did not publish everything: {published}")
-        await asyncio.sleep(0.5)  # time for a second leader to publish too
+        # A publishes only while it leads: once it is back on standby (its lock lost with its
+        # session, B holding it now), its count is final.
+        await wait_until(lambda: "role" in a_readiness.reasons, 20, "relay A never went back to standby")
         assert published == {"A": 0, "B": 20}
         assert not a.done(), "the old leader went back to standby, it did not exit"
     finally:
