@@ -1,12 +1,18 @@
 """Command handling shared by the HTTP API and the Kafka intake: load, decide, append.
 
-One `OrderService.handle` call turns a validated command into events and an `Outcome`:
+One `OrderService.handle` call turns a validated command into events and a `CommandResult`:
+what the command did (`Change`), the order after it, its version, whether it was a replay.
+The adapters (`ledger.api`, `ledger.intake`) turn that into their answer (HTTP status and
+headers; the intake's ack); the service knows no HTTP.
 
-1. With an idempotency key: return the stored outcome if the key was already answered (422 if
-   the request differs), else claim the key as in flight (409 for a concurrent duplicate).
+1. With an idempotency key: return the stored answer if the key was already answered
+   (`IdempotencyMismatch` if the request differs), else claim the key as in flight
+   (`IdempotencyInProgress` for a concurrent duplicate).
 2. Load the stream, fold it, check `expected_version` (If-Match), `decide`.
-3. Compute the outcome (status and the order view after the events) *before* appending, so
-   it is stored with the events in the same transaction and replayed verbatim to retries.
+3. Render the order document (`order_document`: the order view after the events) *before*
+   appending, so it is stored with the events in the same transaction and replayed verbatim
+   to retries: a retry gets the bytes the first request got, even if the view's code changed
+   in between. The same bytes are measured against the events topic's message limit.
 4. Append with the version the decision was based on. Event ids are derived from the
    idempotency key, so even a retry that slips past the key check dedupes at the event level.
 
@@ -20,6 +26,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
@@ -46,16 +53,19 @@ from ledger_kernel.wire.streams import order_id_of, stream_id_of
 
 __all__ = [
     "Actor",
+    "Change",
+    "CommandResult",
     "DuplicateExternalId",
     "IdempotencyInProgress",
     "IdempotencyMismatch",
     "OrderGone",
     "OrderNotFound",
     "OrderService",
-    "Outcome",
     "RequestMeta",
     "ServiceError",
     "VersionConflict",
+    "order_document",
+    "order_view",
 ]
 
 _NS = uuid5(NAMESPACE_URL, "urn:order-ledger:commands")
@@ -86,37 +96,57 @@ class RequestMeta:
     causation_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A command's answer: HTTP-like status, the response body (JSON bytes), the order's version.
+class Change(StrEnum):
+    """What a command did to its order (HTTP answers 201 for `CREATED`, 200 otherwise)."""
 
-    `replayed` is True when the outcome was stored by an earlier request with the same key.
+    #: It created something: an order, a payment, a shipment.
+    CREATED = "created"
+    #: It appended events that change the order.
+    UPDATED = "updated"
+    #: The order already was what the command asks (e.g. a PUT of what is there): nothing appended.
+    UNCHANGED = "unchanged"
+
+
+#: The stored answer names the change by the HTTP status it had: answers stored before the
+#: service returned `Change` are in the same table and must replay the same.
+_STORED_STATUS = {Change.CREATED: 201, Change.UPDATED: 200, Change.UNCHANGED: 200}
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """A command's answer: what it did, the order after it (at `version`) and its document.
+
+    `document` is `order_document(order)`, rendered once by the service because it is stored
+    with an idempotency key: a replay (`replayed`: an earlier request with the same key was
+    answered) carries the stored bytes and no `order`. `appended` counts the events this call
+    appended (0 for a replay or an unchanged order).
     """
 
-    status: int
-    body: bytes
+    change: Change
     order_id: UUID
     version: int
+    document: bytes
+    order: Order | None = None
     replayed: bool = False
     appended: int = 0
 
     def to_stored(self) -> dict[str, Any]:
         """The JSON-able form stored with the idempotency key."""
         return {
-            "status": self.status,
-            "body": self.body.decode(),
+            "status": _STORED_STATUS[self.change],
+            "body": self.document.decode(),
             "order_id": str(self.order_id),
             "version": self.version,
         }
 
     @classmethod
-    def from_stored(cls, stored: Mapping[str, Any]) -> Outcome:
-        """Rebuild a stored outcome (for a replay)."""
+    def from_stored(cls, stored: Mapping[str, Any]) -> CommandResult:
+        """Rebuild a stored answer (for a replay): the same change, version and bytes."""
         return cls(
-            status=int(stored["status"]),
-            body=str(stored["body"]).encode(),
+            change=Change.CREATED if int(stored["status"]) == 201 else Change.UPDATED,
             order_id=UUID(str(stored["order_id"])),
             version=int(stored["version"]),
+            document=str(stored["body"]).encode(),
             replayed=True,
         )
 
@@ -199,8 +229,13 @@ def fingerprint(command: BaseModel, route: str, order_id: UUID | None) -> str:
 
 
 def order_view(state: Order) -> dict[str, Any]:
-    """The API's JSON view of an order (money pre-serialized for `jsonbody.dumps`)."""
+    """The API's JSON view of an order (money pre-serialized for the kernel's `dumps`)."""
     return order_to_json(state, money=JSON_MONEY)
+
+
+def order_document(state: Order) -> bytes:
+    """The order as the API and the stored idempotent answers carry it: `{"data": <view>}`."""
+    return dumps({"data": order_view(state)})
 
 
 @dataclass
@@ -232,7 +267,7 @@ class OrderService:
         actor: Actor,
         idempotency_key: str | None,
         meta: RequestMeta,
-    ) -> Outcome:
+    ) -> CommandResult:
         """Decide and append one command; see the module docstring for the steps."""
         if idempotency_key is None:  # the fingerprint only serves idempotency keys: skip it
             return await self._run(
@@ -250,7 +285,7 @@ class OrderService:
         if answer.outcome is not None:
             if answer.fingerprint != fp:
                 raise IdempotencyMismatch(idempotency_key)
-            return Outcome.from_stored(answer.outcome)
+            return CommandResult.from_stored(answer.outcome)
         if not answer.claimed:
             raise IdempotencyInProgress(idempotency_key)
         try:
@@ -276,7 +311,7 @@ class OrderService:
         key: str | None,
         fp: str,
         meta: RequestMeta,
-    ) -> Outcome:
+    ) -> CommandResult:
         placing = isinstance(command, PlaceOrder)
         if placing:
             order_id = uuid5(_NS, f"order\n{actor.client_id}\n{key}") if key else self.id_factory()
@@ -311,7 +346,7 @@ class OrderService:
         key: str | None,
         fp: str,
         meta: RequestMeta,
-    ) -> Outcome:
+    ) -> CommandResult:
         stream = stream_id_of(order_id)
         # A fresh random id (no key) names no stream yet: skip the read (one round trip less).
         fresh = isinstance(command, PlaceOrder) and key is None
@@ -327,17 +362,18 @@ class OrderService:
         events = decide(command, state, now=now, ids=lambda: order_id)  # type: ignore[arg-type]
         if not events:  # a no-op (e.g. PUT of what is already there): nothing to append
             assert state is not None
-            body = dumps({"data": order_view(state)})
-            return Outcome(200, body, order_id, current)
+            return CommandResult(Change.UNCHANGED, order_id, current, order_document(state), state)
         if isinstance(command, PlaceOrder):
             await self._check_external_id(events[0], stream)
         new_state = state
         for i, event in enumerate(events, start=1):
             new_state = evolve(new_state, event, version=current + i, recorded_at=now)
         assert new_state is not None
-        status = 201 if type(command).__name__ in _CREATES else 200
-        outcome = Outcome(status, dumps({"data": order_view(new_state)}), order_id, new_state.version)
-        self._check_message_size(len(outcome.body), events)
+        change = Change.CREATED if type(command).__name__ in _CREATES else Change.UPDATED
+        result = CommandResult(
+            change, order_id, new_state.version, order_document(new_state), new_state, appended=len(events)
+        )
+        self._check_message_size(len(result.document), events)
         metadata = {
             "actor": actor.name,
             "client_id": actor.client_id,
@@ -357,9 +393,9 @@ class OrderService:
             )
             for i, event in enumerate(events)
         ]
-        idem = IdempotencyRequest(actor.client_id, key, fp, outcome.to_stored()) if key else None
+        idem = IdempotencyRequest(actor.client_id, key, fp, result.to_stored()) if key else None
         try:
-            result = await self.store.append(stream, new_events, current, idempotency=idem)
+            appended = await self.store.append(stream, new_events, current, idempotency=idem)
         except IdempotencyKeyReused:
             raise IdempotencyMismatch(key or "") from None
         except ExternalIdTaken as exc:
@@ -367,16 +403,16 @@ class OrderService:
             raise DuplicateExternalId(
                 str(getattr(events[0], "external_id", "")), order_id_of(existing) or existing
             ) from None
-        if result.replayed:
-            if result.outcome is not None:
-                return Outcome.from_stored(result.outcome)
-            return Outcome(outcome.status, outcome.body, order_id, result.version, replayed=True)
-        return Outcome(outcome.status, outcome.body, order_id, outcome.version, appended=len(new_events))
+        if appended.replayed:  # the same key's events were appended meanwhile: answer as they were
+            if appended.outcome is not None:
+                return CommandResult.from_stored(appended.outcome)
+            return CommandResult(change, order_id, appended.version, result.document, replayed=True)
+        return result
 
     def _check_message_size(self, view_bytes: int, events: Sequence[OrderEvent]) -> None:
         """Refuse an order whose relay messages could not be published (`OrderTooLarge`).
 
-        A message is about the order view (the response body, already serialized) plus the
+        A message is about the order view (the order document, already serialized) plus the
         event's data; the data is measured only near the limit, so a usual write pays nothing.
         """
         limit = self.max_message_bytes

@@ -46,7 +46,7 @@ from ledger.domain.commands import (
 from ledger.domain.timestamps import Timestamp
 from ledger.domain.transactions import derive_transactions
 from ledger.domain.views import transaction_to_json
-from ledger.service import Outcome, order_view
+from ledger.service import Change, CommandResult, order_document
 from ledger_kernel.wire.codec import dumps
 from ledger_kernel.wire.streams import stream_id_of
 
@@ -58,12 +58,16 @@ Reader = Annotated[Principal, Depends(require("orders:read"))]
 Auditor = Annotated[Principal, Depends(require("audit:read"))]
 
 
-def outcome_response(outcome: Outcome) -> Response:
-    """The HTTP response of a command outcome (fresh or replayed: same status, same bytes)."""
-    headers = {"ETag": f'"{outcome.version}"', "Location": f"/api/v3/orders/{outcome.order_id}"}
-    if outcome.replayed:
+#: The HTTP status of each kind of command result.
+HTTP_STATUS = {Change.CREATED: 201, Change.UPDATED: 200, Change.UNCHANGED: 200}
+
+
+def result_response(result: CommandResult) -> Response:
+    """The HTTP response of a command's result (fresh or replayed: same status, same bytes)."""
+    headers = {"ETag": f'"{result.version}"', "Location": f"/api/v3/orders/{result.order_id}"}
+    if result.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(outcome.body, status_code=outcome.status, media_type=JSON, headers=headers)
+    return Response(result.document, status_code=HTTP_STATUS[result.change], media_type=JSON, headers=headers)
 
 
 async def _command(
@@ -75,7 +79,7 @@ async def _command(
 ) -> Response:
     expected = if_match(request)
     key = idempotency_key(request)
-    outcome = await state_of(request).service.handle(
+    result = await state_of(request).service.handle(
         command,
         order_id=order_id,
         expected_version=expected,
@@ -83,7 +87,7 @@ async def _command(
         idempotency_key=key,
         meta=request_meta(request, route),
     )
-    return outcome_response(outcome)
+    return result_response(result)
 
 
 _WRITE_RESPONSES = problem_responses(400, 401, 403, 404, 409, 410, 413, 415, 422, 503)
@@ -244,7 +248,7 @@ async def get_order(
 ) -> Response:
     state = await _load(request, order_id, at, version)
     headers = {"ETag": f'"{state.version}"', **await _stale_header(request, state.id)}
-    return Response(dumps({"data": order_view(state)}), media_type=JSON, headers=headers)
+    return Response(order_document(state), media_type=JSON, headers=headers)
 
 
 @router.get(

@@ -172,7 +172,7 @@ async def decide_record(service: OrderService, record: Received, max_lines: int)
     )
     request_id = record.header("request-id") or f"{record.topic}:{record.partition}:{record.offset}"
     try:
-        outcome = await service.handle(
+        result = await service.handle(
             command,
             order_id=None if envelope.command == "place_order" else envelope.order_id,
             expected_version=envelope.expected_version,
@@ -195,7 +195,7 @@ async def decide_record(service: OrderService, record: Received, max_lines: int)
         if problem is None or problem.status >= 500:
             raise Retry(str(exc)) from exc
         raise problem from None
-    return "replayed" if outcome.replayed else "applied"
+    return "replayed" if result.replayed else "applied"
 
 
 class Intake:

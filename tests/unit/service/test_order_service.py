@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,8 @@ from ledger.api.app import event_registry
 from ledger.domain.commands import DeleteOrder, PlaceOrder, UpdateOrder
 from ledger.service import (
     Actor,
+    Change,
+    CommandResult,
     DuplicateExternalId,
     IdempotencyInProgress,
     IdempotencyMismatch,
@@ -27,6 +30,7 @@ from ledger.service import (
     OrderTooLarge,
     RequestMeta,
     VersionConflict,
+    order_document,
 )
 from ledger.store import AppendResult, ExpectedVersion, IdempotencyRequest, InMemoryEventStore, NewEvent
 from ledger_kernel.wire.codec import parse_json
@@ -53,29 +57,56 @@ def service(store: InMemoryEventStore | None = None, **kwargs: Any) -> OrderServ
     return OrderService(store or InMemoryEventStore(event_registry()), **kwargs)
 
 
-async def run(svc: OrderService, command: Any, order_id: uuid.UUID | None = None, **kwargs: Any) -> Any:
+async def run(
+    svc: OrderService, command: Any, order_id: uuid.UUID | None = None, **kwargs: Any
+) -> CommandResult:
     options: dict[str, Any] = {"expected_version": None, "idempotency_key": None, **kwargs}
     return await svc.handle(command, order_id=order_id, actor=ACTOR, meta=META, **options)
 
 
-async def test_placing_appends_one_event_and_answers_201_with_the_view() -> None:
+async def test_placing_appends_one_event_and_returns_the_created_order_and_its_document() -> None:
+    at = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)  # one clock for the service and the store
+    svc = service(InMemoryEventStore(event_registry(), clock=lambda: at), clock=lambda: at)
+    result = await run(svc, place())
+    assert (result.change, result.version, result.appended, result.replayed) == (Change.CREATED, 1, 1, False)
+    assert result.order is not None
+    assert (result.order.id, result.order.version, result.order.source) == (result.order_id, 1, "shop-a")
+    assert result.document == order_document(result.order)
+    view = parse_json(result.document)["data"]
+    assert (view["id"], view["source"]) == (str(result.order_id), "shop-a")
+    loaded = await svc.load(result.order_id)
+    assert loaded == result.order
+
+
+async def test_an_update_returns_updated_with_the_order_after_it() -> None:
     svc = service()
-    outcome = await run(svc, place())
-    assert (outcome.status, outcome.version, outcome.appended, outcome.replayed) == (201, 1, 1, False)
-    view = parse_json(outcome.body)["data"]
-    assert (view["id"], view["source"]) == (str(outcome.order_id), "shop-a")
-    loaded = await svc.load(outcome.order_id)
-    assert loaded is not None
-    assert loaded.version == 1
+    placed = await run(svc, place())
+    updated = await run(svc, UpdateOrder(status="processing"), placed.order_id)
+    assert (updated.change, updated.version, updated.appended) == (Change.UPDATED, 2, 1)
+    assert updated.order is not None
+    assert updated.order.status == "processing"
 
 
-async def test_a_keyed_retry_replays_the_stored_outcome_without_appending() -> None:
+async def test_a_keyed_retry_replays_the_stored_answer_byte_for_byte_without_appending() -> None:
     store = InMemoryEventStore(event_registry())
     svc = service(store)
     first = await run(svc, place(), idempotency_key="key-0001")
     again = await run(svc, place(), idempotency_key="key-0001")
-    assert (again.replayed, again.body, again.order_id) == (True, first.body, first.order_id)
+    assert (again.replayed, again.change, again.version, again.appended) == (True, Change.CREATED, 1, 0)
+    assert (again.document, again.order_id, again.order) == (first.document, first.order_id, None)
     assert await store.stream_version(stream_id_of(first.order_id)) == 1
+
+
+async def test_an_answer_stored_in_the_old_form_replays_with_its_status_and_bytes() -> None:
+    body = '{"data":{"id":"stored before the result type"}}'
+    order_id = uuid.uuid4()
+    stored = {"status": 201, "body": body, "order_id": str(order_id), "version": 3}
+    result = CommandResult.from_stored(stored)
+    assert (result.change, result.order_id, result.version, result.replayed) == (Change.CREATED, order_id, 3, True)
+    assert result.document == body.encode()
+    assert result.to_stored() == stored
+    updated = CommandResult.from_stored({**stored, "status": 200})
+    assert (updated.change, updated.to_stored()["status"]) == (Change.UPDATED, 200)
 
 
 async def test_a_key_reused_for_another_command_is_a_mismatch() -> None:
@@ -93,8 +124,8 @@ async def test_a_key_in_flight_elsewhere_is_refused_as_in_progress_and_freed_aft
     with pytest.raises(IdempotencyInProgress):
         await run(svc, place(), idempotency_key="key-0003")
     await store.release_idempotency("shop-a", "key-0003", holder)
-    outcome = await run(svc, place(), idempotency_key="key-0003")
-    assert outcome.status == 201
+    result = await run(svc, place(), idempotency_key="key-0003")
+    assert result.change is Change.CREATED
     assert (await store.claim_idempotency("shop-a", "key-0003", uuid.uuid4(), 60.0)).outcome is not None
 
 
@@ -134,7 +165,7 @@ async def test_without_if_match_a_lost_race_is_retried_on_the_new_version() -> N
     svc = service(store)
     placed = await run(svc, place())
     updated = await run(svc, UpdateOrder(status="processing"), placed.order_id)
-    assert (updated.status, updated.version) == (200, 3)
+    assert (updated.change, updated.version) == (Change.UPDATED, 3)
     assert not store.racing
 
 
@@ -156,12 +187,14 @@ async def test_an_unknown_order_is_not_found_and_a_deleted_one_is_gone() -> None
         await run(svc, UpdateOrder(status="processing"), placed.order_id)
 
 
-async def test_a_no_op_update_answers_200_and_appends_nothing() -> None:
+async def test_a_no_op_update_returns_unchanged_and_appends_nothing() -> None:
     store = InMemoryEventStore(event_registry())
     svc = service(store)
     placed = await run(svc, place())
     same = await run(svc, UpdateOrder(total=Decimal("10.00")), placed.order_id)
-    assert (same.status, same.version, same.appended) == (200, 1, 0)
+    assert (same.change, same.version, same.appended) == (Change.UNCHANGED, 1, 0)
+    assert same.order == await svc.load(placed.order_id)
+    assert await store.stream_version(stream_id_of(placed.order_id)) == 1
 
 
 async def test_an_external_id_taken_by_another_order_is_a_duplicate() -> None:
@@ -209,10 +242,10 @@ async def test_load_folds_the_order_as_of_a_version() -> None:
 async def test_concurrent_identical_keyed_requests_append_once() -> None:
     store = InMemoryEventStore(event_registry())
     svc = service(store)
-    outcomes = await asyncio.gather(
+    results = await asyncio.gather(
         *(run(svc, place(), idempotency_key="key-0004") for _ in range(5)), return_exceptions=True
     )
-    done = [o for o in outcomes if not isinstance(o, BaseException)]
+    done = [r for r in results if not isinstance(r, BaseException)]
     assert done
-    assert all(isinstance(o, IdempotencyInProgress) for o in outcomes if isinstance(o, BaseException))
+    assert all(isinstance(r, IdempotencyInProgress) for r in results if isinstance(r, BaseException))
     assert await store.stream_version(stream_id_of(done[0].order_id)) == 1
