@@ -32,8 +32,9 @@ from ledger.api.auth import TokenStore  # noqa: E402
 from ledger.domain.commands import PlaceOrder  # noqa: E402
 from ledger.domain.decide import decide  # noqa: E402
 from ledger.domain.events import event_data  # noqa: E402
-from ledger.store import EventStore, NewEvent, create_pool, migrate  # noqa: E402
+from ledger.store import EventStore, NewEvent, create_pool  # noqa: E402
 from ledger_app.dev.broker import free_port, wait_for_port  # noqa: E402
+from ledger_app.migrations import migrate_all  # noqa: E402
 from ledger_kernel.settings import StoreSettings  # noqa: E402
 
 ORDER = {
@@ -147,7 +148,7 @@ async def main() -> None:
     dsn = with_db(args.admin_url, name)
     server: subprocess.Popen[bytes] | None = None
     try:
-        await migrate(dsn)
+        await migrate_all(dsn)
         pool = await create_pool(dsn, StoreSettings(pool_min_size=1, pool_max_size=1))
         token, _ = await TokenStore(pool).create("bench", ["orders:write"])
         await pool.close()

@@ -52,8 +52,8 @@ from ledger.domain import (  # noqa: E402
     evolve,
 )
 from ledger.relay.publisher import ensure_topic  # noqa: E402
-from ledger.store import migrate  # noqa: E402
 from ledger.store.pool import init_connection  # noqa: E402
+from ledger_app.migrations import migrate_all  # noqa: E402
 from ledger_kernel.observability import Metrics  # noqa: E402
 from ledger_kernel.settings import DestinationSettings, Settings  # noqa: E402
 
@@ -69,7 +69,7 @@ async def database() -> AsyncIterator[str]:
     base, _, query = ADMIN_URL.partition("?")  # a unix-socket DSN keeps its `?host=`
     url = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
     try:
-        await migrate(url)
+        await migrate_all(url)
         yield url
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -44,10 +44,10 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ledger.domain import event_data, schema_version_of
-from ledger.store import migrate
 from ledger.store.pool import create_pool
 from ledger.store.reads import iter_all_records
 from ledger.store.records import START
+from ledger_app.migrations import migrate_all
 from projections import checksums, order_state, transactions
 from projections.canonical import jsonb_text
 from projections.rebuild import rebuild
@@ -242,7 +242,7 @@ def main() -> None:
             await admin.execute(f'CREATE DATABASE "{name}"')
         finally:
             await admin.close()
-        await migrate(dsn)
+        await migrate_all(dsn)
 
     async def drop() -> None:
         admin = await asyncpg.connect(args.database_url)

@@ -70,9 +70,10 @@ from ledger.domain import (
 from ledger.relay import checkpoint_name, run_relay
 from ledger.relay.publisher import ensure_topic
 from ledger.relay.relay import Relay, tune_gc
-from ledger.store import NO_STREAM, EventRegistry, EventStore, NewEvent, create_pool, migrate, save_checkpoint
+from ledger.store import NO_STREAM, EventRegistry, EventStore, NewEvent, create_pool, save_checkpoint
 from ledger_app.dev.apache_kafka import KraftCluster, missing_tools
 from ledger_app.dev.broker import TansuBroker
+from ledger_app.migrations import migrate_all
 from ledger_kernel.observability import Metrics
 from ledger_kernel.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
 
@@ -493,7 +494,7 @@ async def main(args: argparse.Namespace) -> None:
         await conn.execute(f'CREATE DATABASE "{name}"')
         dsn = with_database(admin, name)
         try:
-            await migrate(dsn)
+            await migrate_all(dsn)
             pool = await create_pool(dsn, StoreSettings(pool_min_size=2, pool_max_size=12))
             store = EventStore(pool, registry())
             t0 = time.perf_counter()

@@ -111,12 +111,12 @@ class Vendor(StrEnum):
 @app.command()
 def migrate() -> None:
     """Apply the SQL migrations (idempotent, under an advisory lock, checksums verified)."""
-    from ledger.store.migrate import migrate as run
+    from ledger_app.migrations import migrate_all
     from projections.setup import install_projections
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    applied = asyncio.run(run(settings.database_url))
+    applied = asyncio.run(migrate_all(settings.database_url))
     typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     statuses = asyncio.run(install_projections(settings.database_url))
     for name, status in statuses.items():

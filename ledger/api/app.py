@@ -56,6 +56,7 @@ from ledger.store import (
     create_pool,
     pending_migrations,
 )
+from ledger.store.migrate import MigrationSources
 from ledger_kernel.observability import get_logger
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import Settings
@@ -264,7 +265,7 @@ def _install_handlers(app: FastAPI) -> None:
 _OPEN: dict[str, Any] = {"security": []}  # the ops routes answer without a token (probes, scrapers)
 
 
-def _ops_routes(app: FastAPI, settings: Settings) -> None:
+def _ops_routes(app: FastAPI, settings: Settings, migrations: MigrationSources | None) -> None:
     @app.get("/healthz", include_in_schema=True, tags=["ops"], summary="Liveness", openapi_extra=_OPEN)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -282,7 +283,7 @@ def _ops_routes(app: FastAPI, settings: Settings) -> None:
             return Response(dumps({"status": "ok"}), media_type="application/json")
         try:
             async with db.acquire(timeout=2) as conn:
-                pending = await pending_migrations(cast("asyncpg.Connection", conn))
+                pending = await pending_migrations(cast("asyncpg.Connection", conn), migrations)
         except Exception as exc:  # any failure means "not ready"
             body: dict[str, Any] = {"status": "unavailable", "reason": f"database: {type(exc).__name__}"}
             return Response(
@@ -421,6 +422,7 @@ def create_app(
     stale_read_models: StaleReadModels | None = None,
     store: EventStoreProtocol | None = None,
     tokens: Authenticator | None = None,
+    migrations: MigrationSources | None = None,
 ) -> FastAPI:
     """The API app. Without `pool`, the lifespan creates one from `settings` (and closes it).
 
@@ -428,7 +430,8 @@ def create_app(
     database: how the routes are unit-tested on `InMemoryEventStore`.
 
     `routers` are the read models' routes, mounted by the composition root (`ledger_app.api`):
-    the write side does not import `projections`.
+    the write side does not import `projections`. `migrations` are the folders `/readyz` checks
+    for pending files (the root passes every package's; without, the write side's own).
     """
     metrics = metrics or Metrics()
 
@@ -478,7 +481,7 @@ def create_app(
     app.add_middleware(RequestDeadline, timeout_s=settings.api.request_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _install_handlers(app)
-    _ops_routes(app, settings)
+    _ops_routes(app, settings, migrations)
     app.include_router(orders.router, tags=["orders"])
     app.include_router(audit.router, tags=["audit"])
     for router in routers:

@@ -1,17 +1,22 @@
 """Plain-SQL migrations applied by a small asyncpg runner (docs/architecture.md#migrations).
 
-Files are `NNNN_name.sql` in `ledger/store/migrations/` (package data; number ranges per area
-are in docs/CONTRACTS.md). `migrate()` takes a session advisory lock, so concurrent runs (every
-process may migrate on start) apply each file once; each file runs in its own transaction
-together with its `schema_migrations` row. An applied file whose checksum changed is refused:
-migrations are immutable once applied, fixes go in a new file.
+Files are `NNNN_name.sql` in each owning package's `migrations/` folder (package data; number
+ranges per area are in docs/CONTRACTS.md#migrations): this package's `ledger/store/migrations/`
+holds the store's and the write side's. The runner collects the folders it is given and applies
+every file in version order, whichever folder it is in; the composition root passes every
+package's folder (`ledger_app.migrations`), without a list only the write side's own are seen.
+`migrate()` takes a session advisory lock, so concurrent runs (every process may migrate on
+start) apply each file once; each file runs in its own transaction together with its
+`schema_migrations` row. An applied file whose checksum changed is refused: migrations are
+immutable once applied, fixes go in a new file. A file's record is its version, name and
+checksum, not its folder, so moving a file between packages re-applies nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
@@ -50,13 +55,17 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
+#: Folders of migration files (package data, or plain folders in tests).
+MigrationSources = Sequence[Traversable | Path]
+
+
 def default_sources() -> list[Traversable]:
-    """The folders scanned by default: the store's migrations package data."""
+    """The folders scanned without a list: the write side's own (store, API tokens, relay)."""
     return [resources.files("ledger.store") / "migrations"]
 
 
 def load_migrations(sources: Iterable[Traversable | Path] | None = None) -> list[Migration]:
-    """Every migration file in `sources`, sorted by version; duplicate versions are an error."""
+    """Every migration file in `sources`, sorted by version (across folders); a version twice is an error."""
     found: dict[int, Migration] = {}
     for folder in sources if sources is not None else default_sources():
         for entry in folder.iterdir():
@@ -118,10 +127,10 @@ async def _migrate(conn: Connection, migrations: list[Migration]) -> list[str]:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
 
 
-async def pending_migrations(conn: Connection) -> list[str]:
-    """Names of migrations not applied yet (for readiness checks); all of them on an empty database."""
+async def pending_migrations(conn: Connection, sources: Iterable[Traversable | Path] | None = None) -> list[str]:
+    """Names of migrations in `sources` not applied yet (readiness); all of them on an empty database."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     applied: set[int] = set()
     if exists:
         applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-    return [f"{m.version:04d}_{m.name}" for m in load_migrations() if m.version not in applied]
+    return [f"{m.version:04d}_{m.name}" for m in load_migrations(sources) if m.version not in applied]

@@ -32,7 +32,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from ledger.store import EventRegistry, EventStore, create_pool, migrate
+from ledger.store import EventRegistry, EventStore, create_pool
+from ledger_app.migrations import migrate_all
 from ledger_kernel.settings import StoreSettings
 from tests.harness.engine import docker_available
 
@@ -228,7 +229,7 @@ async def _database_factory(
             await _drop_stale(admin)
         await admin.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{template}"')
-        await migrate(dsn_with_database(postgres_admin_url, template))
+        await migrate_all(dsn_with_database(postgres_admin_url, template))
         factory = DatabaseFactory(postgres_admin_url, template)
         await factory.start()
         try:

@@ -28,9 +28,9 @@ import uvicorn
 
 from ledger.api.app import create_app
 from ledger.api.headers import server_options
-from ledger.store import migrate
 from ledger_app.dev.broker import free_port
 from ledger_app.dev.embedded import start_embedded_postgres, stop_embedded_postgres
+from ledger_app.migrations import migrate_all
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import ApiSettings, Settings, StoreSettings
 from tests.harness.postgres import dsn_with_database
@@ -131,7 +131,7 @@ async def _server(pgdata: Path) -> AsyncIterator[tuple[str, Path]]:
         finally:
             await conn.close()
         dsn = dsn_with_database(admin, "stall")
-        await migrate(dsn)
+        await migrate_all(dsn)
         yield dsn, pgdata
     finally:
         with contextlib.suppress(Exception):
