@@ -36,6 +36,7 @@ from ledger.store import EventStore, NewEvent, create_pool  # noqa: E402
 from ledger_app.dev.broker import free_port, wait_for_port  # noqa: E402
 from ledger_app.migrations import migrate_all  # noqa: E402
 from ledger_kernel.settings import StoreSettings  # noqa: E402
+from ledger_kernel.wire.streams import stream_id_of  # noqa: E402
 
 ORDER = {
     "profile_id": "9332c9b2-e31c-4d49-8ec3-62a9466d339c",
@@ -120,7 +121,7 @@ async def store_load(dsn: str, seconds: float, writers: int) -> int:
                 metadata={"actor": "bench"},
                 schema_version=event.schema_version,
             )
-            await store.append(f"order-{order_id}", [new], 0)
+            await store.append(stream_id_of(order_id), [new], 0)
             count += 1
 
     started = time.perf_counter()

@@ -76,6 +76,7 @@ from ledger_app.dev.broker import TansuBroker
 from ledger_app.migrations import migrate_all
 from ledger_kernel.observability import Metrics
 from ledger_kernel.settings import KafkaSettings, RelaySettings, Settings, StoreSettings
+from ledger_kernel.wire.streams import stream_id_of
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 6
@@ -156,7 +157,7 @@ async def append_load(store: EventStore, events: int, writers: int = 8) -> None:
     async def write(chunk: list[uuid.UUID]) -> None:
         for order_id in chunk:
             await store.append(
-                f"order-{order_id}",
+                stream_id_of(order_id),
                 [placed(order_id)] + [status(f"s{i}") for i in range(per_order - 1)],
                 NO_STREAM,
             )
@@ -334,13 +335,13 @@ async def latency(
             if i % 4 == 0 or not orders:
                 order_id = uuid.uuid4()
                 event = placed(order_id)
-                await store.append(f"order-{order_id}", [event], NO_STREAM)
+                await store.append(stream_id_of(order_id), [event], NO_STREAM)
                 committed[str(event.event_id)] = time.perf_counter()
                 orders.append((order_id, 1))
             else:
                 order_id, version = orders.pop(0)
                 event = status(f"s{version}")
-                await store.append(f"order-{order_id}", [event], version)
+                await store.append(stream_id_of(order_id), [event], version)
                 committed[str(event.event_id)] = time.perf_counter()
                 orders.append((order_id, version + 1))
 

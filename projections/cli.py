@@ -34,6 +34,7 @@ from ledger.store.pool import create_pool
 from ledger_kernel.observability.logs import configure_logging
 from ledger_kernel.observability.metrics import METRICS, serve_metrics
 from ledger_kernel.settings import Settings
+from ledger_kernel.wire.streams import order_id_of, stream_id_of
 from projections import catalog, quarantine, registry, setup
 from projections.connect import open_pool
 from projections.db import connection
@@ -350,7 +351,7 @@ def refold_command(
     """
     settings = _settings(database_url)
     projection = catalog.get(name)
-    streams = None if not order_ids else [i if i.startswith("order-") else f"order-{i}" for i in order_ids]
+    streams = None if not order_ids else [i if order_id_of(i) is not None else stream_id_of(i) for i in order_ids]
 
     async def main(pool: asyncpg.Pool) -> int:
         return await quarantine.request_retry(pool, projection.name, projection.version, streams)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from ledger.domain.timestamps import Timestamp
 from ledger_kernel.wire.codec import dumps
+from ledger_kernel.wire.streams import order_id_of, stream_id_of
 from projections import quarantine, queries
 
 PoolGetter = Callable[[Request], asyncpg.Pool]
@@ -43,9 +44,9 @@ async def _page(
     pool: asyncpg.Pool, projection: str, items: list[dict[str, Any]], key: str, next_cursor: str | None
 ) -> Response:
     response = Response(dumps({"data": items, "next_cursor": next_cursor}), media_type="application/json")
-    stale = await quarantine.stale_streams(pool, projection, sorted({f"order-{item[key]}" for item in items}))
+    stale = await quarantine.stale_streams(pool, projection, sorted({stream_id_of(item[key]) for item in items}))
     if stale:
-        response.headers[STALE_ORDERS_HEADER] = ", ".join(sorted(s.removeprefix("order-") for s in stale))
+        response.headers[STALE_ORDERS_HEADER] = ", ".join(sorted(order_id_of(s) or s for s in stale))
     return response
 
 

@@ -1,7 +1,7 @@
 """Request plumbing shared by the routers: app state, auth, body reading, headers.
 
 Bodies are read by hand (not by FastAPI's body parameters) because money must stay exact: the
-stdlib parser with `parse_float=Decimal` (see `jsonbody`) feeds `Model.model_validate`. The
+stdlib parser with `parse_float=Decimal` (`ledger_kernel.wire.codec.parse_json`) feeds `Model.model_validate`. The
 routes still document their bodies in OpenAPI through `body_doc`.
 """
 

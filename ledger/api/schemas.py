@@ -15,7 +15,7 @@ from ledger.api.problems import PROBLEM_MEDIA_TYPE
 from ledger.domain.commands import Ident, MarkDelivered
 
 #: Money in answers: an exact JSON decimal number in major units (`19.95`), never a string; the
-#: handlers write `Decimal` as a number (`jsonbody.dumps`), so the document says `number`.
+#: handlers write `Decimal` as a number (`ledger_kernel.wire.codec.dumps`), so the document says `number`.
 MoneyOut = Annotated[
     Decimal, WithJsonSchema({"type": "number", "description": "Major units of the order's currency"})
 ]

@@ -24,6 +24,7 @@ import orjson
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ledger_kernel.wire.codec import dumps_canonical
+from ledger_kernel.wire.streams import stream_id_of
 
 __all__ = ["ENVELOPE_KEYS", "EnvelopeError", "EventEnvelope", "build_envelope", "encode_envelope"]
 
@@ -57,7 +58,7 @@ class EventEnvelope(BaseModel):
         """The fan-out parked (and may redrive) envelopes it had re-encoded without `stream_id`
         and `schema_version`: read them with the values the relay would have written."""
         if isinstance(obj, dict) and ("stream_id" not in obj or "schema_version" not in obj):
-            obj = {"stream_id": f"order-{obj.get('order_id')}", "schema_version": 1, **obj}
+            obj = {"stream_id": stream_id_of(str(obj.get("order_id"))), "schema_version": 1, **obj}
         return obj
 
     @classmethod

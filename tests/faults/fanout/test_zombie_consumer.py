@@ -1,4 +1,4 @@
-"""RELIABILITY F11: a fan-out worker frozen (SIGSTOP) in the middle of a call, past its session
+"""docs/reliability.md#f11: a fan-out worker frozen (SIGSTOP) in the middle of a call, past its session
 timeout, wakes up (SIGCONT) after the group gave its partitions to another worker that went on
 delivering: the destination sees no second effect.
 
