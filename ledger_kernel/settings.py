@@ -52,7 +52,18 @@ class KafkaSettings(BaseModel):
         description="Idempotent producer; real Kafka supports it, the Tansu test broker does not.",
     )
     transactional_id: str | None = Field(
-        default=None, description="Transactional producer id; needs a broker with transactions."
+        default=None,
+        description=(
+            "Transactional producer id of an exactly-once relay (default: `ledger-relay:<topic>`,"
+            " stable per topic so a zombie relay is fenced); needs a broker with transactions."
+        ),
+    )
+    checkpoints_topic: str | None = Field(
+        default=None,
+        description=(
+            "Compacted topic an exactly-once relay commits its checkpoint to, in the transaction"
+            " of the records (default: `<events topic>.checkpoints`, e.g. orders.events.checkpoints)."
+        ),
     )
     fetch_max_wait_ms: int = Field(default=10, description="Tansu does not answer waiting fetches early.")
     max_batch_size: int = 1024 * 1024
@@ -113,6 +124,14 @@ class RelaySettings(BaseModel):
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     metrics_port: int | None = None
+    exactly_once: bool = Field(
+        default=False,
+        description=(
+            "Publish each batch and the relay's checkpoint in one Kafka transaction, resuming from"
+            " the checkpoint committed in Kafka (`ledger relay --exactly-once`). Needs a broker with"
+            " transactions (Apache Kafka); refused at start-up on one without (Tansu), never downgraded."
+        ),
+    )
 
 
 class ProjectionSettings(BaseModel):

@@ -163,6 +163,9 @@ async def run_worker(
         group_id=dest.group_id or f"ledger-fanout-{destination}",
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
+        # An exactly-once relay's aborted transactions are not events (ledger/relay/eos.py);
+        # with an at-least-once relay (no transactions) this reads what read_uncommitted would.
+        isolation_level="read_committed",
         fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         max_records=MAX_RECORDS,
         batch_timeout_ms=100,

@@ -239,6 +239,9 @@ class Intake:
             group_id=kafka.intake_group,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
+            # Records of a producer's aborted transaction are never commands; on a topic without
+            # transactions this reads exactly what read_uncommitted would.
+            isolation_level="read_committed",
             fetch_max_wait_ms=kafka.fetch_max_wait_ms,
             title="orders.intake",
             description="Order commands (IntakeEnvelope); same bodies as the HTTP API.",

@@ -5,17 +5,25 @@ checkpointed) and the process exits 0. A second signal is not needed and not spe
 
 The metrics port also answers `/healthz` and `/readyz`: not ready (503, reasons as JSON) while
 the relay is not connected to the broker or holds because the broker lost data.
+
+`--exactly-once` (or `LEDGER_RELAY__EXACTLY_ONCE=true`): each publish is one Kafka transaction with
+the relay's checkpoint (`ledger.relay.eos`). On a broker without transactions (Tansu) the relay
+stops at start-up with one line on stderr and exit code 78 (EX_CONFIG, as `ledger_app.cli_errors`
+uses for settings), never downgrading to at-least-once by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 from datetime import datetime
 from typing import Annotated
 
 import typer
 
+from ledger.relay.eos import ExactlyOnceUnsupported
 from ledger.relay.relay import run_relay, tune_gc
 from ledger_kernel.observability import METRICS, Readiness, configure_logging, get_logger, serve_ops
 from ledger_kernel.settings import Settings
@@ -46,20 +54,34 @@ def relay(
     topic: str | None = typer.Option(
         None, "--topic", help="Topic to publish on (default: kafka.events_topic)."
     ),
+    exactly_once: bool = typer.Option(
+        False,
+        "--exactly-once",
+        help="One Kafka transaction per publish, with the relay's checkpoint (needs Apache Kafka;"
+        " default: settings.relay.exactly_once).",
+    ),
 ) -> None:
-    """Publish the event log on Kafka (at-least-once, in log order, key = order id)."""
+    """Publish the event log on Kafka (at-least-once or exactly-once, in log order, key = order id)."""
     settings = Settings()
+    if exactly_once:
+        settings.relay.exactly_once = True
     configure_logging(settings.log_level, settings.log_json)
     readiness = Readiness(broker="connecting to the broker")
     port = metrics_port if metrics_port is not None else settings.relay.metrics_port
     if port is not None:
         serve_ops(port, METRICS, readiness)
     tune_gc()
-    asyncio.run(serve(settings, topic=topic, readiness=readiness))
+    try:
+        asyncio.run(serve(settings, topic=topic, readiness=readiness))
+    except ExactlyOnceUnsupported as exc:
+        _log.error("relay.exactly_once_unsupported", error=str(exc))
+        print(f"ledger: exactly-once publication refused: {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(os.EX_CONFIG) from None
 
 
 relay_app = typer.Typer(
-    help="Publish the event log on Kafka (at-least-once, in log order, key = order id); `republish` a range.",
+    help="Publish the event log on Kafka (at-least-once, or --exactly-once on Apache Kafka; in log order,"
+    " key = order id); `republish` a range.",
     no_args_is_help=False,
 )
 
@@ -75,10 +97,16 @@ def relay_group(
     topic: str | None = typer.Option(
         None, "--topic", help="Topic to publish on (default: kafka.events_topic)."
     ),
+    exactly_once: bool = typer.Option(
+        False,
+        "--exactly-once",
+        help="One Kafka transaction per publish, with the relay's checkpoint (needs Apache Kafka;"
+        " default: settings.relay.exactly_once).",
+    ),
 ) -> None:
-    """Without a sub-command: run the relay (`ledger relay [--metrics-port N] [--topic T]`)."""
+    """Without a sub-command: run the relay (`ledger relay [--metrics-port N] [--topic T] [--exactly-once]`)."""
     if ctx.invoked_subcommand is None:
-        relay(metrics_port=metrics_port, topic=topic)
+        relay(metrics_port=metrics_port, topic=topic, exactly_once=exactly_once)
 
 
 @relay_app.command()
@@ -128,5 +156,5 @@ def republish(
 
 
 def main() -> None:
-    """`python -m ledger.relay [--metrics-port N] [--topic T]`."""
+    """`python -m ledger.relay [--metrics-port N] [--topic T] [--exactly-once]`."""
     typer.run(relay)

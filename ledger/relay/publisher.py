@@ -12,6 +12,11 @@ independent, so they are sent concurrently. The relay awaits the whole publish b
 the next slice of the log, so across relay batches order holds too. A failed publish is retried
 whole: records that already landed are sent again (at-least-once), byte-identical, and the first
 occurrence of each event still comes in log order.
+
+Exactly-once (`exactly_once=True`, see `ledger.relay.eos`): the producer is transactional, with
+the relay's stable `transactional.id`; a publish is one transaction holding its records and the
+relay's checkpoint record, committed only once every record was acknowledged. A failed publish
+is never retried as is (its commit may have landed): the relay re-reads its checkpoint first.
 """
 
 from __future__ import annotations
@@ -25,8 +30,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from ledger.relay.eos import (
+    ExactlyOnceUnsupported,
+    KafkaCheckpoint,
+    checkpoints_topic,
+    ensure_checkpoints_topic,
+    transactional_id,
+)
 from ledger.relay.message import OutMessage
 from ledger.relay.topics import BrokerDataLost, broker_view, check_holds, forbid_topic_auto_creation
 from ledger_kernel.observability import get_logger
@@ -73,13 +85,17 @@ class RelayConfigError(ValueError):
 
 
 def producer_options(
-    kafka: KafkaSettings, bootstrap_servers: str, client_id: str = "ledger-relay"
+    kafka: KafkaSettings,
+    bootstrap_servers: str,
+    client_id: str = "ledger-relay",
+    *,
+    transactional_id: str | None = None,
 ) -> dict[str, Any]:
     """AIOKafkaProducer keyword arguments of the relay (docs/reliability.md#f9: a test asserts them).
 
     `acks=all` is required: with fewer acks a broker failover can lose an acknowledged record
-    after the checkpoint moved past it. Idempotence and transactions follow the settings (real
-    Kafka supports them; the Tansu test broker does not).
+    after the checkpoint moved past it. Idempotence follows the settings (real Kafka supports it;
+    the Tansu test broker does not); a `transactional_id` (exactly-once relay) implies it.
     """
     if str(kafka.acks).lower() not in {"all", "-1"}:
         raise RelayConfigError(f"the relay needs acks=all, settings say acks={kafka.acks!r}")
@@ -87,14 +103,14 @@ def producer_options(
         "bootstrap_servers": bootstrap_servers,
         "client_id": client_id,
         "acks": "all",
-        "enable_idempotence": kafka.enable_idempotence or kafka.transactional_id is not None,
+        "enable_idempotence": kafka.enable_idempotence or transactional_id is not None,
         "max_batch_size": kafka.max_batch_size,
         "max_request_size": kafka.max_batch_size + _REQUEST_OVERHEAD,
         "request_timeout_ms": kafka.request_timeout_ms,
         "linger_ms": 0,
     }
-    if kafka.transactional_id is not None:
-        options["transactional_id"] = kafka.transactional_id
+    if transactional_id is not None:
+        options["transactional_id"] = transactional_id
     return options
 
 
@@ -184,11 +200,27 @@ class KafkaPublisher:
     given anything, so a lost topic does not get newer records ahead of the re-published ones).
     """
 
-    def __init__(self, kafka: KafkaSettings, bootstrap_servers: str, topic: str) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        exactly_once: bool = False,
+        checkpoint_key: str | None = None,
+    ) -> None:
         self._kafka = kafka
         self._bootstrap = bootstrap_servers
         self.topic = topic
-        self._options = producer_options(kafka, bootstrap_servers)
+        self.exactly_once = exactly_once
+        #: Exactly-once: the checkpoints topic and the relay's key in it.
+        self.checkpoints_topic = checkpoints_topic(kafka, topic)
+        self._checkpoint_key = (checkpoint_key or f"relay:{topic}").encode()
+        self._options = producer_options(
+            kafka,
+            bootstrap_servers,
+            transactional_id=transactional_id(kafka, topic) if exactly_once else None,
+        )
         self._producer: AIOKafkaProducer | None = None
         # murmur2 is pure Python (a few us a key): remember each key's partition.
         self._partition_of: dict[bytes, int] = {}
@@ -200,7 +232,7 @@ class KafkaPublisher:
 
     @property
     def transactional(self) -> bool:
-        return self._kafka.transactional_id is not None
+        return self.exactly_once
 
     async def start(self, expected: Mapping[int, int] | None = None, *, may_create: bool = True) -> None:
         """Connect once the broker holds the topic up to `expected` (saved acknowledged ends).
@@ -222,6 +254,10 @@ class KafkaPublisher:
                 raise BrokerDataLost(
                     "topic_missing", f"topic {self.topic!r} does not exist", topic=self.topic
                 )
+        if self.exactly_once:
+            await ensure_checkpoints_topic(
+                self._bootstrap, self.checkpoints_topic, self._kafka.request_timeout_ms
+            )
         producer: AIOKafkaProducer = AIOKafkaProducer(**self._options)
         # Every connection of this producer reports its close here (aiokafka passes the client's
         # callback to each connection it opens): the next publish asks the broker first.
@@ -234,8 +270,20 @@ class KafkaPublisher:
 
         client._on_connection_closed = closed
         try:
+            # Transactional: `start` registers the transactional id (InitProducerId), which fences
+            # every earlier producer with it and aborts what it left open.
             await producer.start()
             await asyncio.wait_for(producer.partitions_for(self.topic), self._kafka.request_timeout_ms / 1000)
+        except KafkaError as exc:
+            await _stop_quietly(producer, 1.0)
+            if self.exactly_once and not exc.retriable and not isinstance(exc, KafkaConnectionError):
+                raise ExactlyOnceUnsupported(
+                    f"the broker at {self._bootstrap} refused a transactional producer"
+                    f" ({type(exc).__name__}: {exc}); exactly-once publication needs a broker with"
+                    " transactions (Apache Kafka; Tansu has none). Run the relay without"
+                    " --exactly-once (LEDGER_RELAY__EXACTLY_ONCE=false) for at-least-once"
+                ) from exc
+            raise
         except BaseException:
             await _stop_quietly(producer, 1.0)
             raise
@@ -275,10 +323,26 @@ class KafkaPublisher:
             partitions = sorted(await producer.partitions_for(self.topic))
             if len(partitions) != self._kafka.partitions:
                 raise RuntimeError(f"stale metadata for {self.topic!r}: {len(partitions)} partitions")
-        if self.transactional:
-            async with producer.transaction():
-                return await self._send_all(producer, messages, partitions)
+        if self.exactly_once:
+            # No abort on failure: the relay drops this producer, and the next one's start
+            # aborts the open transaction (an abort would wait on a broker that may be gone).
+            await producer.begin_transaction()
+            ends = await self._send_all(producer, messages, partitions)
+            await self._commit(producer, KafkaCheckpoint(messages[-1].checkpoint, dict(self.acked)))
+            return ends
         return await self._send_all(producer, messages, partitions)
+
+    async def _commit(self, producer: AIOKafkaProducer, checkpoint: KafkaCheckpoint) -> None:
+        """Add the checkpoint record to the open transaction and commit it (records acknowledged)."""
+        await (
+            await producer.send(
+                self.checkpoints_topic,
+                checkpoint.encode(),
+                key=self._checkpoint_key,
+                partition=0,
+            )
+        )
+        await producer.commit_transaction()
 
     async def _send_all(
         self, producer: AIOKafkaProducer, messages: Sequence[OutMessage], partitions: list[int]
@@ -355,3 +419,14 @@ class KafkaPublisher:
 async def _stop_quietly(producer: AIOKafkaProducer, timeout_s: float) -> None:
     with contextlib.suppress(Exception, asyncio.TimeoutError):
         await asyncio.wait_for(producer.stop(), timeout_s)
+    # A transactional producer that failed (fenced, broker gone) keeps the error in its
+    # transaction's future too; the publish already raised it, so it is not news.
+    txn: Any = getattr(producer, "_txn_manager", None)
+    accumulator: Any = getattr(producer, "_message_accumulator", None)
+    waiters = [txn.wait_for_transaction_end()] if txn is not None else []
+    if accumulator is not None:
+        for batch in [*accumulator._pending_batches, *(b for q in accumulator._batches.values() for b in q)]:
+            waiters += [batch.future, batch._drain_waiter]
+    for waiter in waiters:
+        if waiter is not None and waiter.done() and not waiter.cancelled():
+            waiter.exception()

@@ -37,6 +37,14 @@ checkpointed, so the checkpoint never passes records the broker does not hold. I
 itself once the broker holds the topic again up to the saved offsets: after `ledger relay
 republish`, which re-publishes the log and saves what the broker then holds.
 
+Exactly-once (`RelaySettings.exactly_once`, see `ledger.relay.eos`): each publish is one Kafka
+transaction with the records and the relay's checkpoint record; the relay resumes from the
+checkpoint committed in Kafka (read after its producer fenced any other), and PostgreSQL's
+checkpoint is saved after the commit (never ahead of Kafka's). A failed publish is not sent again
+as is (its commit may have landed before the connection broke): the relay reconnects, re-reads
+its checkpoint and goes on from there (`_Resync`). A fenced producer (another relay of the topic
+started) steps down like a lost lock (`LeadershipLost`).
+
 Stop (SIGTERM): the batch in flight is finished (acknowledged and checkpointed, or given up
 after its current attempt) and the relay returns; back-off sleeps end at once.
 """
@@ -54,7 +62,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
+from aiokafka.errors import ProducerFenced
 
+from ledger.relay.eos import ExactlyOnceUnsupported, read_checkpoint
 from ledger.relay.foldcache import DomainAdapter, OrderStates
 from ledger.relay.message import LogEvent, OutMessage, build_message
 from ledger.relay.offsets import load_offsets, save_checkpoint_and_offsets
@@ -87,7 +97,13 @@ _LEADER_CHECK_TIMEOUT_S = 5.0  # a lock session that does not answer in time is 
 
 
 class LeadershipLost(Exception):
-    """The relay's advisory lock session is gone: another relay may be active now."""
+    """The relay's advisory lock session is gone, or (exactly-once) its producer was fenced:
+    another relay may be active now."""
+
+
+class _Resync(Exception):
+    """Exactly-once: a publish failed and may or may not have been committed; resume from the
+    checkpoint committed in Kafka."""
 
 
 #: `LogEvent._make` without its Python-level frame (~1.5% of the relay's CPU): a row of
@@ -305,8 +321,14 @@ class Relay:
         self.states = states if states is not None else OrderStates(pool, self.domain)
         # A partial, not a lambda over `self`: no reference cycle, so a stopped relay and its
         # cache are freed by reference counting (see `BatchGc`).
+        self.exactly_once = settings.relay.exactly_once
         self._publisher_factory = publisher_factory or functools.partial(
-            KafkaPublisher, settings.kafka, settings.bootstrap_servers, self.topic
+            KafkaPublisher,
+            settings.kafka,
+            settings.bootstrap_servers,
+            self.topic,
+            exactly_once=self.exactly_once,
+            checkpoint_key=self.name,
         )
         self._publisher: KafkaPublisher | None = None
         self._store = EventStore(pool, EventRegistry(), settings.store)
@@ -334,14 +356,17 @@ class Relay:
                         if not await self._publish_until_acked([]):
                             return
                     await check_xid_horizon(self.pool)
-                    self.checkpoint = await load_checkpoint(self.pool, self.name) or START
+                    self.checkpoint = await self._resume_point()
                     _log.info(
                         "relay.resuming",
                         topic=self.topic,
                         tx=self.checkpoint.tx,
                         position=self.checkpoint.position,
+                        exactly_once=self.exactly_once,
                     )
                     await self._follow()
+                except _Resync:
+                    continue
                 except BrokerDataLost as exc:
                     if await self._hold(exc):
                         break
@@ -452,8 +477,39 @@ class Relay:
         upcast = self.domain.upcast
         return [build_message(event, advance(event), upcast=upcast) for event in batch]
 
+    async def _resume_point(self) -> Checkpoint:
+        """Where to go on from: PostgreSQL's checkpoint, or (exactly-once) the last one committed
+        in Kafka, read after this relay's producer fenced any other. Without one there (a relay
+        switched from at-least-once, or a new one), PostgreSQL's, which is never ahead of it."""
+        saved = await load_checkpoint(self.pool, self.name) or START
+        if not self.exactly_once or self._publisher is None:
+            return saved
+        kafka = self.settings.kafka
+        committed = await read_checkpoint(
+            self.settings.bootstrap_servers,
+            self._publisher.checkpoints_topic,
+            self.name,
+            kafka.request_timeout_ms,
+        )
+        if committed is None:
+            return saved
+        for partition, end in committed.offsets.items():
+            if end > self.saved_offsets.get(partition, 0):
+                self.saved_offsets[partition] = end
+        self._publisher.acked.update(self.saved_offsets)
+        if saved > committed.checkpoint:  # never expected: PostgreSQL is saved after the commit
+            _log.error(
+                "relay.checkpoint_ahead_of_kafka",
+                postgres=list(saved),
+                kafka=list(committed.checkpoint),
+            )
+        return committed.checkpoint
+
     async def _publish_until_acked(self, messages: list[OutMessage]) -> bool:
-        """Publish until acknowledged (True), or until stopped after a failed attempt (False)."""
+        """Publish until acknowledged (True), or until stopped after a failed attempt (False).
+
+        Exactly-once: a failed publish of records raises `_Resync` after the back-off (its
+        transaction may have been committed), and a fenced producer `LeadershipLost`."""
         while True:
             try:
                 if self._publisher is None:
@@ -466,11 +522,19 @@ class Relay:
                 self._broker_backoff.reset()
                 return True
             except Exception as exc:  # any broker failure: drop the session, back off, retry
-                if isinstance(exc, asyncio.CancelledError | BrokerDataLost):
+                if isinstance(exc, asyncio.CancelledError | BrokerDataLost | ExactlyOnceUnsupported):
                     if self._publisher is not None:
                         await self._publisher.close(timeout_s=1.0)
                         self._publisher = None
                     raise
+                if isinstance(exc, ProducerFenced):
+                    if self._publisher is not None:
+                        await self._publisher.close(timeout_s=1.0)
+                        self._publisher = None
+                    _log.warning(
+                        "relay.fenced", topic=self.topic, reason="another relay of the topic started"
+                    )
+                    raise LeadershipLost(f"{self.name}: producer fenced") from exc
                 self.readiness.block("broker", f"broker unreachable: {type(exc).__name__}")
                 kind = type(exc).__name__
                 self.metrics.relay_broker_errors.labels(kind=kind).inc()
@@ -487,6 +551,8 @@ class Relay:
                     self._publisher = None
                 if await sleep_or_stop(self.stop, delay):
                     return False
+                if self.exactly_once and messages:
+                    raise _Resync from exc
 
     def _may_create_topic(self) -> bool:
         """Only a relay that never published may create its topic: for any other, a missing

@@ -212,7 +212,9 @@ async def consumer(
         await c.stop()
 
 
-async def _assigned_reader(bootstrap: str, topic: str, deadline: float) -> tuple[AIOKafkaConsumer, list[Any]]:
+async def _assigned_reader(
+    bootstrap: str, topic: str, deadline: float, isolation_level: str = "read_uncommitted"
+) -> tuple[AIOKafkaConsumer, list[Any]]:
     """A started consumer assigned every partition of `topic` from the beginning (waits for the topic)."""
     from aiokafka import TopicPartition
 
@@ -221,6 +223,7 @@ async def _assigned_reader(bootstrap: str, topic: str, deadline: float) -> tuple
         enable_auto_commit=False,
         fetch_max_wait_ms=10,
         max_partition_fetch_bytes=4 << 20,
+        isolation_level=isolation_level,
     )
     await c.start()
     try:
@@ -255,17 +258,18 @@ async def _read_past_ends(
 
 
 async def read_to_end(
-    bootstrap: str, topic: str, *, timeout_s: float = 60.0
+    bootstrap: str, topic: str, *, timeout_s: float = 60.0, isolation_level: str = "read_uncommitted"
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of `topic` up to its end offsets as of the call, partition by partition.
 
     It stops at positions, never at a count or a quiet moment: whatever was acknowledged before
     the call is in the result, an extra or duplicate record included, so a test can assert an
-    exact count.
+    exact count. With `isolation_level="read_committed"` the ends are the last stable offsets
+    and only committed transactions' records are returned (what exactly-once consumers see).
     """
     deadline = asyncio.get_running_loop().time() + timeout_s
     records: list[ConsumerRecord[bytes, bytes]] = []
-    c, partitions = await _assigned_reader(bootstrap, topic, deadline)
+    c, partitions = await _assigned_reader(bootstrap, topic, deadline, isolation_level)
     try:
         await _read_past_ends(c, partitions, records, deadline)
     finally:

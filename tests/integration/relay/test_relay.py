@@ -416,8 +416,8 @@ async def test_producer_config_is_acks_all_and_settings_flow_through() -> None:
     assert options["acks"] == "all"
     assert options["enable_idempotence"] is False  # Tansu has none; real Kafka: turn it on
     assert "transactional_id" not in options
-    kafka = KafkaSettings(enable_idempotence=True, transactional_id="relay-1", request_timeout_ms=1234)
-    options = producer_options(kafka, "b:9092")
+    kafka = KafkaSettings(enable_idempotence=True, request_timeout_ms=1234)
+    options = producer_options(kafka, "b:9092", transactional_id="relay-1")
     assert options["enable_idempotence"] is True
     assert options["transactional_id"] == "relay-1"
     assert options["request_timeout_ms"] == 1234

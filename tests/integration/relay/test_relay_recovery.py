@@ -145,7 +145,7 @@ async def test_a_leader_whose_lock_session_dies_steps_down_so_only_one_relay_pub
     class CountingPublisher(FakePublisher):
         """Counts per relay task (named A and B) what it was asked to publish."""
 
-        def __init__(self, *_: object) -> None:
+        def __init__(self, *_: object, **__: object) -> None:
             super().__init__()
 
         async def publish(self, messages: list[OutMessage]) -> None:
