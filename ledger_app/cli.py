@@ -138,7 +138,9 @@ def dev(
     api_port: Annotated[int, typer.Option(help="API port (another free port is taken if busy).")] = 8000,
     kafka: Annotated[
         DevKafka,
-        typer.Option(help="Broker to start: tansu (needs nothing) or apache (Apache Kafka; needs java and mvn)."),
+        typer.Option(
+            help="Broker to start: tansu (needs nothing) or apache (Apache Kafka; needs java and mvn)."
+        ),
     ] = DevKafka.tansu,
 ) -> None:
     """Run the whole system on embedded defaults: PostgreSQL, Kafka, sandboxes and every process."""
@@ -201,7 +203,17 @@ def sandbox(
     configure_logging(settings.log_level, settings.log_json)
     # The same settings the workers read: the sandbox checks the countryCode format they send.
     country_format = settings.omnisend.country_code_format
-    asyncio.run(serve(vendor.value, host, port, token, country_code_format=country_format))
+    order_number = settings.omnisend.order_number_type
+    asyncio.run(
+        serve(
+            vendor.value,
+            host,
+            port,
+            token,
+            country_code_format=country_format,
+            order_number_type=order_number,
+        )
+    )
 
 
 def main() -> None:

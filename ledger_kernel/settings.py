@@ -169,6 +169,14 @@ class DestinationSettings(BaseModel):
             " docs/connectors.md). The local sandbox validates whichever is set."
         ),
     )
+    order_number_type: Literal["string", "integer"] = Field(
+        default="string",
+        description=(
+            "Omnisend v3 orderNumber: 'string' (the producer's order number as given, the seed's"
+            " reading, default) or 'integer' (its digits, as Omnisend's published v3 spec types it;"
+            " docs/connectors.md). The local sandbox validates whichever is set."
+        ),
+    )
 
 
 def _omneo() -> DestinationSettings:

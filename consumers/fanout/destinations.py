@@ -224,6 +224,7 @@ def build_destination(
         options = omnisend_mapping.OmnisendOptions(
             mode="events" if settings.mode == "events" else "orders",
             country_format=settings.country_code_format,
+            order_number=settings.order_number_type,
         )
         book = CategoryBook(pool, name)
         return OmnisendDestination(OmnisendClient.from_settings(settings, http), options, book), http

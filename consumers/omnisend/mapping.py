@@ -55,6 +55,7 @@ CATEGORY_SEPARATOR = ">"
 """A producer's category given as a path ("Clothing > Coats") names its parents too."""
 EVENTS = "/api/events"
 """Omnisend's 2026-03-15 events endpoint (the v5 one is its predecessor)."""
+OrderNumberType = Literal["string", "integer"]
 EVENT_NAMESPACE = uuid.UUID("6f1f2b6e-6b3a-5d1e-9a51-0f2d8e0c4a11")
 PATCH_EVENT_TYPES = frozenset(
     {
@@ -103,10 +104,13 @@ class OmnisendOptions:
 
     `country_format` defaults to the seed's alpha-3; `settings.omnisend.country_code_format`
     selects alpha-2, which Omnisend's published v3 spec and its own WooCommerce plugin use.
+    `order_number` (v3 `orderNumber`) defaults to the seed's string; `integer` sends its digits,
+    as the vendor's v3 spec types it (`settings.omnisend.order_number_type`).
     """
 
     mode: Literal["orders", "events"] = "orders"
     country_format: CountryFormat = "alpha3"
+    order_number: OrderNumberType = "string"
     max_products: int = 500
 
 
@@ -141,8 +145,15 @@ def _iso(dt: Any) -> str:
     return text.replace("+00:00", "Z")
 
 
+def _v3_order_number(order: Order, kind: OrderNumberType) -> str | int | None:
+    """v3 `orderNumber`: the producer's number as given (seed), or its digits (vendor spec)."""
+    if kind == "integer":
+        return _order_number(order)
+    return order.external_id or None
+
+
 def _order_number(order: Order) -> int | None:
-    """Omnisend wants a numeric orderNumber: the digits of the producer's number, if any."""
+    """A numeric orderNumber (events; v3 when set so): the digits of the producer's number, if any."""
     digits = _NOT_DIGITS.sub("", order.external_id or "")
     return int(digits[:18]) if digits else None
 
@@ -312,7 +323,7 @@ def map_order(order: Order, options: OmnisendOptions = OmnisendOptions()) -> Map
     body = _compact(
         {
             "orderID": str(order.id),
-            "orderNumber": _order_number(order),
+            "orderNumber": _v3_order_number(order, options.order_number),
             "email": customer.email,
             "phone": _phone(customer.phone, _region(order), "phone", dropped),
             "firstName": customer.first_name,

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Literal
 
 from consumers.fanout.countries import CountryFormat
+from consumers.omnisend.mapping import OrderNumberType
 from consumers.sandbox.app import SandboxApp, SandboxConfig
 from consumers.sandbox.core import ManualClock, SystemClock
 from consumers.sandbox.omneo import OmneoConfig, OmneoSandbox
@@ -51,17 +52,22 @@ Vendor = Literal["omneo", "omnisend"]
 
 
 def build_app(
-    vendor: Vendor, token: str | None = None, *, country_code_format: CountryFormat = "alpha3"
+    vendor: Vendor,
+    token: str | None = None,
+    *,
+    country_code_format: CountryFormat = "alpha3",
+    order_number_type: OrderNumberType = "string",
 ) -> SandboxApp:
     """A sandbox with default config, optionally with a chosen token/API key.
 
     `country_code_format` is the Omnisend countryCode format the workers are set to send
-    (`settings.omnisend.country_code_format`), so the sandbox validates whichever is set.
+    (`settings.omnisend.country_code_format`), so the sandbox validates whichever is set;
+    `order_number_type` likewise (`settings.omnisend.order_number_type`).
     """
     if vendor == "omneo":
         omneo = OmneoConfig() if token is None else OmneoConfig(token=token)
         return create_omneo_app(omneo)
-    omnisend = OmnisendConfig(country_code_format=country_code_format)
+    omnisend = OmnisendConfig(country_code_format=country_code_format, order_number_type=order_number_type)
     if token is not None:
         omnisend.token = token
     return create_omnisend_app(omnisend)
@@ -74,7 +80,10 @@ async def serve(
     token: str | None = None,
     *,
     country_code_format: CountryFormat = "alpha3",
+    order_number_type: OrderNumberType = "string",
 ) -> None:
     """Foreground server for `ledger sandbox omneo|omnisend [--host --port --token]`."""
-    app = build_app(vendor, token, country_code_format=country_code_format)
+    app = build_app(
+        vendor, token, country_code_format=country_code_format, order_number_type=order_number_type
+    )
     await serve_app(app, host, port or (8081 if vendor == "omneo" else 8082))

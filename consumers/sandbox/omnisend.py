@@ -18,6 +18,7 @@ from typing import Any
 
 from consumers.fanout.countries import CountryFormat
 from consumers.omnisend.client import API_VERSION
+from consumers.omnisend.mapping import OrderNumberType
 from consumers.sandbox.app import Call, Reply, Route, SandboxApp, SandboxConfig, now_iso, route
 from consumers.sandbox.core import RateDecision
 from consumers.sandbox.omnisend_rules import PATCHABLE, OmnisendRules
@@ -43,6 +44,7 @@ class OmnisendConfig(SandboxConfig):
     rate_limit_per_minute: int | None = 400
     max_products: int = 500
     country_code_format: CountryFormat = "alpha3"
+    order_number_type: OrderNumberType = "string"
     duplicate_status: int = 409
     duplicate_message: str = "Order with orderID {order_id} already exists"
     seed_rules: bool = False
@@ -61,6 +63,7 @@ class OmnisendSandbox(SandboxApp):
         self.rules = OmnisendRules(
             max_products=config.max_products,
             country_code_format=config.country_code_format,
+            order_number_type=config.order_number_type,
             seed_rules=config.seed_rules,
         )
         self.orders: dict[str, dict[str, Any]] = {}

@@ -4,7 +4,8 @@ Why both: the spec alone misses a few documented rules (status enums, max 500 pr
 uppercase currency, a contact identifier on create), and the seed contradicts the spec on
 countryCode (alpha-3 "USA" against the spec's 2 characters), so the spec copy is patched to
 the configured format (`settings.omnisend.country_code_format`) and the code must be an
-assigned ISO 3166-1 code of that format.
+assigned ISO 3166-1 code of that format. Likewise `orderNumber` (seed: string; spec: integer)
+is typed as `settings.omnisend.order_number_type` says.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 from consumers.fanout.countries import CountryFormat, is_country_code
+from consumers.omnisend.mapping import OrderNumberType
 from consumers.sandbox.schema import SchemaError, Validator, check_format, is_date_time
 
 PAYMENT_STATUSES = ("awaitingPayment", "partiallyPaid", "paid", "partiallyRefunded", "refunded", "voided")
@@ -69,13 +71,16 @@ class OmnisendRules:
         *,
         max_products: int = 500,
         country_code_format: CountryFormat = "alpha3",
+        order_number_type: OrderNumberType = "string",
         seed_rules: bool = False,
     ) -> None:
         self.max_products = max_products
         self.country_code_format = country_code_format
+        self.order_number_type = order_number_type
         self.seed_rules = seed_rules
         length = 3 if country_code_format == "alpha3" else 2
-        self.spec = _patch_country_code(copy.deepcopy(load_spec()), length)
+        spec = _patch_country_code(copy.deepcopy(load_spec()), length)
+        self.spec = _patch_order_number(spec, order_number_type)
         self._validator = Validator(self.spec)
         paths = self.spec["paths"]
         self._post = _body_schema(paths["/orders"]["post"])
@@ -190,6 +195,24 @@ def _patch_country_code(node: Any, length: int) -> Any:
         for item in node:
             _patch_country_code(item, length)
     return node
+
+
+def _patch_order_number(spec: dict[str, Any], kind: OrderNumberType) -> dict[str, Any]:
+    """Type the v3 order's `orderNumber` as configured (the seed says string; the spec integer)."""
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "orderNumber" and isinstance(value, dict) and "type" in value:
+                    value["type"] = kind
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(spec)
+    return spec
 
 
 def _status_errors(body: Mapping[str, Any]) -> list[SchemaError]:

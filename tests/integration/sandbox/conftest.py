@@ -134,11 +134,11 @@ def omneo(omneo_box: Running) -> OmneoClient:
 
 
 def v3_order(order_id: str = "ord-1", products: int = 1, **extra: Any) -> dict[str, Any]:
-    """A valid v3 order as the mapper would send it (integer cents, alpha-3 country)."""
+    """A valid v3 order as the mapper would send it (integer cents, alpha-3 country, string orderNumber)."""
     product = {"productID": "p1", "variantID": "v1", "title": "Trench", "quantity": 1, "price": 19995}
     return {
         "orderID": order_id,
-        "orderNumber": 1001,
+        "orderNumber": "1001",
         "email": "ann@example.com",
         "currency": "USD",
         "orderSum": 19995 * products,

@@ -69,8 +69,20 @@ def test_create_body_is_valid_v3_with_cents_statuses_and_alpha3() -> None:
     assert body["paymentStatus"] == "awaitingPayment"
     assert body["fulfillmentStatus"] == "unfulfilled"
     assert body["shippingAddress"]["countryCode"] == "USA"
-    assert body["orderNumber"] == 1001
+    assert body["orderNumber"] == "1001", "the seed's string by default"
     assert calls[0].key == story.order_id
+
+
+def test_order_number_type_setting_sends_the_seed_s_string_or_the_spec_s_integer() -> None:
+    order = parse(OrderStory().place(external_id="#1001-B")[0]).order
+    as_string, _ = order_body(order, OmnisendOptions(order_number="string"))
+    as_integer, _ = order_body(order, OmnisendOptions(order_number="integer"))
+    assert as_string["orderNumber"] == "#1001-B"
+    assert as_integer["orderNumber"] == 1001
+    assert OmnisendRules(order_number_type="string").create(as_string) == []
+    assert OmnisendRules(order_number_type="integer").create(as_integer) == []
+    assert [e.path for e in OmnisendRules(order_number_type="integer").create(as_string)] == ["orderNumber"]
+    assert [e.path for e in OmnisendRules(order_number_type="string").create(as_integer)] == ["orderNumber"]
 
 
 def test_alpha2_setting_and_country_conversion() -> None:

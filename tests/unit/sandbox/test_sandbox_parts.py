@@ -68,8 +68,8 @@ def test_credentials_are_redacted_from_logged_headers() -> None:
 
 @pytest.fixture(scope="module")
 def rules() -> OmnisendRules:
-    """Rules for alpha-2 countryCode, the format of the vendor's own example order."""
-    return OmnisendRules(max_products=500, country_code_format="alpha2")
+    """Rules for alpha-2 countryCode and an integer orderNumber, as the vendor's own example order has."""
+    return OmnisendRules(max_products=500, country_code_format="alpha2", order_number_type="integer")
 
 
 def _spec_example() -> dict[str, Any]:
@@ -86,7 +86,9 @@ def test_the_vendors_own_example_order_is_valid(rules: OmnisendRules) -> None:
     [("alpha3", "USA", ["US", "USAX", "XYZ"]), ("alpha2", "US", ["USA", "XY", "U"])],
 )
 def test_country_code_is_checked_in_the_configured_format(fmt: str, good: str, bad: list[str]) -> None:
-    rules = OmnisendRules(country_code_format="alpha3" if fmt == "alpha3" else "alpha2")
+    rules = OmnisendRules(
+        country_code_format="alpha3" if fmt == "alpha3" else "alpha2", order_number_type="integer"
+    )
     order = _spec_example()
     order["shippingAddress"]["countryCode"] = good
     order["billingAddress"]["countryCode"] = good
@@ -118,7 +120,9 @@ def test_representative_bad_order_fields_are_named(
 @pytest.fixture(scope="module")
 def seeded() -> OmnisendRules:
     """The seed's own rules switched on (status enums, discountType, 500 products, currency case)."""
-    return OmnisendRules(max_products=500, country_code_format="alpha2", seed_rules=True)
+    return OmnisendRules(
+        max_products=500, country_code_format="alpha2", order_number_type="integer", seed_rules=True
+    )
 
 
 @pytest.mark.parametrize(
