@@ -12,21 +12,25 @@ from fastapi import FastAPI
 
 from ledger.api.app import create_app as create_write_api
 from ledger.api.deps import require
+from ledger_app.console import install_console
 from ledger_app.migrations import migration_sources
 from ledger_kernel.settings import Settings
 from projections.quarantine import stale_projections
 from projections.routes import make_router
 
 
-def create_app(settings: Settings, **wiring: Any) -> FastAPI:
-    """`ledger.api.app.create_app` (same keyword wiring: pool, metrics, service) plus read-model routes.
+def create_app(settings: Settings, *, console: dict[str, Any] | None = None, **wiring: Any) -> FastAPI:
+    """`ledger.api.app.create_app` (same keyword wiring: pool, metrics, service) plus read-model
+    routes and the web console under `/console` (`console`: keyword wiring of `install_console`).
 
     `/readyz` waits for every package's migrations, not only the write side's.
     """
     wiring.setdefault("migrations", migration_sources())
-    return create_write_api(
+    app = create_write_api(
         settings, routers=[make_router(require)], stale_read_models=stale_projections, **wiring
     )
+    install_console(app, settings, **(console or {}))
+    return app
 
 
 def app_factory() -> FastAPI:

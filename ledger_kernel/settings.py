@@ -179,6 +179,23 @@ class DestinationSettings(BaseModel):
     )
 
 
+class ConsoleSettings(BaseModel):
+    """The web console under `/console` (ledger_app/console): its session cookie."""
+
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs console session cookies; unset: a random key per process"
+        " (sessions end when the API restarts; set it when running several API workers).",
+    )
+    session_max_age_s: int = Field(default=8 * 3600, ge=60, description="A console sign-in lasts this long.")
+    cookie_secure: bool = Field(
+        default=False, description="Mark the session cookie Secure (set it when served over HTTPS)."
+    )
+    chart_interval_s: float = Field(
+        default=15.0, gt=0, description="How often the API samples lag and append rate for the console's charts."
+    )
+
+
 def _omneo() -> DestinationSettings:
     return DestinationSettings(group_id="ledger-fanout-omneo", rate_per_minute=600.0)
 
@@ -215,6 +232,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     relay: RelaySettings = RelaySettings()
     projections: ProjectionSettings = ProjectionSettings()
+    console: ConsoleSettings = ConsoleSettings()
     omneo: DestinationSettings = Field(default_factory=_omneo)
     omnisend: DestinationSettings = Field(default_factory=_omnisend)
     log_level: str = "INFO"

@@ -331,3 +331,29 @@ def _row_of(destination: str, order_id: str, row: Any) -> DeliveryRow:
         dict(row["sent"]),
         row["not_applicable"],
     )
+
+
+#: How far back (in log positions) `unhandled_events` looks: a bound on its cost per call.
+UNHANDLED_WINDOW = 50_000
+
+
+async def unhandled_events(
+    pool: asyncpg.Pool, destination: str, published_tx: int, published_position: int
+) -> int:
+    """A destination's backlog in events: events the relay has published (at or below its
+    checkpoint `(published_tx, published_position)`) that the destination's worker has neither
+    handled (inbox) nor parked, among the last `UNHANDLED_WINDOW` positions of the log. The
+    worker's own `ledger_worker_lag_seconds` lives in its process; this is what a database can
+    tell (the console's charts sample it)."""
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM events e"
+        " WHERE e.position > (SELECT coalesce(max(position), 0) FROM events) - $4"
+        " AND (e.tx, e.position) <= ($2::xid8, $3::bigint)"
+        " AND NOT EXISTS (SELECT 1 FROM fanout_inbox i WHERE i.destination = $1 AND i.event_id = e.event_id::text)"
+        " AND NOT EXISTS (SELECT 1 FROM fanout_parked p WHERE p.destination = $1 AND p.event_id = e.event_id::text)",
+        destination,
+        published_tx,
+        published_position,
+        UNHANDLED_WINDOW,
+    )
+    return count

@@ -56,6 +56,7 @@ class TokenStore:
         self._pool = pool
         self._ttl = cache_ttl_s
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
+        self._by_id: dict[str, tuple[float, Principal | None]] = {}
 
     async def create(
         self, name: str, scopes: Iterable[str], client_id: str | None = None
@@ -88,6 +89,7 @@ class TokenStore:
             token_id,
         )
         self._cache.clear()
+        self._by_id.clear()
         return bool(status.endswith(" 1"))
 
     async def authenticate(self, token: str) -> Principal | None:
@@ -111,4 +113,29 @@ class TokenStore:
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now + self._ttl, principal)
+        return principal
+
+    async def principal_by_id(self, token_id: str) -> Principal | None:
+        """The principal of an active token named by its id (the console's session names its
+        token this way, never by the secret), or None; cached like `authenticate`."""
+        try:
+            key = UUID(token_id)
+        except ValueError:
+            return None
+        now = time.monotonic()
+        hit = self._by_id.get(token_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await self._pool.fetchrow(
+            "SELECT token_id, name, client_id, scopes FROM api_tokens WHERE token_id = $1 AND revoked_at IS NULL",
+            key,
+        )
+        principal = (
+            None
+            if row is None
+            else Principal(str(row["token_id"]), row["name"], row["client_id"], frozenset(row["scopes"]))
+        )
+        if len(self._by_id) > 10_000:
+            self._by_id.clear()
+        self._by_id[token_id] = (now + self._ttl, principal)
         return principal
