@@ -1,9 +1,10 @@
 """The `orders.events` topic's side: one pass over every partition, kept per order, not per event.
 
-For each order with messages in the range it keeps four integers: the first version seen, the
-highest, the first version that was skipped (a later one came before it; 0 when none) and the
-number of re-sent duplicates. An order's messages all sit on one partition (key = order id), so
-reading partition by partition sees them in the order a consumer does.
+For each order with messages in the range it keeps the set of versions seen as a bitmap (an
+integer: a few bytes for an order's handful of versions), the highest version seen, the first
+version that came after a higher one (0 when none) and the number of re-sent duplicates. An
+order's messages all sit on one partition (key = order id), so reading partition by partition
+sees them in the order a consumer does.
 """
 
 from __future__ import annotations
@@ -14,10 +15,31 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-_FIRST, _MAX, _GAP, _DUPS = range(4)
+_BITS, _MAX, _LATE, _DUPS = range(4)
 
 #: Records asked for per fetch round.
 _MAX_RECORDS = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class OrderOnTopic:
+    """What the topic holds of one order's versions in the range."""
+
+    versions: int  # bitmap: bit v set when version v was seen
+    highest: int
+    late: int  # first version seen after a higher one, or 0
+    duplicates: int
+
+    def missing(self, first: int, last: int) -> list[tuple[int, int]]:
+        """Runs `(from, to)` of the versions `first..last` that are not on the topic."""
+        runs: list[tuple[int, int]] = []
+        for v in range(first, last + 1):
+            if not (self.versions >> v) & 1:
+                if runs and runs[-1][1] == v - 1:
+                    runs[-1] = (runs[-1][0], v)
+                else:
+                    runs.append((v, v))
+        return runs
 
 
 @dataclass
@@ -31,24 +53,21 @@ class TopicScan:
     unreadable: int = 0
 
     def add(self, order_id: str, version: int) -> None:
+        bit = 1 << version
         state = self.orders.get(order_id)
         if state is None:
-            self.orders[order_id] = [version, version, 0, 0]
-            return
-        if version == state[_MAX] + 1:
-            state[_MAX] = version
-        elif version <= state[_MAX]:
-            # A re-publication (at-least-once) or a version that came late after a skip.
-            state[_DUPS] += 1
+            self.orders[order_id] = [bit, version, 0, 0]
+        elif state[_BITS] & bit:
+            state[_DUPS] += 1  # a re-publication (at-least-once)
         else:
-            if state[_GAP] == 0:
-                state[_GAP] = state[_MAX] + 1
-            state[_MAX] = version
+            if version < state[_MAX] and not state[_LATE]:
+                state[_LATE] = version
+            state[_BITS] |= bit
+            state[_MAX] = max(state[_MAX], version)
 
-    def figures(self, order_id: str) -> tuple[int, int, int, int] | None:
-        """(first, max, first skipped or 0, duplicates) of an order, or None when it has no message."""
+    def order(self, order_id: str) -> OrderOnTopic | None:
         state = self.orders.get(order_id)
-        return None if state is None else (state[0], state[1], state[2], state[3])
+        return None if state is None else OrderOnTopic(*state)
 
 
 async def scan_topic(
@@ -71,8 +90,8 @@ async def scan_topic(
         fetch_max_wait_ms=10,
         max_partition_fetch_bytes=8 << 20,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         ids = consumer.partitions_for_topic(topic)
         if ids is None:
             await consumer._client.force_metadata_update()  # aiokafka has no public refresh

@@ -62,7 +62,7 @@ class ReconcileOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> ReconcileOptions:
-        base = cls(bootstrap_servers=settings.kafka.bootstrap_servers, topic=settings.kafka.events_topic)
+        base = cls(bootstrap_servers=settings.bootstrap_servers, topic=settings.kafka.events_topic)
         return replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -145,7 +145,11 @@ async def _run(
     relay_name = options.relay_checkpoint or checkpoint_name(options.topic)
     published = await load_checkpoint(pool, relay_name)
     started = time.monotonic()
-    scan = await scan_topic(options.bootstrap_servers, options.topic, from_position=lo, to_position=hi)
+    # The whole run's range, also when resuming: an order checked in a later chunk may have
+    # versions before the position the run stopped at.
+    scan = await scan_topic(
+        options.bootstrap_servers, options.topic, from_position=run.from_position, to_position=hi
+    )
     counts.add(kafka_place(options.topic), messages=scan.messages, unreadable=scan.unreadable)
     log.info(
         "reconcile: topic read",
@@ -195,49 +199,32 @@ def _check_topic(scan: TopicScan, spans: Sequence[OrderSpan], counts: _Counts) -
     out: list[Mismatch] = []
     checked = pending = duplicates = 0
     for span in spans:
-        figures = scan.figures(span.order_id)
-        if figures is not None:
-            duplicates += figures[3]
-            if figures[1] > span.last:
-                out.append(
-                    Mismatch(
-                        EXTRA,
-                        place,
-                        span.order_id,
-                        f"versions {span.last + 1}..{figures[1]} are not in the log",
-                    )
-                )
+        on_topic = scan.order(span.order_id)
+        if on_topic is not None:
+            duplicates += on_topic.duplicates
+            if on_topic.highest > span.last:
+                detail = f"versions {span.last + 1}..{on_topic.highest} are on the topic, not in the log"
+                out.append(Mismatch(EXTRA, place, span.order_id, detail))
         if span.published < span.first:
             pending += span.last - span.first + 1
             continue
         checked += span.published - span.first + 1
         pending += span.last - span.published
-        if figures is None:
-            out.append(Mismatch(MISSING, place, span.order_id, _versions(span.first, span.published)))
-            continue
-        first, high, skipped, _ = figures
-        if first > span.first:
-            out.append(
-                Mismatch(MISSING, place, span.order_id, _versions(span.first, min(first - 1, span.published)))
-            )
-        if skipped:
-            out.append(
-                Mismatch(
-                    OUT_OF_ORDER,
-                    place,
-                    span.order_id,
-                    f"version {skipped} missing or late: a later version came first",
-                )
-            )
-        if high < span.published:
-            out.append(
-                Mismatch(MISSING, place, span.order_id, _versions(max(high + 1, span.first), span.published))
-            )
+        runs = (
+            [(span.first, span.published)]
+            if on_topic is None
+            else on_topic.missing(span.first, span.published)
+        )
+        for first, last in runs:
+            out.append(Mismatch(MISSING, place, span.order_id, _versions(first, last)))
+        if on_topic is not None and on_topic.late and on_topic.late <= span.published:
+            detail = f"version {on_topic.late} came after a later version"
+            out.append(Mismatch(OUT_OF_ORDER, place, span.order_id, detail))
     counts.add(place, events=checked, pending=pending, duplicates=duplicates)
     return out
 
 
 def _versions(first: int, last: int) -> str:
-    return (
-        f"version {first} not on the topic" if first == last else f"versions {first}..{last} not on the topic"
-    )
+    if first == last:
+        return f"version {first} not on the topic"
+    return f"versions {first}..{last} not on the topic"
