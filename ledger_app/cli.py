@@ -8,6 +8,9 @@ wraps its work in `asyncio.run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +25,7 @@ from ledger.relay.cli import relay_app
 from ledger_app import cli_errors
 from ledger_app.reconcile.cli import reconcile
 from ledger_kernel.observability import configure_logging
+from ledger_kernel.observability.metrics import MULTIPROCESS_DIR_ENV, multiprocess_mode, multiprocess_registry
 from ledger_kernel.settings import Settings
 from projections.cli import app as projections_app
 
@@ -58,39 +62,70 @@ def _root(
 def api(
     host: Annotated[str | None, typer.Option(help="Bind address (default: settings.api.host)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: settings.api.port)")] = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="HTTP worker processes (default: settings.api.workers, else one per core)"),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API with uvicorn."""
+    """Serve the HTTP API with uvicorn, in one worker process per core unless told otherwise."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    serve_api(
+        settings,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        workers=api_workers(workers, settings.api.workers, os.cpu_count()),
+    )
+
+
+def api_workers(option: int | None, setting: int | None, cores: int | None) -> int:
+    """How many API workers: `--workers`, else `api.workers`, else one per core."""
+    return option or setting or cores or 1
+
+
+def serve_api(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    """Run the API: in this process with one worker; else as uvicorn's supervisor of `workers`.
+
+    Workers are stateless (every request reads what it needs from PostgreSQL), so uvicorn's
+    supervisor spreads connections over them as the kernel accepts them. Their metrics are
+    shared through prometheus_client's multiprocess mode (`ledger_kernel.observability.metrics`):
+    a fresh directory per run (unless the operator set one), and `api.metrics_port`, if set, is
+    served here by the supervisor, for every worker.
+    """
     import uvicorn
+    from prometheus_client import start_http_server
 
     from ledger.api.headers import server_options
 
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_json)
-    bind_host = host or settings.api.host
-    bind_port = port or settings.api.port
-    if workers > 1:
+    if workers == 1:
+        from ledger_app.api import create_app
+
+        uvicorn.run(
+            create_app(settings), host=host, port=port, log_config=None, access_log=False, **server_options()
+        )
+        return
+    with contextlib.ExitStack() as stack:
+        if not multiprocess_mode():
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="ledger-api-metrics-"))
+            os.environ[MULTIPROCESS_DIR_ENV] = directory  # inherited by the spawned workers
+            stack.callback(os.environ.pop, MULTIPROCESS_DIR_ENV, None)
+        if settings.api.metrics_port is not None:
+            server, thread = start_http_server(
+                settings.api.metrics_port, addr=settings.api.host, registry=multiprocess_registry()
+            )
+            stack.callback(thread.join, 5)
+            stack.callback(server.server_close)
+            stack.callback(server.shutdown)
         uvicorn.run(
             "ledger_app.api:app_factory",
             factory=True,
-            host=bind_host,
-            port=bind_port,
+            host=host,
+            port=port,
             workers=workers,
             log_config=None,
             access_log=False,
             **server_options(),
         )
-        return
-    from ledger_app.api import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=bind_host,
-        port=bind_port,
-        log_config=None,
-        access_log=False,
-        **server_options(),
-    )
 
 
 app.command()(intake)

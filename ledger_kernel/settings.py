@@ -75,6 +75,12 @@ class ApiSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="HTTP worker processes (`ledger api --workers` overrides); default: one per core."
+        " The API keeps no state between requests, so any worker answers any request.",
+    )
     max_body_bytes: int = 1024 * 1024
     max_lines: int = 500
     page_size_max: int = Field(

@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,7 +58,7 @@ from ledger.store import (
 )
 from ledger.store.migrate import MigrationSources
 from ledger_kernel.observability import get_logger
-from ledger_kernel.observability.metrics import Metrics
+from ledger_kernel.observability.metrics import Metrics, multiprocess_mode, worker_stopped
 from ledger_kernel.settings import Settings
 from ledger_kernel.wire.codec import dumps
 
@@ -314,7 +314,7 @@ def _ops_routes(app: FastAPI, settings: Settings, migrations: MigrationSources |
             check_metrics_token(request, token.get_secret_value())
         state = state_of(request)
         await refresh_fence_lag(state.store, state.metrics)
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def check_metrics_token(request: Request, token: str) -> None:
@@ -349,7 +349,12 @@ async def _serve_metrics_port(settings: Settings, store: EventStoreProtocol, met
     if port is None:
         yield
         return
-    server, thread = start_http_server(port, addr=settings.api.host, registry=metrics.registry)
+    if multiprocess_mode():
+        # One of several workers: `ledger api` serves every worker's values on the port itself;
+        # each worker only keeps its share of the fence-lag gauge fresh.
+        server, thread = None, None
+    else:
+        server, thread = start_http_server(port, addr=settings.api.host, registry=metrics.registry)
 
     async def refresh() -> None:
         while True:
@@ -363,9 +368,10 @@ async def _serve_metrics_port(settings: Settings, store: EventStoreProtocol, met
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        if server is not None and thread is not None:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
 
 
 def _custom_openapi(app: FastAPI, settings: Settings) -> None:
@@ -468,6 +474,7 @@ def create_app(
                 await events.aclose()
             if own_pool and db is not None:
                 await db.close()
+            worker_stopped()
             log.info("api stopped", uptime_s=round(time.monotonic() - started, 1))
 
     app = FastAPI(

@@ -2,13 +2,49 @@
 
 Each process exposes the registry: the API at `/metrics`, the other processes on
 `--metrics-port` through `serve_metrics`.
+
+An API served by several worker processes (`ledger api --workers N`) runs prometheus_client's
+multiprocess mode: `ledger api` points `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's own
+setting) at a directory before it starts the workers, each worker's values live in files
+there, and a scrape of any worker (`exposition`) adds them all up, so counters and histograms
+count every request whichever worker answered it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+
+#: prometheus_client's multiprocess setting: read by it when it is first imported in a process.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_mode() -> bool:
+    """Whether this process's metrics are one worker's share of a multi-process server's."""
+    return bool(os.environ.get(MULTIPROCESS_DIR_ENV))
+
+
+def worker_stopped() -> None:
+    """A stopping worker's live gauges leave the sum (multiprocess mode; nothing otherwise)."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """A registry reading every worker's values (multiprocess mode only)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 @dataclass
@@ -31,6 +67,7 @@ class Metrics:
             "ledger_fence_lag_seconds",
             "Age of the oldest open write transaction holding the xid8 fence",
             registry=r,
+            multiprocess_mode="livemax",  # every API worker measures the same fence
         )
         self.relay_lag_events = Gauge(
             "ledger_relay_lag_events", "Committed events not yet published", registry=r
@@ -111,6 +148,10 @@ class Metrics:
         self.http_requests = Counter(
             "ledger_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
         )
+
+    def exposition(self) -> bytes:
+        """The text a scrape answers: this registry, or every worker's values in multiprocess mode."""
+        return generate_latest(multiprocess_registry() if multiprocess_mode() else self.registry)
 
     def observe_append(self, seconds: float, appended: int, outcome: str) -> None:
         """The event store's append hook: latency by outcome, and events appended."""
