@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumers.fanout.envelope import Envelope  # noqa: E402
+from consumers.fanout.mapping_types import Envelope  # noqa: E402
 from consumers.fanout.worker import run_worker  # noqa: E402
 from ledger.domain import (  # noqa: E402
     Command,

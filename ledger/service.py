@@ -395,7 +395,7 @@ class OrderService:
         ]
         idem = IdempotencyRequest(actor.client_id, key, fp, result.to_stored()) if key else None
         try:
-            appended = await self.store.append(stream, new_events, current, idempotency=idem)
+            written = await self.store.append(stream, new_events, current, idempotency=idem)
         except IdempotencyKeyReused:
             raise IdempotencyMismatch(key or "") from None
         except ExternalIdTaken as exc:
@@ -403,10 +403,10 @@ class OrderService:
             raise DuplicateExternalId(
                 str(getattr(events[0], "external_id", "")), order_id_of(existing) or existing
             ) from None
-        if appended.replayed:  # the same key's events were appended meanwhile: answer as they were
-            if appended.outcome is not None:
-                return CommandResult.from_stored(appended.outcome)
-            return CommandResult(change, order_id, appended.version, result.document, replayed=True)
+        if written.replayed:  # the same key's events were appended meanwhile: answer as they were
+            if written.outcome is not None:
+                return CommandResult.from_stored(written.outcome)
+            return CommandResult(change, order_id, written.version, result.document, replayed=True)
         return result
 
     def _check_message_size(self, view_bytes: int, events: Sequence[OrderEvent]) -> None:

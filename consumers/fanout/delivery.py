@@ -31,7 +31,7 @@ from consumers.fanout.applicability import NotApplicable
 from consumers.fanout.budget import Budget, Closing, RateBudget, call_with_retries
 from consumers.fanout.delivery_store import Conn, DeliveryRow, FanoutStore
 from consumers.fanout.destinations import Destination, OmneoDestination
-from consumers.fanout.envelope import DestinationCall, Envelope, EnvelopeError
+from consumers.fanout.mapping_types import DestinationCall, Envelope, EnvelopeError
 from consumers.http import AuthFailure, Outcome, Permanent, Retryable, Success
 from ledger_kernel.observability import Metrics, get_logger
 from ledger_kernel.settings import DestinationSettings

@@ -16,7 +16,7 @@ import httpx
 from consumers.fanout.applicability import NotApplicable
 from consumers.fanout.categories import CategoryBook
 from consumers.fanout.delivery_store import DeliveryRow
-from consumers.fanout.envelope import REMOTE_ID, DestinationCall, Envelope
+from consumers.fanout.mapping_types import REMOTE_ID, DestinationCall, Envelope
 from consumers.http import Outcome, Permanent, Success
 from consumers.omneo import mapping as omneo_mapping
 from consumers.omneo.client import OmneoClient

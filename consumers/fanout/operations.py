@@ -25,7 +25,7 @@ from consumers.fanout.budget import SharedRateBudget
 from consumers.fanout.delivery import Deliverer
 from consumers.fanout.delivery_store import Conn, FanoutStore
 from consumers.fanout.destinations import build_destination
-from consumers.fanout.envelope import Envelope
+from consumers.fanout.mapping_types import Envelope
 from consumers.fanout.worker import destination_settings
 from ledger.repository import ConnectionReader, fold_steps
 from ledger_kernel.observability import METRICS, Metrics

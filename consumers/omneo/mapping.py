@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from consumers.fanout.applicability import NotApplicable
-from consumers.fanout.envelope import REMOTE_ID, DestinationCall, Envelope
+from consumers.fanout.mapping_types import REMOTE_ID, DestinationCall, Envelope
 from ledger.domain.money import to_major
 from ledger.domain.state import Order
 from ledger.domain.statuses import fulfillment_status, payment_status

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from consumers.fanout.applicability import NotApplicable
 from consumers.fanout.countries import CountryFormat, convert_country
-from consumers.fanout.envelope import DestinationCall, Envelope
+from consumers.fanout.mapping_types import DestinationCall, Envelope
 from consumers.omnisend.phones import normalise_phone
 from ledger.domain.money import exponent, to_major
 from ledger.domain.state import Order

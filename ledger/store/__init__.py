@@ -28,6 +28,7 @@ from ledger.store.errors import (
     UnknownEventType,
     XidHorizonError,
 )
+from ledger.store.event_types import EventRegistry
 from ledger.store.memory import InMemoryEventStore
 from ledger.store.migrate import migrate, pending_migrations
 from ledger.store.pool import create_pool
@@ -52,7 +53,6 @@ from ledger.store.records import (
     StoredIdempotency,
     uuid7,
 )
-from ledger.store.registry import EventRegistry
 from ledger.store.store import EventStore, load_checkpoint, save_checkpoint
 
 __all__ = [

@@ -20,6 +20,7 @@ import orjson
 
 from ledger.store.chain import event_hash
 from ledger.store.errors import ConcurrencyConflict, DuplicateEventId, ExternalIdTaken, IdempotencyKeyReused
+from ledger.store.event_types import EventRegistry
 from ledger.store.records import (
     AppendResult,
     Checkpoint,
@@ -31,7 +32,6 @@ from ledger.store.records import (
     RecordedEvent,
     StoredIdempotency,
 )
-from ledger.store.registry import EventRegistry
 from ledger.store.validation import STREAM_ID_PATTERN, PreparedAppend, prepare_append
 from ledger_kernel.settings import StoreSettings
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from ledger.store import reads
 from ledger.store.chain import verify_stream
 from ledger.store.errors import ConcurrencyConflict, DuplicateEventId, ExternalIdTaken, IdempotencyKeyReused
+from ledger.store.event_types import EventRegistry
 from ledger.store.lanes import AppendLanes
 from ledger.store.notify import CHANNEL, Notifier
 from ledger.store.records import (
@@ -44,7 +45,6 @@ from ledger.store.records import (
     RecordedEvent,
     StoredIdempotency,
 )
-from ledger.store.registry import EventRegistry
 from ledger.store.statements import APPEND_ONE_SQL, APPEND_SQL
 from ledger.store.validation import STREAM_ID_PATTERN, PreparedAppend, prepare_append
 from ledger_kernel.settings import StoreSettings

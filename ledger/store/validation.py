@@ -22,8 +22,8 @@ from ledger.store.errors import (
     InvalidEventId,
     InvalidStreamId,
 )
+from ledger.store.event_types import EventRegistry
 from ledger.store.records import ExpectedVersion, IdempotencyRequest, NewEvent
-from ledger.store.registry import EventRegistry
 from ledger_kernel.settings import StoreSettings
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

@@ -2,7 +2,7 @@
 
 The relay builds it (`ledger.relay.message`, through `encode_envelope`), the AsyncAPI document
 describes it (`ledger.intake.app` publishes `EventEnvelope` as the topic's schema) and the
-fan-out workers parse it (`consumers.fanout.envelope`, through `EventEnvelope.parse`). Before,
+fan-out workers parse it (`consumers.fanout.mapping_types`, through `EventEnvelope.parse`). Before,
 each of the three spelled the fields itself, and the fan-out's re-encoding of a parked event
 had lost `stream_id` and `schema_version`. See docs/architecture.md#kafka for the contract.
 

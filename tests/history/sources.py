@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from consumers.fanout.envelope import Envelope
+from consumers.fanout.mapping_types import Envelope
 from consumers.omneo.mapping import omneo_status
 from ledger.domain.state import Order
 from ledger.domain.statuses import fulfillment_status, payment_status

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.fanout.envelope import Envelope
+from consumers.fanout.mapping_types import Envelope
 from ledger.relay import KafkaPublisher, RelayConfigError, checkpoint_name, producer_options, run_relay
 from ledger.relay.message import LogEvent, OutMessage
 from ledger.relay.publisher import TopicPartitionsChanged, ensure_topic

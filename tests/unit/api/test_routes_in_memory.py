@@ -52,6 +52,32 @@ async def test_an_update_without_if_match_applies_and_bumps_the_version(api: Mem
     assert body(first)["data"]["status"] == "pending"
 
 
+async def test_an_update_that_changes_nothing_answers_200_with_the_same_version_and_no_replay_header(
+    api: MemoryApi,
+) -> None:
+    order_id = await place(api)
+    got = await api.client.get(f"/api/v3/orders/{order_id}", headers=api.auth())
+    same = await api.client.put(f"/api/v3/orders/{order_id}", content=b'{"status": "pending"}', headers=api.auth())
+    assert same.status_code == 200, same.text
+    assert (same.headers["etag"], same.headers["location"]) == ('"1"', f"/api/v3/orders/{order_id}")
+    assert "idempotent-replayed" not in same.headers
+    assert same.content == got.content
+    assert await api.store.stream_version(f"order-{order_id}") == 1
+
+
+async def test_a_keyed_update_replays_200_with_the_first_answers_bytes_and_version(api: MemoryApi) -> None:
+    order_id = await place(api)
+    headers = api.auth(**{"Idempotency-Key": "update-key-0001"})
+    url = f"/api/v3/orders/{order_id}"
+    first = await api.client.put(url, content=b'{"status": "processing"}', headers=headers)
+    later = await api.client.put(url, content=b'{"status": "completed"}', headers=api.auth())
+    assert later.headers["etag"] == '"3"', later.text
+    again = await api.client.put(url, content=b'{"status": "processing"}', headers=headers)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert (again.content, again.headers["etag"]) == (first.content, '"2"')
+    assert again.headers["idempotent-replayed"] == "true"
+
+
 async def test_a_stale_if_match_is_a_409_problem_naming_the_current_version(api: MemoryApi) -> None:
     order_id = await place(api)
     stale = await api.client.put(

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from consumers.fanout.envelope import Envelope
+from consumers.fanout.mapping_types import Envelope
 from ledger.domain import (
     CancelOrder,
     Command,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from consumers.fanout.envelope import REMOTE_ID
+from consumers.fanout.mapping_types import REMOTE_ID
 from consumers.omneo.mapping import OmneoOptions, OmneoState, map_batch, map_event
 from tests.unit.mapping.story import OrderStory, parse
 

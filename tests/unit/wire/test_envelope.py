@@ -10,7 +10,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from consumers.fanout.envelope import Envelope, EnvelopeError
+from consumers.fanout.mapping_types import Envelope, EnvelopeError
 from ledger.domain import PlaceOrder, decide, event_data, evolve
 from ledger.domain.views import JSON_MONEY, order_to_json
 from ledger.relay.message import LogEvent, build_message

@@ -4,7 +4,8 @@ Why a parsed envelope with the domain `Order`: mappings are pure functions of th
 the order state after it (docs/architecture.md#kafka: event-carried state), so workers need no database read to
 map, and replay can build the same value from the Postgres log (`from_order`).
 Why `DestinationCall` is data: the worker executes the list and tests assert on it; the mapper
-never does I/O.
+never does I/O. The envelope's wire model (fields, build, parse) is the kernel's
+`ledger_kernel.wire.envelope.EventEnvelope`; this module holds only the mappings' types.
 """
 
 from __future__ import annotations
