@@ -21,6 +21,11 @@ broker measured.
    `send_batch` ~22-25 us an event, the relay ~52 us: reading, decoding, folding and encoding
    cost more than producing, and the relay's process is busy all the time while raw producing
    also waits on the broker).
+   Exactly-once (on a broker with transactions; not on Tansu, or with `--no-exactly-once`): the
+   same relay with `RelaySettings.exactly_once`, each publish one Kafka transaction with its
+   checkpoint record (ledger/relay/eos.py), measured in the same rounds. Printed: exactly-once /
+   raw `send_batch()` (target >= 0.5) and exactly-once / at-least-once (the cost of the
+   transaction: AddPartitionsToTxn, the checkpoint record, EndTxn and its markers per publish).
 2. Latency: the relay runs as its own process (`python -m ledger.relay`); this process appends
    single events at a steady `--rate` and a consumer (fetch wait 10 ms) receives them.
    Latency = consumer receive time - append commit (append call returned). Target p99 <= 100 ms.
@@ -139,12 +144,16 @@ def settings_for(
     topic: str,
     batch_size: int,
     publish_interval_ms: float = RelaySettings().publish_interval_ms,
+    *,
+    exactly_once: bool = False,
 ) -> Settings:
     return Settings(
         database_url=database_url,
         kafka_bootstrap_servers=bootstrap,
         kafka=KafkaSettings(events_topic=topic, partitions=PARTITIONS),
-        relay=RelaySettings(batch_size=batch_size, publish_interval_ms=publish_interval_ms),
+        relay=RelaySettings(
+            batch_size=batch_size, publish_interval_ms=publish_interval_ms, exactly_once=exactly_once
+        ),
         store=StoreSettings(pool_min_size=2, pool_max_size=10, poll_interval_s=0.5),
     )
 
@@ -395,7 +404,8 @@ async def throughput_part(
     total: int,
     batch_sizes: list[int],
     rounds: int,
-) -> str:
+    exactly_once: bool,
+) -> list[str]:
     """Raw producing of the relay's exact records and the relay itself, alternated `rounds` times.
 
     This machine's speed drifts by a third between runs a minute apart, so each round measures
@@ -411,6 +421,9 @@ async def throughput_part(
     size = sum(len(v) for _, v, _, _ in records) / len(records)
     print(f"envelope: {size:.0f} bytes on average")
     ratios: list[float] = []
+    eos_vs_batch: list[float] = []
+    eos_vs_alo: list[float] = []
+    modes = [False, True] if exactly_once else [False]
     for round_no in range(1, rounds + 1):
         results: dict[str, float] = {}
         cpu: dict[str, str] = {}
@@ -420,15 +433,16 @@ async def throughput_part(
             before = os.times()
             results[label] = total / await fn(bootstrap, topic, records)
             cpu[label] = cpu_per_event(before, total)
-        for batch_size in batch_sizes:
+        for batch_size, eos in itertools.product(batch_sizes, modes):
             topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
-            settings = settings_for(dsn, bootstrap, topic, batch_size)
+            settings = settings_for(dsn, bootstrap, topic, batch_size, exactly_once=eos)
             before = os.times()
             elapsed, startup, steady = await relay_throughput(settings, pool, store, total)
-            label = f"relay (batch {batch_size})"
+            label = f"relay (batch {batch_size})" if not eos else f"relay exactly-once (batch {batch_size})"
             results[label] = steady
             cpu[label] = cpu_per_event(before, total)
-            results[f"  incl. start-up, {startup * 1000:.0f} ms"] = total / elapsed
+            mode = " (exactly-once)" if eos else ""
+            results[f"  incl. start-up{mode}, {startup * 1000:.0f} ms"] = total / elapsed
         fastest_raw = max(v for k, v in results.items() if k.startswith("raw"))
         print(
             f"\nthroughput, round {round_no} of {rounds} ({total} events, {PARTITIONS} partitions, acks=all):"
@@ -437,11 +451,32 @@ async def throughput_part(
             print(
                 f"  {label:32s} {rate:>9,.0f} ev/s   {rate / fastest_raw:5.2f}x fastest raw   {cpu.get(label, '')}"
             )
-        ratios.append(max(v for k, v in results.items() if k.startswith("relay")) / fastest_raw)
+        alo = max(v for k, v in results.items() if k.startswith("relay (batch"))
+        ratios.append(alo / fastest_raw)
+        if exactly_once:
+            eos_rate = max(v for k, v in results.items() if k.startswith("relay exactly-once"))
+            eos_vs_batch.append(eos_rate / results["raw send_batch()"])
+            eos_vs_alo.append(eos_rate / alo)
     median = statistics.median(ratios)
     print(f"\nrelay / fastest raw per round: {', '.join(f'{r:.2f}' for r in ratios)}; median {median:.2f}")
     verdict = "met" if median >= 0.5 else "NOT met"
-    return f"throughput (steady, median of {rounds} rounds) {median:.2f}x raw (target >= 0.5): {verdict}"
+    verdicts = [f"throughput (steady, median of {rounds} rounds) {median:.2f}x raw (target >= 0.5): {verdict}"]
+    if exactly_once:
+        eos_median = statistics.median(eos_vs_batch)
+        cost = statistics.median(eos_vs_alo)
+        print(
+            f"exactly-once / raw send_batch() per round: {', '.join(f'{r:.2f}' for r in eos_vs_batch)};"
+            f" median {eos_median:.2f}"
+        )
+        print(
+            f"exactly-once / at-least-once per round: {', '.join(f'{r:.2f}' for r in eos_vs_alo)};"
+            f" median {cost:.2f}"
+        )
+        verdicts.append(
+            f"exactly-once {eos_median:.2f}x raw send_batch (target >= 0.5):"
+            f" {'met' if eos_median >= 0.5 else 'NOT met'}; {cost:.2f}x at-least-once"
+        )
+    return verdicts
 
 
 async def latency_part(
@@ -475,7 +510,7 @@ async def main(args: argparse.Namespace) -> None:
     tune_gc()  # as the relay process does (ledger.relay.cli)
     with contextlib.ExitStack() as stack:
         admin = await admin_url(stack)
-        bootstrap = os.environ.get("LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS")
+        bootstrap = bootstrap_env = os.environ.get("LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS")
         broker_pid: int | None = None
         if bootstrap:
             print(f"broker: the one at LEDGER_BENCH_KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
@@ -505,7 +540,7 @@ async def main(args: argparse.Namespace) -> None:
 
             verdicts: list[str] = []
             if args.only in (None, "throughput"):
-                verdicts.append(
+                verdicts.extend(
                     await throughput_part(
                         dsn,
                         bootstrap,
@@ -514,6 +549,7 @@ async def main(args: argparse.Namespace) -> None:
                         total=total,
                         batch_sizes=args.batch_sizes,
                         rounds=args.rounds,
+                        exactly_once=args.exactly_once and (bool(bootstrap_env) or args.broker == "apache"),
                     )
                 )
             if args.only in (None, "latency"):
@@ -542,6 +578,12 @@ if __name__ == "__main__":
     parser.add_argument("--only", choices=["throughput", "latency"], default=None)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[500, 2000])
     parser.add_argument("--rounds", type=int, default=3, help="raw/relay throughput rounds, alternated")
+    parser.add_argument(
+        "--no-exactly-once",
+        dest="exactly_once",
+        action="store_false",
+        help="skip the exactly-once relay in the throughput part (never run on Tansu: no transactions)",
+    )
     parser.add_argument(
         "--publish-interval-ms",
         type=float,

@@ -205,6 +205,15 @@ def dev(
                 err=True,
             )
             raise typer.Exit(2)
+    elif not os.environ.get("LEDGER_KAFKA_BOOTSTRAP_SERVERS") and Settings().relay.exactly_once:
+        # The relay would refuse to start on Tansu (no transactions) and be restarted for ever.
+        typer.echo(
+            "ledger: exactly-once publication (LEDGER_RELAY__EXACTLY_ONCE) needs a broker with"
+            " transactions, and Tansu has none; run `ledger dev --kafka apache`, or unset it"
+            " for at-least-once",
+            err=True,
+        )
+        raise typer.Exit(cli_errors.ExitCode.SETTINGS)
     raise typer.Exit(run_dev(home.resolve(), api_port, typer.echo, kafka=kafka.value))
 
 

@@ -12,7 +12,9 @@ checkpoint, after the re-published range, so every order's events keep their ord
 Consumers dedupe by event id (the fan-out's inbox), so re-publishing what they already have
 costs them a read, not an effect. Events after the relay's checkpoint are left to the relay.
 Run it while the relay holds (or is stopped): re-publishing behind a relay that is publishing
-only adds duplicates.
+only adds duplicates. For an exactly-once relay (`RelaySettings.exactly_once`) the relay's
+checkpoint is the later of PostgreSQL's and the one committed in Kafka (PostgreSQL's may lag it
+by a publish), so the range re-published reaches where that relay resumes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import datetime
 
 import asyncpg
 
+from ledger.relay.eos import checkpoints_topic, read_checkpoint
 from ledger.relay.foldcache import DomainAdapter, OrderStates
 from ledger.relay.message import LogEvent, OutMessage, build_message
 from ledger.relay.offsets import replace_offsets
@@ -38,6 +41,23 @@ from ledger_kernel.observability import get_logger
 from ledger_kernel.settings import Settings
 
 _log = get_logger(__name__)
+
+
+async def _relay_checkpoint(settings: Settings, pool: asyncpg.Pool, topic: str) -> Checkpoint | None:
+    """Where the relay of `topic` goes on from (see the module docstring)."""
+    name = checkpoint_name(topic)
+    saved = await load_checkpoint(pool, name)
+    if not settings.relay.exactly_once:
+        return saved
+    committed = await read_checkpoint(
+        settings.bootstrap_servers,
+        checkpoints_topic(settings.kafka, topic),
+        name,
+        settings.kafka.request_timeout_ms,
+    )
+    if committed is None:
+        return saved
+    return committed.checkpoint if saved is None else max(saved, committed.checkpoint)
 
 
 @dataclass
@@ -87,7 +107,7 @@ async def _republish(
 ) -> RepublishResult:
     kafka = settings.kafka
     name = checkpoint_name(topic)
-    result = RepublishResult(upto=await load_checkpoint(pool, name))
+    result = RepublishResult(upto=await _relay_checkpoint(settings, pool, topic))
     # Created if missing (this is the explicit, operator-asked creation); another partition
     # count is refused by `ensure_topic` (TopicPartitionsChanged).
     await ensure_topic(settings.bootstrap_servers, topic, kafka.partitions, kafka.request_timeout_ms)

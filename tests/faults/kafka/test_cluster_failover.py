@@ -8,6 +8,10 @@ the next kill waits until every replica is back in sync), then one follower is s
 `FOLLOWER_DOWN_S` seconds. Afterwards a `read_committed` consumer reads the topic: every
 committed event is there, each order's versions in order, duplicates byte-identical. The counts
 are printed (`-s` shows them; CI's log keeps them).
+
+It runs twice: with the at-least-once relay (idempotent producer) and with the exactly-once relay
+(`LEDGER_RELAY__EXACTLY_ONCE`, ledger/relay/eos.py: a transaction per publish with its checkpoint,
+the transaction coordinator's broker among those killed), where duplicates must be zero.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(bool(missing_tools()), reason="the cluster tier needs java and mvn"),
 ]
+
+# ruff: noqa: PLR0917 - pytest fixtures are positional by nature
 
 EVENTS = 20_000
 PARTITIONS = 6
@@ -97,18 +103,21 @@ async def steady_writer(
         await asyncio.sleep(0.02 * rng.uniform(0.5, 1.5))
 
 
+@pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
 async def test_relay_on_three_brokers_loses_nothing_while_leaders_are_killed_and_a_follower_is_down(
     cluster: KraftCluster,
     pool: asyncpg.Pool,
     store: EventStore,
     database_url: str,
     tmp_path: Path,
+    mode: str,
 ) -> None:
     bootstrap = cluster.bootstrap_servers
     topic = f"orders-{uuid.uuid4().hex[:8]}"
     settings = relay_settings(database_url, bootstrap, topic, partitions=PARTITIONS, request_timeout_ms=10_000)
     relay = RelayProcess(settings, tmp_path / "relay.log")
     relay.env["LEDGER_KAFKA__ENABLE_IDEMPOTENCE"] = "true"
+    relay.env["LEDGER_RELAY__EXACTLY_ONCE"] = str(mode == "exactly_once").lower()
     relay.start()
     rng = random.Random(SEED)
     stop = asyncio.Event()
@@ -156,7 +165,7 @@ async def test_relay_on_three_brokers_loses_nothing_while_leaders_are_killed_and
     committed = await committed_events(pool)
     check = check_topic(await read_committed(bootstrap, topic), committed)
     print(
-        f"\ncluster failover: events {len(committed)} records {check.records} kills {kills}"
+        f"\ncluster failover ({mode}): events {len(committed)} records {check.records} kills {kills}"
         f" (+1 follower down {FOLLOWER_DOWN_S:.0f}s) lost {len(check.missing)}"
         f" duplicates {check.duplicates} inversions {len(check.out_of_order)}"
     )
@@ -166,6 +175,8 @@ async def test_relay_on_three_brokers_loses_nothing_while_leaders_are_killed_and
     assert not check.out_of_order
     assert not check.differing_duplicates
     assert not check.wrong_key
+    if mode == "exactly_once":
+        assert check.duplicates == 0
 
 
 async def read_committed(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[object]:

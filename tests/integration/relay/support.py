@@ -84,6 +84,7 @@ def relay_env(settings: Settings) -> dict[str, str]:
         "LEDGER_KAFKA__PARTITIONS": str(settings.kafka.partitions),
         "LEDGER_KAFKA__REQUEST_TIMEOUT_MS": str(settings.kafka.request_timeout_ms),
         "LEDGER_RELAY__BATCH_SIZE": str(settings.relay.batch_size),
+        "LEDGER_RELAY__EXACTLY_ONCE": str(settings.relay.exactly_once).lower(),
         "LEDGER_RELAY__BACKOFF_INITIAL_S": str(settings.relay.backoff_initial_s),
         "LEDGER_RELAY__BACKOFF_MAX_S": str(settings.relay.backoff_max_s),
         "LEDGER_STORE__POLL_INTERVAL_S": str(settings.store.poll_interval_s),

@@ -194,3 +194,24 @@ async def test_exactly_once_on_a_broker_without_transactions_is_a_start_up_error
     assert done.returncode == 78, done.stderr.decode()[-2000:]
     assert b"ledger: exactly-once publication refused" in done.stderr
     assert b"Tansu has none" in done.stderr
+
+
+@needs_transactions
+async def test_republish_reaches_the_checkpoint_committed_in_kafka_when_postgres_lags_it(
+    store: EventStore, pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    """PostgreSQL's checkpoint may be one publish behind Kafka's (a crash between the two): a
+    re-publish must cover up to where the exactly-once relay resumes, Kafka's."""
+    from ledger.relay.republish import _relay_checkpoint
+
+    settings = eos_settings(database_url, kafka_bootstrap, unique_topic)
+    await append_orders(store, orders=2, updates=1)
+    async with running_relay(settings, pool):
+        await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
+    head = await settled_head(pool)
+    await pool.execute(
+        "UPDATE checkpoints SET tx = '0'::xid8, position = 0 WHERE name = $1", checkpoint_name(unique_topic)
+    )
+    assert await _relay_checkpoint(settings, pool, unique_topic) == head
+    settings.relay.exactly_once = False  # an at-least-once relay resumes from PostgreSQL's
+    assert await _relay_checkpoint(settings, pool, unique_topic) == (0, 0)

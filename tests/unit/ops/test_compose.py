@@ -82,3 +82,14 @@ def _verb_path(argv: list[str]) -> list[str]:
             break
         words.append(arg)
     return words[:2] if words and words[0] in {"fanout", "projections", "tokens"} else words[:1]
+
+
+def test_the_relay_publishes_exactly_once_with_its_checkpoints_topic_declared(compose: dict[str, Any]) -> None:
+    """Apache Kafka in compose has transactions: the relay runs exactly-once, and the compacted
+    checkpoints topic is created with the others (nothing auto-creates topics)."""
+    assert "--exactly-once" in compose["services"]["relay"]["command"]
+    init = "\n".join(compose["services"]["kafka-init"]["command"])
+    assert "--topic orders.events.checkpoints --partitions 1" in init
+    assert "cleanup.policy=compact" in init
+    env = compose["services"]["kafka"]["environment"]
+    assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 1
