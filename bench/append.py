@@ -13,6 +13,12 @@ runs to share the machine's noise:
   beside a raw `SELECT` of the same columns through a cursor.
 Prints events/s and the ratios against the targets (c8 single >= 0.7x, batch 100 >= 0.6x,
 replay >= 0.5x).
+
+A peer in the same run, on the same server: the python `eventsourcing` library (its PostgreSQL
+persistence, in the `dev` extra) appending one event per `save` from 1 and 8 threads (each
+thread its own aggregate) and reading its notification log in pages, beside our store's
+single-event appends at concurrency 1 and 8 and its `iter_all` replay (targets: c8 >= 6x its
+appends, replay >= 3x its notification-log read).
 """
 
 from __future__ import annotations
@@ -22,15 +28,19 @@ import asyncio
 import os
 import secrets
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
 from pydantic import BaseModel
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
@@ -60,6 +70,7 @@ RAW_MANY = (
     " $7::jsonb[], $8::bytea[], $9::bytea[])"
 )
 TARGETS = {"single c8": 0.7, "batch 100": 0.6, "replay": 0.5}
+PEER_TARGETS = {"single c8": 6.0, "replay": 3.0}
 
 
 class LineAdded(BaseModel):
@@ -193,6 +204,85 @@ async def replay(pool: asyncpg.Pool, store: EventStore, page: int) -> dict[str, 
     return results
 
 
+def _libpq_env(dsn: str) -> dict[str, str]:
+    """`eventsourcing`'s POSTGRES_* settings for a `postgresql://` URL (TCP or unix socket)."""
+    parts = urlsplit(dsn)
+    query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+    return {
+        "POSTGRES_DBNAME": parts.path.lstrip("/"),
+        "POSTGRES_HOST": parts.hostname or query.get("host", "127.0.0.1"),
+        "POSTGRES_PORT": str(parts.port or query.get("port", 5432)),
+        "POSTGRES_USER": parts.username or query.get("user", "postgres"),
+        "POSTGRES_PASSWORD": parts.password or "",
+    }
+
+
+class Basket(Aggregate):
+    """The peer's aggregate: one per writing thread."""
+
+    @event("LineAdded")
+    def add_line(self, data: dict[str, Any]) -> None:
+        """One line added (the same payload as the store's appends)."""
+
+
+def _peer_saves(app: Application[UUID], basket: Basket, deadline: float, counts: list[int], i: int) -> None:
+    """One thread of the peer: one event per `save` until `deadline`."""
+    while time.perf_counter() < deadline:
+        counts[i] += 1
+        basket.add_line(payload(counts[i])[0])
+        app.save(basket)
+
+
+def eventsourcing_peer(dsn: str, seconds: float, page: int, log_size: int) -> dict[str, float]:
+    """The python `eventsourcing` library on the same database: single-event saves from 1 and 8
+    threads (events/s), then its notification log, filled up to `log_size` events (as many as
+    our replay reads, with the same payloads), read in pages of `page` (events/s, the best of
+    two reads)."""
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "CREATE_TABLE": "y",
+        "POSTGRES_POOL_SIZE": "10",
+        **_libpq_env(dsn),
+    }
+    app: Application[UUID] = Application(env=env)
+    results: dict[str, float] = {}
+    try:
+        for threads in (1, 8):
+            counts = [0] * threads
+            baskets = [Basket() for _ in range(threads)]
+            app.save(*baskets)
+            deadline = time.perf_counter() + seconds
+            workers = [
+                threading.Thread(target=_peer_saves, args=(app, baskets[i], deadline, counts, i))
+                for i in range(threads)
+            ]
+            start = time.perf_counter()
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            results[f"single c{threads}"] = sum(counts) / (time.perf_counter() - start)
+        stored = app.recorder.max_notification_id() or 0
+        while stored < log_size:  # the same payloads as our log's, 1,000 per save
+            baskets = [Basket() for _ in range(10)]
+            for i in range(990):
+                baskets[i % 10].add_line(payload(stored + i)[0])
+            app.save(*baskets)
+            stored += 1000
+        for _ in range(2):
+            read = 0
+            start = time.perf_counter()
+            after = 1
+            while batch := app.recorder.select_notifications(start=after, limit=page):
+                read += len(batch)
+                after = batch[-1].id + 1
+            results["replay"] = max(results.get("replay", 0.0), read / (time.perf_counter() - start))
+            results["replayed"] = read
+    finally:
+        app.close()
+    return results
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -244,8 +334,14 @@ async def main() -> None:
                 f"{label:<14}{raw_best:>10,.0f}{pool_best:>10,.0f}{store_best:>10,.0f}"
                 f"{ratios[label]:>6.2f}x{store_best / pool_best:>6.2f}x  {verdict}"
             )
+        ours = {"single c1": 0.0, "single c8": 0.0}
+        for _ in range(args.rounds):  # our appends again, beside the peer's, in the same minute
+            for label, concurrency in (("single c1", 1), ("single c8", 8)):
+                cell = {"seconds": args.seconds, "concurrency": concurrency, "batch": 1, "store": store, "pool": pool}
+                ours[label] = max(ours[label], await run_cell(lambda w: w.store_append, **cell))
         await store.aclose()
         total = await pool.fetchval("SELECT count(*) FROM events")
+        peer = await asyncio.to_thread(eventsourcing_peer, db_dsn, args.seconds, 10_000, total)
         rates = await replay(pool, store, page=10_000)
         print(f"\nreplay of {total:,} events (cursor, pages of 10,000)")
         for reader, rate in rates.items():
@@ -255,6 +351,20 @@ async def main() -> None:
         target = TARGETS["replay"]
         print(f"  iter_all / raw      {decoded:.2f}x  >= {target}x {'ok' if decoded >= target else 'MISSED'}")
         print(f"  iter_all_raw / raw  {text:.2f}x  >= {target}x {'ok' if text >= target else 'MISSED'}")
+        print("\npeer: python eventsourcing (PostgreSQL persistence), same server, same run")
+        for label in ("single c1", "single c8"):
+            ratio = ours[label] / peer[label]
+            goal = PEER_TARGETS.get(label)
+            verdict = "" if goal is None else f">= {goal}x {'ok' if ratio >= goal else 'MISSED'}"
+            print(f"  {label:<12} ours {ours[label]:>9,.0f}  eventsourcing {peer[label]:>9,.0f} ev/s  {ratio:5.2f}x  {verdict}")
+        goal = PEER_TARGETS["replay"]
+        print(f"  its notification log read: {peer['replay']:,.0f} ev/s ({peer['replayed']:,.0f} events)")
+        for reader in ("store iter_all", "store iter_all_raw"):
+            ratio = rates[reader] / peer["replay"]
+            print(
+                f"  replay       {reader:<20} {rates[reader]:>9,.0f} ev/s  {ratio:5.2f}x"
+                f"  >= {goal}x {'ok' if ratio >= goal else 'MISSED'}"
+            )
         await pool.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

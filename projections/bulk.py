@@ -35,8 +35,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ledger.domain.events import current_json_decoders, decode_event
 from ledger.domain.state import Order, evolve
+from ledger.repository import DECODERS, decode
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
 from projections import checksums, quarantine, tables
@@ -177,7 +177,7 @@ async def _load_part(
     failure: Failure | None = None  # why `current` cannot be folded (its later events are skipped)
     folded = last_version = 0  # events of `current` read, and the last one's version
     streams, args = part.streams.where("stream_id", 3)
-    decoders = current_json_decoders()
+    decoders = DECODERS
     empty = order_checksums(projection, {})
     refused = 0
 
@@ -239,12 +239,12 @@ async def _load_part(
                             last_version = version
                             if failure is not None:
                                 continue
-                            try:
+                            try:  # `ledger.repository.apply`, inlined: this runs for every event
                                 decoder = decoders.get(type_)
                                 event = (
                                     decoder[1](data)
                                     if decoder is not None and decoder[0] == schema_version
-                                    else decode_event(type_, data, schema_version=schema_version)
+                                    else decode(type_, schema_version, data)
                                 )
                                 state = evolve(state, event, version=version, recorded_at=recorded_at)
                             except Exception as exc:  # quarantine this order; the log flows on

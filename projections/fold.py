@@ -3,7 +3,8 @@
 The runner is the only writer of its version (advisory lock), so the states it folded are the
 states behind its rows. They live in an LRU map; on a miss (first sight after a start, or an
 evicted order) the order's earlier events are refolded from the store in one query for the
-whole batch. Within a stream `(tx, position)` order equals version order, so every event
+whole batch (`ledger.repository.fold_prefixes`; every event goes through the repository's one
+fold step, `apply`). Within a stream `(tx, position)` order equals version order, so every event
 older than one read through the fence is committed and readable.
 
 An order whose events cannot be folded comes back as a `quarantine.Failure`, not an
@@ -15,41 +16,18 @@ ahead of the tables.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import asyncpg
 
-from ledger.domain.events import decode_event
-from ledger.domain.state import Order, evolve
+from ledger.domain.state import Order
+from ledger.repository import apply, fold_prefixes
 from projections.quarantine import Failure, describe
 
 #: Raw log rows as `ledger.store.reads.RAW_COLUMNS` returns them.
 POS, TX, STREAM, VERSION, EVENT_ID, TYPE, SCHEMA, DATA = range(8)
 RECORDED_AT = 9
-
-_EARLIER_SQL = """
-SELECT e.stream_id, e.version, e.type, e.schema_version, e.data::text, e.recorded_at
-  FROM unnest($1::text[], $2::integer[]) AS b(stream_id, below)
-  JOIN events e ON e.stream_id = b.stream_id AND e.version < b.below
- ORDER BY e.stream_id, e.version
-"""
-
-
-def apply_one(
-    state: Order | None, type_: str, schema_version: int, data: str, *, version: int, recorded_at: datetime
-) -> Order:
-    """Decode one stored event (trusted fast path) and evolve `state` with it."""
-    event = decode_event(type_, data, schema_version=schema_version)
-    return evolve(state, event, version=version, recorded_at=recorded_at)
-
-
-def fold_rows(rows: Iterable[Sequence[Any]], state: Order | None = None) -> Order | None:
-    """Fold `(stream_id, version, type, schema_version, data, recorded_at)` rows of one stream."""
-    for row in rows:
-        state = apply_one(state, row[2], row[3], row[4], version=row[1], recorded_at=row[5])
-    return state
 
 
 class OrderFolder:
@@ -75,13 +53,8 @@ class OrderFolder:
         touched: set[str] = set()
         for row in rows:
             stream = row[STREAM]
-            states[stream] = apply_one(
-                states.get(stream),
-                row[TYPE],
-                row[SCHEMA],
-                row[DATA],
-                version=row[VERSION],
-                recorded_at=row[RECORDED_AT],
+            states[stream] = apply(
+                states.get(stream), row[TYPE], row[SCHEMA], row[DATA], row[VERSION], row[RECORDED_AT]
             )
             touched.add(stream)
         return touched
@@ -111,31 +84,18 @@ class OrderFolder:
             else:
                 missing.append((stream, version))
         if missing:
-            earlier = await conn.fetch(_EARLIER_SQL, [m[0] for m in missing], [m[1] for m in missing])
+            earlier, broken = await fold_prefixes(conn, {stream: version - 1 for stream, version in missing})
             for stream, _ in missing:
-                current[stream] = None
-            for row in earlier:
-                stream = row[0]
-                if stream in failed:
-                    continue
-                try:
-                    current[stream] = apply_one(
-                        current[stream], row[2], row[3], row[4], version=row[1], recorded_at=row[5]
-                    )
-                except Exception as exc:  # any fold error quarantines this order only
-                    failed[stream] = Failure(stream, row[1], None, describe(exc))
+                current[stream] = earlier.get(stream)
+            for stream, failure in broken.items():  # any fold error quarantines this order only
+                failed[stream] = Failure(stream, failure.version, None, describe(failure.error))
         for row in rows:
             stream = row[STREAM]
             if stream in failed or stream not in first:
                 continue
             try:
-                current[stream] = apply_one(
-                    current[stream],
-                    row[TYPE],
-                    row[SCHEMA],
-                    row[DATA],
-                    version=row[VERSION],
-                    recorded_at=row[RECORDED_AT],
+                current[stream] = apply(
+                    current[stream], row[TYPE], row[SCHEMA], row[DATA], row[VERSION], row[RECORDED_AT]
                 )
             except Exception as exc:  # any fold error quarantines this order only
                 failed[stream] = Failure(stream, row[VERSION], row[POS], describe(exc))

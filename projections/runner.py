@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 
 from ledger.domain.state import Order
+from ledger.repository import apply
 from ledger.store import reads
 from ledger.store.records import START, Checkpoint
 from ledger.store.store import load_checkpoint, save_checkpoint
@@ -32,7 +33,7 @@ from projections import quarantine, registry, tables
 from projections.connect import UNREACHABLE
 from projections.db import connection
 from projections.definition import Projection
-from projections.fold import POS, STREAM, TX, OrderFolder, apply_one
+from projections.fold import POS, STREAM, TX, OrderFolder
 from projections.quarantine import Failure, describe
 
 _log = get_logger(__name__)
@@ -127,9 +128,7 @@ async def refold(
             if stream in failures:
                 continue
             try:
-                states[stream] = apply_one(
-                    states.get(stream), row[2], row[3], row[4], version=row[1], recorded_at=row[5]
-                )
+                states[stream] = apply(states.get(stream), row[2], row[3], row[4], row[1], row[5])
             except Exception as exc:  # still not foldable: stays quarantined
                 states.pop(stream, None)
                 failures[stream] = Failure(stream, row[1], row[6], describe(exc))

@@ -28,8 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.domain.events import decode_event
-from ledger.domain.state import fold
+from ledger.repository import fold_rows
 from ledger.store.pool import init_connection
 from ledger.store.records import Checkpoint
 from ledger_kernel.wire.streams import ORDER_STREAM_PREFIX
@@ -135,7 +134,8 @@ async def expected_checksums(
     def flush() -> None:
         if not batch or batch[0][0] in skip:
             return
-        order = fold((decode_event(r[2], r[4], schema_version=r[3]), r[1], r[5]) for r in batch)
+        order = fold_rows(batch)
+        assert order is not None  # the batch has events
         out[str(order.id)] = order_checksums(projection, dict(projection.rows(order)))
 
     where, bounds = part.where("stream_id", 3)

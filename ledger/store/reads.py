@@ -15,7 +15,7 @@ writers queue.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +97,23 @@ async def read_stream(
 ) -> list[RecordedEvent]:
     """A stream's events in version order, optionally up to a version or a recorded time."""
     return _to_events(await fetch_clean(db, _STREAM_SQL, stream_id, from_version, to_version, as_of))
+
+
+_PREFIXES_SQL = """
+SELECT e.stream_id, e.version, e.type, e.schema_version, e.data::text AS data, e.recorded_at
+  FROM unnest($1::text[], $2::integer[]) AS w(stream_id, upto)
+  JOIN events e ON e.stream_id = w.stream_id AND e.version <= w.upto
+ ORDER BY e.stream_id, e.version
+"""
+
+
+async def read_prefixes(db: Executor, upto: Mapping[str, int]) -> list[asyncpg.Record]:
+    """The first events of several streams, each up to its version in `upto`, in one round trip.
+
+    Rows `(stream_id, version, type, schema_version, data, recorded_at)` ordered by stream and
+    version, `data` as JSON text: what a fold cache needs to catch up on orders it lost.
+    """
+    return await fetch_clean(db, _PREFIXES_SQL, list(upto), list(upto.values()))
 
 
 async def stream_version(db: Executor, stream_id: str) -> int:
