@@ -4,11 +4,15 @@ Prints:
 1. events/s one worker maps and delivers (one event per order, so one call per event) to a
    sandbox without a rate limit, for Omnisend and Omneo;
 2. destination calls per event while the destination is behind (a backlog of several events
-   per order is waiting): Omnisend coalesces an order's pending events into one call.
+   per order is waiting): Omnisend coalesces an order's pending events into one call;
+3. `ledger fanout replay` of `--replay-orders` orders (default 5,000) to Omnisend: calls per
+   order with v3 batches (`batch_size` orders per batch) against the raw baseline of one call
+   per order in the same run, and what each takes at Omnisend's 400 requests/minute budget.
 
 Needs: PostgreSQL at LEDGER_BENCH_DATABASE_URL (an admin URL; default the local server,
 user postgres) and a broker at LEDGER_KAFKA_BOOTSTRAP_SERVERS (default: a Tansu started here).
-Run: `.venv/bin/python bench/fanout.py [--orders 2000] [--backlog-orders 300] [--events-per-order 5]`
+Run: `.venv/bin/python bench/fanout.py [--orders 2000] [--backlog-orders 300] [--events-per-order 5]
+[--replay-orders 5000] [--only replay]` (the replay part needs no broker)
 with the runtime plus the `dev` extra (`pip install -e '.[dev]'`); it imports nothing of `tests/`.
 Envelopes are built with the domain and written by the fan-out's own `Envelope.to_bytes`, the
 relay's byte format.
@@ -39,7 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from consumers.fanout.mapping_types import Envelope  # noqa: E402
+from consumers.fanout.operations import replay  # noqa: E402
 from consumers.fanout.worker import run_worker  # noqa: E402
+from ledger.api.app import event_registry  # noqa: E402
 from ledger.domain import (  # noqa: E402
     Command,
     DispatchShipment,
@@ -52,6 +58,7 @@ from ledger.domain import (  # noqa: E402
     evolve,
 )
 from ledger.relay.publisher import ensure_topic  # noqa: E402
+from ledger.store import EventStore, NewEvent  # noqa: E402
 from ledger.store.pool import init_connection  # noqa: E402
 from ledger_app.migrations import migrate_all  # noqa: E402
 from ledger_kernel.observability import Metrics  # noqa: E402
@@ -113,10 +120,13 @@ class Story:
     START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     _positions = iter(range(1, 1 << 62))
 
+    _numbers = iter(range(1001, 1 << 62))
+
     def __init__(self) -> None:
         self.now = self.START
         self.order: Order | None = None
         self.values: list[tuple[bytes, bytes]] = []
+        self.events: list[NewEvent] = []
 
     def run(self, command: Command) -> None:
         self.now += timedelta(minutes=1)
@@ -135,6 +145,9 @@ class Story:
                 metadata={"actor": "bench"},
             )
             self.values.append((envelope.order_id.encode(), envelope.to_bytes()))
+            self.events.append(
+                NewEvent(type=event.type, data=event_data(event), event_id=uuid.UUID(envelope.event_id))
+            )
 
     def place(self) -> None:
         items = [
@@ -154,7 +167,7 @@ class Story:
         self.run(
             PlaceOrder.model_validate(
                 {
-                    "external_id": "1001",
+                    "external_id": str(next(self._numbers)),
                     "currency": "USD",
                     "total": Decimal("20.00"),
                     "subtotal": Decimal("20.00"),
@@ -303,6 +316,78 @@ async def _until(pool: asyncpg.Pool, n: int, interval: float) -> int:
     raise TimeoutError(f"inbox never reached {n}")
 
 
+OMNISEND_BUDGET_PER_MINUTE = 400
+
+
+async def replay_case(db_url: str, batch_size: int, orders: int) -> tuple[int, int, float]:
+    """Replay the last `orders` orders of the log to a fresh Omnisend sandbox; (orders, calls, seconds)."""
+    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=10, init=init_connection)
+    await pool.execute("TRUNCATE fanout_inbox, fanout_delivery, fanout_parked, fanout_categories")
+    try:
+        async with sandbox_process("omnisend") as box:
+            settings = Settings(database_url=db_url)
+            # No rate limit (the figure that matters is calls); polls as fast as a local sandbox allows.
+            settings.omnisend = DestinationSettings(
+                base_url=box.url,
+                token=box.token,
+                rate_per_minute=10_000_000.0,
+                batch_size=batch_size,
+                batch_poll_s=0.02,
+                backoff_initial_s=0.05,
+                backoff_max_s=0.5,
+            )
+            first = int(
+                await pool.fetchval(
+                    "SELECT min(p) FROM (SELECT min(position) AS p FROM events GROUP BY stream_id"
+                    " ORDER BY p DESC LIMIT $1) AS last",
+                    orders,
+                )
+            )
+            t0 = time.perf_counter()
+            summary = await replay(
+                settings, pool, destination="omnisend", from_position=first, metrics=Metrics()
+            )
+            elapsed = time.perf_counter() - t0
+    finally:
+        await pool.close()
+    return summary["orders"], summary["calls"], elapsed
+
+
+async def replay_bench(db_url: str, orders: int, baseline: int = 500) -> None:
+    """Calls per order of a replay, batched against one call per order, and both at 400/min."""
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4, init=init_connection)
+    store = EventStore(pool, event_registry())
+    try:
+        for _ in range(orders):
+            story = Story()
+            story.place()
+            story.step(1)  # paid: the replayed state is more than the placement
+            await store.append(f"order-{story.order.id if story.order else ''}", story.events, 0)
+    finally:
+        await store.aclose()
+        await pool.close()
+    rows = []
+    # The baseline is one call per order by construction; it runs on at most `baseline` orders
+    # so the bench stays short, and its figures are per order.
+    for label, size, n in (
+        ("v3 batches of 500", 500, orders),
+        ("one call per order (raw baseline)", 1, min(orders, baseline)),
+    ):
+        done, calls, secs = await replay_case(db_url, size, n)
+        per_order = calls / done
+        at_budget_s = per_order * orders / OMNISEND_BUDGET_PER_MINUTE * 60
+        rows.append(per_order)
+        print(
+            f"  replay omnisend {label:34s}: {done} orders -> {calls} calls = {per_order:.3f} calls/order"
+            f" ({secs / done * 1000:.1f} ms/order against the local sandbox); {orders} orders at"
+            f" 400 requests/min: {at_budget_s:,.0f} s of budget"
+        )
+    print(
+        f"  replay omnisend ratio: {rows[1] / rows[0]:.0f}x fewer calls per order with batches"
+        " (the budget time excludes Omnisend's own run of each batch, which it does not document)"
+    )
+
+
 def _placed(n: int) -> list[Story]:
     out = []
     for _ in range(n):
@@ -328,7 +413,14 @@ async def main() -> None:
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--backlog-orders", type=int, default=300)
     parser.add_argument("--events-per-order", type=int, default=5)
+    parser.add_argument("--replay-orders", type=int, default=5000)
+    parser.add_argument("--only", choices=["replay"], default=None)
     args = parser.parse_args()
+    if args.only == "replay":
+        async with database() as db_url:
+            print(f"fan-out bench (replay only): {os.cpu_count()} CPUs")
+            await replay_bench(db_url, args.replay_orders)
+        return
     with broker() as bootstrap:
         async with database() as db_url:
             print(f"fan-out bench: {os.cpu_count()} CPUs, broker {bootstrap}")
@@ -349,6 +441,7 @@ async def main() -> None:
                 f" ({args.events_per_order}/order) -> {calls} calls = {calls / events:.2f} calls/event"
                 f" (1.00 without coalescing; {events / secs:,.0f} events/s)"
             )
+            await replay_bench(db_url, args.replay_orders)
 
 
 if __name__ == "__main__":

@@ -175,6 +175,26 @@ class DestinationSettings(BaseModel):
             " docs/connectors.md). The local sandbox validates whichever is set."
         ),
     )
+    batch_size: int = Field(
+        default=500,
+        description=(
+            "Omnisend orders mode: orders per v3 batch (POST /v3/batches, at most 1000) for a backlog"
+            " and `ledger fanout replay`; 1 turns batching off. 500 is what Omnisend's WooCommerce"
+            " plugin sends per batch."
+        ),
+    )
+    batch_min_orders: int = Field(
+        default=20,
+        description=(
+            "Omnisend orders mode: the worker uses batches only when one fetch from Kafka holds at"
+            " least this many orders (a backlog); live traffic keeps single calls (lower latency)."
+        ),
+    )
+    batch_poll_s: float = Field(default=2.0, description="Seconds between polls of a batch's status.")
+    batch_wait_s: float = Field(
+        default=600.0,
+        description="How long a batch may run before its unanswered orders are sent one by one.",
+    )
     order_number_type: Literal["string", "integer"] = Field(
         default="string",
         description=(

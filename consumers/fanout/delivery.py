@@ -28,9 +28,10 @@ from typing import Any
 import asyncpg
 
 from consumers.fanout.applicability import NotApplicable
+from consumers.fanout.batching import BATCHED_KINDS, batch_settings, send_order_batches
 from consumers.fanout.budget import Budget, Closing, RateBudget, call_with_retries
 from consumers.fanout.delivery_store import Conn, DeliveryRow, FanoutStore
-from consumers.fanout.destinations import Destination, OmneoDestination
+from consumers.fanout.destinations import Destination, OmneoDestination, OmnisendDestination
 from consumers.fanout.mapping_types import DestinationCall, Envelope, EnvelopeError
 from consumers.http import AuthFailure, Outcome, Permanent, Retryable, Success
 from ledger_kernel.observability import Metrics, get_logger
@@ -75,6 +76,10 @@ class _Park:
     detail: Any = None
 
 
+def _items(envs: Sequence[Envelope]) -> list[Item]:
+    return [Item(e.event_id, e.version, e.position, e.to_bytes(), e) for e in envs]
+
+
 def _maybe_accepted(outcome: Outcome) -> bool:
     """A 2xx, or an answer after which the vendor may have applied the call (timeout, 500...)."""
     return isinstance(outcome, Success) or (isinstance(outcome, Retryable) and outcome.ambiguous)
@@ -105,36 +110,125 @@ class Deliverer:
         self._after_success = after_success
         self.metrics_calls = 0
         """Outbound calls made by this deliverer (every attempt), for summaries."""
+        self._settled: dict[str, Outcome] = {}
+        """Batch item answers by order id, each used once as its order's first try (`handle_many`)."""
 
     # -- entry points -------------------------------------------------------------------------
     async def handle(self, order_id: str, items: Sequence[Item]) -> None:
         """Events of one order from the log, oldest first (the worker's path)."""
         async with self.store.order_lock(order_id) as conn:
-            row, seen, parked = await self.store.snapshot(conn, order_id, [i.event_id for i in items])
-            fresh: list[Item] = []
-            for item in items:
-                if item.event_id not in seen:
-                    seen.add(item.event_id)
-                    fresh.append(item)
-            if not fresh:
-                return
-            if parked:
-                await self._park(conn, order_id, fresh, "waiting behind parked order", queued=True)
-                return
-            stale = [i for i in fresh if i.env is not None and i.version <= row.last_version]
-            if stale:
-                await self.store.record(conn, row, [(i.event_id, i.version, "stale", 0) for i in stale])
-            live = [i for i in fresh if i not in stale]
-            split = next((n for n, i in enumerate(live) if i.env is None), len(live))
-            good, rest = live[:split], live[split:]
-            parked_now = False
-            if good:
-                self._lag(good[-1])
-                parked_now = not await self._deliver_or_park(conn, row, good)
-            if rest and parked_now:
-                await self._park(conn, order_id, rest, "waiting behind parked event", queued=True)
-            elif rest:
-                await self._park(conn, order_id, rest, f"unreadable envelope: {rest[0].error}")
+            await self._handle_locked(conn, order_id, items)
+
+    @property
+    def batches(self) -> bool:
+        """True when this destination can carry many orders' writes in one call (Omnisend v3)."""
+        return (
+            isinstance(self.destination, OmnisendDestination)
+            and self.destination.options.mode == "orders"
+            and self.settings.batch_size > 1
+        )
+
+    async def handle_many(self, groups: Sequence[tuple[str, Sequence[Item]]]) -> None:
+        """`handle` for many orders at once (a backlog): their order writes go in batches.
+
+        Three steps under every order's lock: plan (what each order would send; categories
+        first), one batch call per `batch_size` orders, then each order's normal delivery, in
+        which its call's first answer is its batch item's answer (docs/connectors.md#omnisend-batches).
+        """
+        async with self.store.orders_lock([o for o, _ in groups]) as conn:
+            planned: list[DestinationCall] = []
+            for order_id, items in groups:
+                plan = await self._plan_handle(conn, order_id, items)
+                if plan is not None:
+                    call = await self._batchable(conn, *plan)
+                    if call is not None:
+                        planned.append(call)
+            await self._send_batches(planned)
+            try:
+                for order_id, items in groups:
+                    await self._handle_locked(conn, order_id, items)
+            finally:
+                self._settled.clear()
+
+    async def _handle_locked(self, conn: Conn, order_id: str, items: Sequence[Item]) -> None:
+        row, seen, parked = await self.store.snapshot(conn, order_id, [i.event_id for i in items])
+        fresh: list[Item] = []
+        for item in items:
+            if item.event_id not in seen:
+                seen.add(item.event_id)
+                fresh.append(item)
+        if not fresh:
+            return
+        if parked:
+            await self._park(conn, order_id, fresh, "waiting behind parked order", queued=True)
+            return
+        stale = [i for i in fresh if i.env is not None and i.version <= row.last_version]
+        if stale:
+            await self.store.record(conn, row, [(i.event_id, i.version, "stale", 0) for i in stale])
+        live = [i for i in fresh if i not in stale]
+        split = next((n for n, i in enumerate(live) if i.env is None), len(live))
+        good, rest = live[:split], live[split:]
+        parked_now = False
+        if good:
+            self._lag(good[-1])
+            parked_now = not await self._deliver_or_park(conn, row, good)
+        if rest and parked_now:
+            await self._park(conn, order_id, rest, "waiting behind parked event", queued=True)
+        elif rest:
+            await self._park(conn, order_id, rest, f"unreadable envelope: {rest[0].error}")
+
+    async def _plan_handle(
+        self, conn: Conn, order_id: str, items: Sequence[Item]
+    ) -> tuple[DeliveryRow, list[Item]] | None:
+        """What `_handle_locked` would deliver for this order (read-only): its row and items."""
+        row, seen, parked = await self.store.snapshot(conn, order_id, [i.event_id for i in items])
+        if parked:
+            return None
+        good: list[Item] = []
+        for item in items:
+            if item.env is None:
+                break
+            if item.event_id not in seen and item.version > row.last_version:
+                seen.add(item.event_id)
+                good.append(item)
+        return (row, good) if good else None
+
+    async def _batchable(self, conn: Conn, row: DeliveryRow, items: Sequence[Item]) -> DestinationCall | None:
+        """The order's write if a batch can carry it, after creating the categories it names.
+
+        None when the order sends nothing, is not applicable, or needs another kind of call
+        (PATCH, DELETE): it is then delivered on its own, as always.
+        """
+        envs = [i.env for i in items if i.env is not None]
+        try:
+            if not envs or self.destination.not_applicable(envs, row) is not None:
+                return None
+            calls = self.destination.map(envs, row)
+        except Exception:  # its own delivery meets the error again and parks the order
+            return None
+        if not calls or calls[-1].kind not in BATCHED_KINDS:
+            return None
+        for call in calls[:-1]:
+            if call.kind != "omnisend.category.create":
+                return None
+            if await self._perform(conn, row, call) is not None:
+                return None  # its own delivery retries the category and parks if it must
+        return calls[-1]
+
+    async def _send_batches(self, planned: Sequence[DestinationCall]) -> None:
+        if len(planned) < 2 or not isinstance(self.destination, OmnisendDestination):
+            return
+        self._settled.update(
+            await send_order_batches(
+                self.destination.client,
+                planned,
+                batch=batch_settings(self.settings),
+                budget=self.budget,
+                settings=self.settings,
+                closing=self.closing,
+                on_outcome=self._count,
+            )
+        )
 
     async def redrive(self, order_id: str, *, drop_unreadable: bool = False) -> tuple[int, str | None]:
         """Deliver a parked order's queue in order; returns (delivered, reason it stopped or None).
@@ -169,13 +263,35 @@ class Deliverer:
         async with self.store.order_lock(order_id) as conn:
             return await self.replay_locked(conn, order_id, envs)
 
-    async def replay_locked(self, conn: Conn, order_id: str, envs: Sequence[Envelope]) -> int:
-        """`replay` for a caller already holding the order lock (it read the log under it)."""
+    async def replay_many(self, conn: Conn, work: Sequence[tuple[str, Sequence[Envelope]]]) -> int:
+        """`replay_locked` for many orders whose locks `conn` holds: their writes go in batches."""
+        before = self.metrics_calls
+        planned: list[DestinationCall] = []
+        for order_id, envs in work:
+            row = await self._replay_row(conn, order_id)
+            call = await self._batchable(conn, row, _items(envs))
+            if call is not None:
+                planned.append(call)
+        await self._send_batches(planned)
+        try:
+            for order_id, envs in work:
+                await self.replay_locked(conn, order_id, envs)
+        finally:
+            self._settled.clear()
+        return self.metrics_calls - before
+
+    async def _replay_row(self, conn: Conn, order_id: str) -> DeliveryRow:
+        """The delivery state a replay starts from: digests and version cleared."""
         row = await self.store.load(conn, order_id)
         row.sent = {k: v for k, v in row.sent.items() if k.startswith(("inflight:", "ev:"))}
         row.last_version = 0
+        return row
+
+    async def replay_locked(self, conn: Conn, order_id: str, envs: Sequence[Envelope]) -> int:
+        """`replay` for a caller already holding the order lock (it read the log under it)."""
+        row = await self._replay_row(conn, order_id)
         # The real envelope, not b"": a failed replay parks these and redrive must read them.
-        items = [Item(e.event_id, e.version, e.position, e.to_bytes(), e) for e in envs]
+        items = _items(envs)
         before = self.metrics_calls
         if not await self._deliver(conn, row, items, outcome="replayed"):
             # Parked: keep the replay's clean slate (digests, version), so redrive re-sends it.
@@ -298,19 +414,48 @@ class Deliverer:
         if call.kind == "omneo.order.create":
             row.status = "creating"
             await self.store.save(conn, row)
+        settled = self._settled.pop(row.order_id, None) if call.kind in BATCHED_KINDS else None
         try:
-            outcome = await call_with_retries(
-                lambda: self.destination.perform(call, row),
-                budget=self.budget,
-                settings=self.settings,
-                closing=self.closing,
-                on_outcome=self._count,
-                retry_ambiguous=not at_most_once and call.kind != "omneo.order.create",
-            )
+            if isinstance(settled, Success):  # the batch did it: no call of its own
+                outcome: Outcome = settled
+            else:
+                outcome = await self._call(row, call, settled, retry_ambiguous=not at_most_once)
         except Closing:
             if at_most_once:  # no ambiguous attempt (those return at once): never accepted
                 await self._forget_inflight(conn, row, call)
             raise
+        return await self._after_call(conn, row, call, outcome, depth, at_most_once=at_most_once)
+
+    async def _call(
+        self, row: DeliveryRow, call: DestinationCall, settled: Outcome | None, *, retry_ambiguous: bool
+    ) -> Outcome:
+        """The call with retries; with `settled` (its batch item's answer) that answer is the first try."""
+        first = [settled] if settled is not None else []
+
+        async def attempt() -> Outcome:
+            if first and isinstance(self.destination, OmnisendDestination):
+                return await self.destination.settle(call, row, first.pop())
+            return await self.destination.perform(call, row)
+
+        return await call_with_retries(
+            attempt,
+            budget=self.budget,
+            settings=self.settings,
+            closing=self.closing,
+            on_outcome=self._count,
+            retry_ambiguous=retry_ambiguous and call.kind != "omneo.order.create",
+        )
+
+    async def _after_call(
+        self,
+        conn: Conn,
+        row: DeliveryRow,
+        call: DestinationCall,
+        outcome: Outcome,
+        depth: int,
+        *,
+        at_most_once: bool,
+    ) -> _Park | None:
         if at_most_once and not _maybe_accepted(outcome):
             await self._forget_inflight(conn, row, call)
         if call.kind == "omneo.order.create" and isinstance(outcome, Retryable) and outcome.ambiguous:

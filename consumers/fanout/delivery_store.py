@@ -78,6 +78,22 @@ class FanoutStore:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
+    @asynccontextmanager
+    async def orders_lock(self, order_ids: Sequence[str]) -> AsyncIterator[Conn]:
+        """`order_lock` for many orders on ONE connection (a batch of orders delivered together).
+
+        Keys are taken in ascending order, so two batch holders cannot deadlock; a single-order
+        holder never waits for a second key, so it cannot close a cycle either.
+        """
+        keys = sorted({_lock_key(self.destination, o) for o in order_ids})
+        async with self.pool.acquire() as conn:
+            try:
+                for key in keys:
+                    await conn.execute("SELECT pg_advisory_lock($1)", key)
+                yield conn
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock_all()")
+
     async def load(self, conn: Conn, order_id: str) -> DeliveryRow:
         row = await conn.fetchrow(
             "SELECT remote_id, remote_exists, status, last_version, last_position, sent, not_applicable"

@@ -155,6 +155,28 @@ class OmnisendDestination:
             return await self.client.send_event(body)
         raise ValueError(f"not an Omnisend call: {call.kind}")
 
+    async def settle(self, call: DestinationCall, row: DeliveryRow, item: Outcome) -> Outcome:
+        """An order write's batch item answer, finished as the single call would have been.
+
+        A refused POST on the plugin's statuses becomes a PUT (as in `_create`); a PUT to an
+        order Omnisend lost becomes a POST of the whole order; any other refusal is final
+        (its order parks, no other). An item that hit a retryable answer (408, 429, 5xx or a
+        403, which Omnisend's plugin also re-queues) is sent again alone.
+        """
+        if isinstance(item, Success):
+            return item
+        if isinstance(item, Permanent) and call.kind == "omnisend.order.create":
+            if item.reason == "already_exists" or item.status in POST_THEN_PUT_STATUSES:
+                replaced = await self.client.replace_order(call.key, call.body or {})
+                return item if isinstance(replaced, Permanent) and replaced.status == 404 else replaced
+            return item
+        if isinstance(item, Permanent) and call.kind == "omnisend.order.replace":
+            if item.reason == "not_found":
+                row.remote_exists = False
+                return await self._create(call.key, call.create_body or call.body or {})
+            return item
+        return await self.perform(call, row)
+
     async def _create(self, order_id: str, body: dict[str, Any]) -> Outcome:
         """POST, and on any answer Omnisend may give for an order it already has, PUT.
 

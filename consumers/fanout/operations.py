@@ -9,7 +9,8 @@ the order's stream is read from the Postgres log (`ledger.store` reads) and fold
 domain, and the latest state is sent again with the destination's `sent` digests cleared, so
 every field group, transaction or order body goes out once more regardless of the inbox.
 Both mappings are snapshot-based, so "latest state" is the whole effect of the events
-(Omneo: PUT + update-create by external_id; Omnisend orders: PUT/POST). In Omnisend events
+(Omneo: PUT + update-create by external_id; Omnisend orders: PUT/POST, carried in v3 batches of
+`batch_size` orders, docs/connectors.md#omnisend-batches). In Omnisend events
 mode the order's events are sent again with the same eventIDs (the vendor dedupes those only
 for historical loads: pause automations first).
 """
@@ -127,22 +128,32 @@ async def replay(
     try:
         budget = SharedRateBudget(pool, destination, dest.rate_per_minute)
         deliverer = Deliverer(adapter, store, dest, metrics, budget=budget)
-        for oid in orders:
-            # Read the log under the order lock: a live delivery in between would otherwise be
+        # Batches of orders when the destination takes them (Omnisend v3), else one at a time.
+        step = max(1, dest.batch_size) if deliverer.batches else 1
+        for start in range(0, len(orders), step):
+            chunk = orders[start : start + step]
+            # Read the log under the order locks: a live delivery in between would otherwise be
             # overwritten by an older state.
-            async with store.order_lock(oid) as conn:
-                envs = await _envelopes(conn, oid)
-                if not envs:
-                    continue
-                if await store.is_parked(conn, oid):
-                    summary["skipped_parked"] += 1
-                    continue
-                if from_position is not None and destination == "omnisend" and dest.mode == "events":
-                    envs = [e for e in envs if e.position >= from_position]
-                elif destination == "omneo" or dest.mode != "events":
-                    envs = envs[-1:]
-                summary["calls"] += await deliverer.replay_locked(conn, oid, envs)
-                summary["orders"] += 1
+            async with store.orders_lock(chunk) as conn:
+                work: list[tuple[str, list[Envelope]]] = []
+                for oid in chunk:
+                    envs = await _envelopes(conn, oid)
+                    if not envs:
+                        continue
+                    if await store.is_parked(conn, oid):
+                        summary["skipped_parked"] += 1
+                        continue
+                    if from_position is not None and destination == "omnisend" and dest.mode == "events":
+                        envs = [e for e in envs if e.position >= from_position]
+                    elif destination == "omneo" or dest.mode != "events":
+                        envs = envs[-1:]
+                    work.append((oid, envs))
+                if len(work) > 1:
+                    summary["calls"] += await deliverer.replay_many(conn, work)
+                else:
+                    for oid, envs in work:
+                        summary["calls"] += await deliverer.replay_locked(conn, oid, envs)
+                summary["orders"] += len(work)
     finally:
         await http.aclose()
     return summary

@@ -61,6 +61,10 @@ async def _deliver_batch(deliverer: Deliverer, records: tuple[Any, ...]) -> None
         key = record.key.decode("utf-8", "replace") if record.key else None
         order_id = key or (item.env.order_id if item.env is not None else fallback)
         groups.setdefault(order_id, []).append(item)
+    if deliverer.batches and len(groups) >= max(2, deliverer.settings.batch_min_orders):
+        # A backlog: the orders' writes go in Omnisend batches, each order's outcome its own.
+        await deliverer.handle_many(list(groups.items()))
+        return
     # Each order in delivery holds a pool connection (its lock) and briefly needs another for
     # the shared rate budget: at least one must stay free, or a small pool would deadlock.
     gate = asyncio.Semaphore(max(1, min(ORDER_CONCURRENCY, deliverer.store.pool.get_max_size() - 1)))

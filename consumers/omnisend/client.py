@@ -7,7 +7,7 @@ it comes back as `Permanent(reason="already_exists")` so the worker switches to 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +19,8 @@ from consumers.http import (
     Outcome,
     Permanent,
     VendorClient,
+    classify_response,
+    encode_json,
     send,
     strip_suffix,
 )
@@ -26,6 +28,7 @@ from ledger_kernel.settings import DestinationSettings
 
 ORDERS = "/v3/orders"
 CATEGORIES = "/v3/categories"
+BATCHES = "/v3/batches"
 EVENTS = "/api/events"
 API_VERSION = "2026-03-15"
 """Omnisend's current API: `/api/...`, `Authorization: Omnisend-API-Key`, `Omnisend-Version` required."""
@@ -73,6 +76,20 @@ def build_http_client(
     )
 
 
+def _vendor_outcome(outcome: Outcome) -> Outcome:
+    """Omnisend's readings of a generic outcome: duplicate orderID, 403 that may be throttling."""
+    if isinstance(outcome, Permanent) and _is_already_exists(outcome):
+        return Permanent(status=outcome.status, reason="already_exists", body=outcome.body)
+    if isinstance(outcome, AuthFailure) and outcome.status == 403:
+        return AuthFailure(status=403, body=outcome.body, possibly_throttled=True)
+    return outcome
+
+
+def _batch_id(body: Any) -> str | None:
+    value = body["batchID"]
+    return value if isinstance(value, str) and value else None
+
+
 def _order_id(body: Any) -> str | None:
     value = body["orderID"]
     return value if isinstance(value, str) else None
@@ -103,11 +120,36 @@ class OmnisendClient(VendorClient):
             deadline_s=self._deadline_s,
             remote_id=_order_id if with_id else None,
         )
-        if isinstance(outcome, Permanent) and _is_already_exists(outcome):
-            return Permanent(status=outcome.status, reason="already_exists", body=outcome.body)
-        if isinstance(outcome, AuthFailure) and outcome.status == 403:
-            return AuthFailure(status=403, body=outcome.body, possibly_throttled=True)
-        return outcome
+        return _vendor_outcome(outcome)
+
+    async def create_batch(self, method: str, endpoint: str, items: Sequence[Mapping[str, Any]]) -> Outcome:
+        """POST /v3/batches `{method, endpoint, items}`: queued, not done; `remote_id` is its batchID."""
+        body = {"method": method, "endpoint": endpoint, "items": [dict(i) for i in items]}
+        outcome = await send(
+            self._http,
+            "POST",
+            BATCHES,
+            json_body=body,
+            max_bytes=self._max,
+            deadline_s=self._deadline_s,
+            remote_id=_batch_id,
+        )
+        return _vendor_outcome(outcome)
+
+    async def get_batch(self, batch_id: str) -> Outcome:
+        """GET /v3/batches/{batchID}: `status` pending | inProgress | finished | stopped, counts."""
+        return await self._call("GET", f"{BATCHES}/{quote(batch_id, safe='')}")
+
+    async def get_batch_items(self, batch_id: str) -> Outcome:
+        """GET /v3/batches/{batchID}/items: `responses[]` and `errors[]`, each item with its
+        `request`, `responseCode` and `response` (the answer the single call would have had)."""
+        return await self._call("GET", f"{BATCHES}/{quote(batch_id, safe='')}/items")
+
+    @staticmethod
+    def item_outcome(response_code: int, response: Any) -> Outcome:
+        """One batch item's result classified exactly as the same single call's answer."""
+        raw = b"" if response is None else encode_json(response)
+        return _vendor_outcome(classify_response(response_code, {}, raw))
 
     async def create_order(self, order: Mapping[str, Any]) -> Outcome:
         """POST /v3/orders: create-only; a duplicate gives Permanent(reason="already_exists")."""

@@ -12,7 +12,7 @@ orderID -> 409 "already exists", missing mandatory fields -> 422, other invalid 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,11 @@ class OmnisendConfig(SandboxConfig):
     """Also enforce the seed's own rules (status enums, product cap, ...): see `OmnisendRules`."""
     put_upserts: bool = False
     """The spec documents 404 for a PUT to an unknown orderID; True makes PUT create it."""
+    batch_max_items: int = 1000
+    """v3 `POST /v3/batches` takes at most 1,000 operations."""
+    batch_status_reads: int = 1
+    """How many `GET /v3/batches/{id}` answer `inProgress` before the batch runs and is
+    `finished`: the vendor runs batches asynchronously, so a client must poll."""
 
 
 class OmnisendSandbox(SandboxApp):
@@ -69,6 +74,7 @@ class OmnisendSandbox(SandboxApp):
         self.orders: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.categories: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
         super().__init__(config)
 
     # -- vendor hooks -------------------------------------------------------------------------
@@ -85,6 +91,9 @@ class OmnisendSandbox(SandboxApp):
             route("POST", "/v3/categories", self.create_category),
             route("GET", "/v3/categories/{category_id}", self.get_category),
             route("PUT", "/v3/categories/{category_id}", self.replace_category),
+            route("POST", "/v3/batches", self.create_batch),
+            route("GET", "/v3/batches/{batch_id}", self.get_batch),
+            route("GET", "/v3/batches/{batch_id}/items", self.get_batch_items),
         ]
 
     def is_vendor_path(self, path: str) -> bool:
@@ -126,12 +135,18 @@ class OmnisendSandbox(SandboxApp):
         return keys
 
     def snapshot(self) -> dict[str, Any]:
-        return {"orders": dict(self.orders), "events": list(self.events), "categories": dict(self.categories)}
+        return {
+            "orders": dict(self.orders),
+            "events": list(self.events),
+            "categories": dict(self.categories),
+            "batches": {k: _batch_info(b) for k, b in self.batches.items()},
+        }
 
     def clear_records(self) -> None:
         self.orders.clear()
         self.events.clear()
         self.categories.clear()
+        self.batches.clear()
 
     # -- handlers -------------------------------------------------------------------------------
     def _invalid(self, errors: list[SchemaError], *, events: bool = False) -> Reply:
@@ -243,6 +258,106 @@ class OmnisendSandbox(SandboxApp):
         now = now_iso(self.clock)
         return {"categoryID": category_id, "title": body["title"], "createdAt": now, "updatedAt": now}
 
+    # -- batches (v3, docs/connectors.md#omnisend-batches) -------------------------------------
+    def create_batch(self, call: Call) -> Reply:
+        """POST /v3/batches `{method, endpoint, items}`: queued (`pending`), run later; `{batchID, totalCount}`.
+
+        The sandbox runs orders and categories batches (what the fan-out sends); other
+        endpoints the vendor takes (contacts, products, events) are refused as not modelled.
+        """
+        body = call.body
+        if not isinstance(body, dict):
+            return self.error(400, f"{_MSG_400}: body must be a JSON object")
+        method, endpoint, items = body.get("method"), body.get("endpoint"), body.get("items")
+        if method not in ("POST", "PUT"):
+            return self.error(400, f"{_MSG_400}: method must be POST or PUT")
+        if endpoint not in _BATCH_ENDPOINTS:
+            return self.error(400, f"{_MSG_400}: endpoint must be one of {list(_BATCH_ENDPOINTS)}")
+        if endpoint not in ("orders", "categories"):
+            return self.error(400, f"{_MSG_400}: the sandbox does not model {endpoint} batches")
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            return self.error(422, f"{_MSG_422}: items must be a non-empty array of objects")
+        if len(items) > self.config.batch_max_items:
+            return self.error(400, f"{_MSG_400}: at most {self.config.batch_max_items} items per batch")
+        batch_id = hashlib.sha256(f"{len(self.batches)}:{now_iso(self.clock)}".encode()).hexdigest()[:24]
+        self.batches[batch_id] = {
+            "batchID": batch_id,
+            "method": method,
+            "endpoint": endpoint,
+            "status": "pending",
+            "createdAt": now_iso(self.clock),
+            "items": items,
+            "results": [],
+            "reads": 0,
+        }
+        return Reply(200, {"batchID": batch_id, "totalCount": len(items)})
+
+    def get_batch(self, call: Call) -> Reply:
+        batch = self.batches.get(call.params["batch_id"])
+        if batch is None:
+            return self.error(404, "")
+        batch["reads"] += 1
+        if batch["status"] != "finished":
+            if batch["reads"] <= self.config.batch_status_reads:
+                batch["status"] = "inProgress"
+                batch.setdefault("startedAt", now_iso(self.clock))
+            else:
+                self._run_batch(batch)
+        return Reply(200, _batch_info(batch))
+
+    def get_batch_items(self, call: Call) -> Reply:
+        batch = self.batches.get(call.params["batch_id"])
+        if batch is None:
+            return self.error(404, "")
+        results = batch["results"]
+        return Reply(
+            200,
+            {
+                **_batch_info(batch),
+                "errors": [r for r in results if not 200 <= r["responseCode"] < 300],
+                "responses": [r for r in results if 200 <= r["responseCode"] < 300],
+            },
+        )
+
+    def _run_batch(self, batch: dict[str, Any]) -> None:
+        """Each item as its own request would be (validation, duplicates, faults per order)."""
+        method, endpoint = batch["method"], batch["endpoint"]
+        results = []
+        for n, item in enumerate(batch["items"], start=1):
+            key_name = "orderID" if endpoint == "orders" else "categoryID"
+            key = item.get(key_name)
+            base = f"/v3/{endpoint}"
+            path = base if method == "POST" else f"{base}/{key}"
+            params = (
+                {} if method == "POST" else {"order_id" if endpoint == "orders" else "category_id": str(key)}
+            )
+            item_call = Call(method, path, params, {}, {}, item)
+            fault = self.faults.match(method, path, self.order_keys(item_call))
+            if fault is not None and fault.kind not in ("hang", "reset_connection"):
+                reply = self._fault_reply(fault)
+            elif method == "PUT" and not isinstance(key, str):
+                reply = self._invalid([SchemaError(key_name, "required", "is required for PUT items")])
+            else:
+                reply = self._item_handler(method, endpoint)(item_call)
+            results.append(
+                {
+                    "itemID": str(n),
+                    "request": item,
+                    "responseCode": reply.status,
+                    "response": reply.body,
+                    "status": "finished",
+                }
+            )
+        batch["results"] = results
+        batch["status"] = "finished"
+        batch.setdefault("startedAt", now_iso(self.clock))
+        batch["endedAt"] = now_iso(self.clock)
+
+    def _item_handler(self, method: str, endpoint: str) -> Callable[[Call], Reply]:
+        if endpoint == "orders":
+            return self.create_order if method == "POST" else self.replace_order
+        return self.create_category if method == "POST" else self.replace_category
+
     def post_event(self, call: Call) -> Reply:
         errors = self.rules.event(call.body)
         if errors:
@@ -289,6 +404,23 @@ def _problem(status: int, title: str, detail: str, errors: list[dict[str, str]],
         "errors": errors,
     }
     return Reply(status, body, {"Content-Type": "application/problem+json"})
+
+
+_BATCH_ENDPOINTS = ("contacts", "orders", "products", "events", "categories")
+
+
+def _batch_info(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """`GET /v3/batches/{id}`: status and counts (finishedCount includes the failed ones)."""
+    results = batch.get("results", [])
+    info = {
+        k: batch[k]
+        for k in ("batchID", "method", "endpoint", "status", "createdAt", "startedAt", "endedAt")
+        if k in batch
+    }
+    info["totalCount"] = len(batch["items"])
+    info["finishedCount"] = len(results)
+    info["errorsCount"] = sum(1 for r in results if not 200 <= r["responseCode"] < 300)
+    return info
 
 
 def _ack(order: Mapping[str, Any]) -> dict[str, Any]:

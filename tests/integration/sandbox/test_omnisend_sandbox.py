@@ -236,7 +236,7 @@ async def test_request_log_shows_what_was_received_without_the_key(
 async def test_reset_forgets_orders_log_and_window(omnisend: OmnisendClient, omnisend_box: Running) -> None:
     await omnisend.create_order(v3_order())
     assert (await omnisend_box.control.post("/_sandbox/reset")).status_code == 200
-    assert await omnisend_box.state() == {"orders": {}, "events": [], "categories": {}}
+    assert await omnisend_box.state() == {"orders": {}, "events": [], "categories": {}, "batches": {}}
     assert await omnisend_box.requests() == []
 
 

@@ -1,0 +1,159 @@
+"""Backlogs and replays reach Omnisend in v3 batches, each order's item outcome its own.
+
+Real PostgreSQL, the real worker over a real broker (backlog) or `ledger fanout replay`'s
+operation (replay), against the Omnisend sandbox, which runs batches asynchronously as the
+vendor documents (`pending`/`inProgress` until polled enough, then `finished`, per-item
+`responseCode` and `response`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from consumers.fanout.operations import replay
+from ledger.store import EventStore
+from ledger.store.records import NewEvent
+from tests.integration.fanout.support import (
+    Sandbox,
+    inbox_count,
+    make_settings,
+    new_topic,
+    publish,
+    sandbox,
+    wait_for,
+    worker,
+)
+from tests.unit.mapping.story import OrderStory
+
+pytestmark = [pytest.mark.postgres, pytest.mark.kafka, pytest.mark.asyncio(loop_scope="session")]
+
+BATCHING: dict[str, Any] = {"batch_size": 5, "batch_min_orders": 2, "batch_poll_s": 0.01}
+
+
+async def _append(store: EventStore, story: OrderStory) -> None:
+    events = [
+        NewEvent(type=e["type"], data=e["data"], event_id=uuid.UUID(e["event_id"])) for e in story.envelopes
+    ]
+    await store.append(f"order-{story.order_id}", events, 0)
+
+
+def _stories(n: int) -> list[OrderStory]:
+    out = []
+    for i in range(n):
+        story = OrderStory()
+        story.place(external_id=f"{1001 + i}")
+        story.pay("20.00")
+        out.append(story)
+    return out
+
+
+async def _calls(box: Sandbox) -> list[tuple[str, str]]:
+    return [(r["method"], r["path"]) for r in await box.requests()]
+
+
+async def test_a_replay_of_many_orders_goes_in_batches_of_the_configured_size(
+    pool: asyncpg.Pool, store: EventStore, database_url: str
+) -> None:
+    stories = _stories(12)
+    for story in stories:
+        await _append(store, story)
+    async with sandbox("omnisend") as box:
+        settings = make_settings(database_url, "127.0.0.1:9", "unused", omnisend=box, **BATCHING)
+        position = await pool.fetchval("SELECT min(position) FROM events")
+        summary = await replay(settings, pool, destination="omnisend", from_position=position)
+        calls = await _calls(box)
+        state = await box.state()
+    assert summary == {"orders": 12, "calls": len(calls), "skipped_parked": 0}
+    # 5 + 5 + 2 orders: each batch is one POST, one poll answering inProgress, one finished, its items.
+    assert [c for c in calls if c[1] == "/v3/batches"] == [("POST", "/v3/batches")] * 3
+    assert len(calls) == 12, "4 calls per batch of up to 5 orders instead of 12 order POSTs"
+    assert not [c for c in calls if c[1].startswith("/v3/orders")], "no order went alone"
+    assert sorted(state["orders"]) == sorted(s.order_id for s in stories)
+    assert {b["status"] for b in state["batches"].values()} == {"finished"}
+    assert all(o["paymentStatus"] == "paid" for o in state["orders"].values())
+    outcomes = await pool.fetch("SELECT DISTINCT outcome FROM fanout_inbox WHERE destination = 'omnisend'")
+    assert {r["outcome"] for r in outcomes} == {"replayed"}
+    again = await pool.fetchval("SELECT count(*) FROM fanout_delivery WHERE remote_exists")
+    assert again == 12
+
+
+async def test_a_second_replay_replaces_in_put_batches(
+    pool: asyncpg.Pool, store: EventStore, database_url: str
+) -> None:
+    stories = _stories(6)
+    for story in stories:
+        await _append(store, story)
+    async with sandbox("omnisend") as box:
+        settings = make_settings(database_url, "127.0.0.1:9", "unused", omnisend=box, **BATCHING)
+        position = await pool.fetchval("SELECT min(position) FROM events")
+        await replay(settings, pool, destination="omnisend", from_position=position)
+        mark = len(await box.requests())
+        await replay(settings, pool, destination="omnisend", from_position=position)
+        second = (await box.requests())[mark:]
+    batches = [r["body"] for r in second if (r["method"], r["path"]) == ("POST", "/v3/batches")]
+    assert [(b["method"], b["endpoint"], len(b["items"])) for b in batches] == [("PUT", "orders", 5)]
+    alone = [(r["method"], r["path"]) for r in second if r["path"].startswith("/v3/orders")]
+    assert alone == [("PUT", f"/v3/orders/{stories[-1].order_id}")], "a batch of one is a single call"
+    assert all(r["status"] < 300 for r in second)
+
+
+async def test_a_backlog_reaches_omnisend_in_batches_through_the_worker(
+    pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    stories = _stories(40)
+    envelopes = [e for s in stories for e in s.envelopes]
+    await new_topic(kafka_bootstrap, unique_topic)
+    await publish(kafka_bootstrap, unique_topic, envelopes)  # the backlog is there before the worker
+    async with sandbox("omnisend") as box:
+        settings = make_settings(
+            database_url, kafka_bootstrap, unique_topic, omnisend=box, **{**BATCHING, "batch_size": 500}
+        )
+        async with worker("omnisend", settings, pool):
+
+            async def drained() -> bool:
+                return await inbox_count(pool, "omnisend") >= len(envelopes)
+
+            await wait_for(drained, what="every event of the backlog handled")
+        calls = await _calls(box)
+        state = await box.state()
+    assert sorted(state["orders"]) == sorted(s.order_id for s in stories)
+    assert ("POST", "/v3/batches") in calls
+    assert len(calls) <= len(stories) // 2, f"{len(calls)} calls for {len(stories)} orders"
+    assert await pool.fetchval("SELECT count(*) FROM fanout_parked") == 0
+
+
+async def test_an_item_refused_in_a_batch_parks_only_its_own_order(
+    pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    stories = _stories(10)
+    refused = stories[3].order_id
+    envelopes = [e for s in stories for e in s.envelopes]
+    await new_topic(kafka_bootstrap, unique_topic)
+    await publish(kafka_bootstrap, unique_topic, envelopes)
+    async with sandbox("omnisend") as box:
+        await box.fault({"reject_order": refused, "status": 422, "methods": ["POST"]})
+        settings = make_settings(
+            database_url, kafka_bootstrap, unique_topic, omnisend=box, **{**BATCHING, "batch_size": 500}
+        )
+        async with worker("omnisend", settings, pool):
+
+            async def settled() -> bool:
+                parked = await pool.fetchval("SELECT count(*) FROM fanout_parked")
+                return await inbox_count(pool, "omnisend") + int(parked) >= len(envelopes)
+
+            await wait_for(settled, what="every event delivered or parked")
+        calls = await _calls(box)
+        state = await box.state()
+    parked = await pool.fetch(
+        "SELECT DISTINCT order_id, reason FROM fanout_parked WHERE reason LIKE '%HTTP%'"
+    )
+    assert [(r["order_id"]) for r in parked] == [refused]
+    assert "HTTP 422" in parked[0]["reason"]
+    assert sorted(state["orders"]) == sorted(s.order_id for s in stories if s.order_id != refused)
+    alone = [c for c in calls if c[1].startswith("/v3/orders")]
+    assert ("PUT", f"/v3/orders/{refused}") in alone, "the refused POST item falls back to a PUT, alone"
+    assert {path for _, path in alone} <= {"/v3/orders", f"/v3/orders/{refused}"}
