@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
+import pstats
 import resource
 import sys
 import time
@@ -124,17 +126,23 @@ async def raw_topic(bootstrap: str) -> tuple[float, int]:
         await consumer.stop()
 
 
-async def measure(dsn: str, bootstrap: str, chunk: int) -> dict[str, Any]:
+async def measure(dsn: str, bootstrap: str, chunk: int, profile: bool) -> dict[str, Any]:
     log_s = await raw_log(dsn)
     topic_s, messages = await raw_topic(bootstrap)
     pool = await create_pool(dsn, StoreSettings(pool_min_size=1, pool_max_size=4))
     try:
         events = await pool.fetchval("SELECT count(*) FROM events")
+        profiler = cProfile.Profile() if profile else None
         started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         report = await run_reconciliation(
             pool, ReconcileOptions(bootstrap_servers=bootstrap, topic=TOPIC, chunk_events=chunk)
         )
         seconds = time.perf_counter() - started
+        if profiler is not None:
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     finally:
         await pool.close()
     return {
@@ -173,7 +181,7 @@ async def main(args: argparse.Namespace) -> None:
             await prepare(dsn, bootstrap, args.events)
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.reconcile", "--measure", dsn, "--bootstrap", bootstrap,
-                "--chunk", str(args.chunk), cwd=REPO, stdout=asyncio.subprocess.PIPE,
+                "--chunk", str(args.chunk), *(["--profile"] if args.profile else []), cwd=REPO, stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             out, _ = await child.communicate()
             if child.returncode:
@@ -198,10 +206,17 @@ if __name__ == "__main__":
     )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--chunk", type=int, default=20_000)
+    parser.add_argument("--profile", action="store_true", help="print the reconciliation's profile on stderr")
     parser.add_argument("--measure", metavar="DSN", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.measure:
-        print(json.dumps(asyncio.run(measure(arguments.measure, arguments.bootstrap, arguments.chunk))))
+        print(
+            json.dumps(
+                asyncio.run(
+                    measure(arguments.measure, arguments.bootstrap, arguments.chunk, arguments.profile)
+                )
+            )
+        )
     else:
         asyncio.run(main(arguments))
