@@ -92,10 +92,7 @@ async def scan_topic(
     )
     try:
         await consumer.start()
-        ids = consumer.partitions_for_topic(topic)
-        if ids is None:
-            await consumer._client.force_metadata_update()  # aiokafka has no public refresh
-            ids = consumer.partitions_for_topic(topic) or set()
+        ids = await topic_partitions(consumer, topic)
         partitions = [TopicPartition(topic, p) for p in sorted(ids)]
         if not partitions:
             return scan
@@ -121,6 +118,17 @@ async def scan_topic(
     finally:
         await consumer.stop()
     return scan
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The topic's partition ids (empty when it does not exist), asked of the broker.
+
+    `partitions_for_topic` knows only topics the client already asked about (Apache Kafka answers
+    a metadata request for the topics it names), and `topics()` does not keep what it fetched.
+    """
+    cluster = await consumer._client.fetch_all_metadata()  # aiokafka has no public equivalent
+    ids: set[int] = cluster.partitions_for_topic(topic) or set()
+    return ids
 
 
 def _take(scan: TopicScan, value: bytes | None, lo: int, hi: int) -> None:

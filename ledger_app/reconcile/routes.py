@@ -14,14 +14,52 @@ from typing import Any
 import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 
 from ledger.api.problems import Problem
+from ledger.api.schemas import problem_responses
 from ledger_app.reconcile.runner import ReconcileOptions, begin_run, run_reconciliation
 from ledger_app.reconcile.runs import latest_report
 from ledger_kernel.wire.codec import dumps
 
 log = structlog.get_logger(__name__)
 PATH = "/api/v3/reconciliations"
+
+
+class MismatchView(BaseModel):
+    kind: str
+    place: str
+    order_id: str
+    detail: str
+
+
+class RangeView(BaseModel):
+    from_position: int
+    to_position: int
+
+
+class ReconciliationView(BaseModel):
+    """`ReconcileReport.as_json()`: the run, its counts per place and its stored mismatches."""
+
+    id: int
+    started_at: str
+    finished_at: str | None
+    status: str
+    ok: bool
+    range: RangeView
+    checked_through: int
+    counts: dict[str, dict[str, int]]
+    mismatch_count: int
+    mismatches: list[MismatchView]
+    error: str | None
+
+
+class ReconciliationBody(BaseModel):
+    data: ReconciliationView
+
+
+def _documented(status: int, description: str, *problems: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ReconciliationBody, "description": description}, **problem_responses(*problems)}
 
 
 def make_router(require_scope: Callable[[str], Callable[..., Any]]) -> APIRouter:
@@ -38,6 +76,8 @@ def make_router(require_scope: Callable[[str], Callable[..., Any]]) -> APIRouter
         f"{PATH}/latest",
         dependencies=[Depends(require_scope("audit:read"))],
         summary="The last reconciliation with its mismatches",
+        response_class=Response,
+        responses=_documented(200, "The newest run (running, finished or failed)", 404),
     )
     async def latest(request: Request) -> Response:
         report = await latest_report(pool_of(request))
@@ -50,6 +90,8 @@ def make_router(require_scope: Callable[[str], Callable[..., Any]]) -> APIRouter
         dependencies=[Depends(require_scope("admin"))],
         status_code=202,
         summary="Start a reconciliation of the whole log",
+        response_class=Response,
+        responses=_documented(202, "The run begun; follow it at .../latest", 409),
     )
     async def start(request: Request) -> Response:
         if running:
