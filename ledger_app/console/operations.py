@@ -28,7 +28,7 @@ import asyncpg
 from consumers.fanout.delivery_store import list_parked, unhandled_events
 from consumers.fanout.operations import DESTINATIONS
 from ledger.relay.relay import checkpoint_name as relay_checkpoint_name
-from ledger.store import EventStoreProtocol, reads
+from ledger.store import START, EventStoreProtocol, reads
 from ledger.store.store import load_checkpoint
 from ledger_kernel.observability import get_logger
 from projections.definition import Projection
@@ -60,7 +60,12 @@ async def take_sample(
     lags: dict[str, int | None] = {}
     for projection in projections:
         live = [s for s in await projection_status(pool, projection) if s.status == "live"]
-        lags[projection.name] = live[0].lag_events if live else None
+        if not live:
+            lags[projection.name] = None
+        elif live[0].checkpoint is None:  # installed, never run: its runner starts at the beginning
+            lags[projection.name] = await reads.events_after(pool, START)
+        else:
+            lags[projection.name] = live[0].lag_events
     workers: dict[str, int | None] = {}
     for destination in DESTINATIONS:
         workers[destination] = (
