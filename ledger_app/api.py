@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from ledger.api.app import create_app as create_write_api
 from ledger.api.deps import require
 from ledger_app.console import install_console
+from ledger_app.reconcile.routes import make_router as reconcile_router
 from ledger_kernel.settings import Settings
 from projections.quarantine import stale_projections
 from projections.routes import make_router
@@ -20,9 +21,13 @@ from projections.routes import make_router
 
 def create_app(settings: Settings, *, console: dict[str, Any] | None = None, **wiring: Any) -> FastAPI:
     """`ledger.api.app.create_app` (same keyword wiring: pool, metrics, service) plus read-model
-    routes and the web console under `/console` (`console`: keyword wiring of `install_console`)."""
+    and reconciliation routes and the web console under `/console` (`console`: keyword wiring of
+    `install_console`)."""
     app = create_write_api(
-        settings, routers=[make_router(require)], stale_read_models=stale_projections, **wiring
+        settings,
+        routers=[make_router(require), reconcile_router(require)],
+        stale_read_models=stale_projections,
+        **wiring,
     )
     install_console(app, settings, **(console or {}))
     return app

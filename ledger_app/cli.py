@@ -20,6 +20,7 @@ from ledger.audit_cli import app as audit_app
 from ledger.intake.cli import asyncapi, intake
 from ledger.relay.cli import relay_app
 from ledger_app import cli_errors
+from ledger_app.reconcile.cli import reconcile
 from ledger_kernel.observability import configure_logging
 from ledger_kernel.settings import Settings
 from projections.cli import app as projections_app
@@ -97,6 +98,7 @@ app.add_typer(relay_app, name="relay")
 app.command()(asyncapi)
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(projections_app, name="projections")
+audit_app.command("reconcile")(reconcile)
 app.add_typer(audit_app, name="audit")
 app.add_typer(
     fanout_app, name="fanout", help="Fan-out workers to Omneo and Omnisend: run, parked, redrive, replay."
@@ -138,7 +140,9 @@ def dev(
     api_port: Annotated[int, typer.Option(help="API port (another free port is taken if busy).")] = 8000,
     kafka: Annotated[
         DevKafka,
-        typer.Option(help="Broker to start: tansu (needs nothing) or apache (Apache Kafka; needs java and mvn)."),
+        typer.Option(
+            help="Broker to start: tansu (needs nothing) or apache (Apache Kafka; needs java and mvn)."
+        ),
     ] = DevKafka.tansu,
 ) -> None:
     """Run the whole system on embedded defaults: PostgreSQL, Kafka, sandboxes and every process."""

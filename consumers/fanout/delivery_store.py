@@ -314,6 +314,24 @@ async def order_delivery(pool: asyncpg.Pool, order_id: str) -> list[dict[str, An
     return [dict(r) for r in rows]
 
 
+async def delivery_positions(
+    db: asyncpg.Pool | Conn, destination: str, order_ids: Sequence[str]
+) -> dict[str, tuple[int, str | None, int | None, str | None]]:
+    """Per order of `order_ids` the destination knows: (last version delivered, why not applicable,
+    the version parked at the head of its queue, and why) for reconciliation (one round trip)."""
+    rows = await db.fetch(
+        "SELECT o.order_id, coalesce(d.last_version, 0), d.not_applicable, p.version, p.reason"
+        " FROM unnest($2::text[]) AS o(order_id)"
+        " LEFT JOIN fanout_delivery d ON d.destination = $1 AND d.order_id = o.order_id"
+        " LEFT JOIN LATERAL (SELECT version, reason FROM fanout_parked q"
+        "  WHERE q.destination = $1 AND q.order_id = o.order_id ORDER BY version, position LIMIT 1) p ON true"
+        " WHERE d.order_id IS NOT NULL OR p.version IS NOT NULL",
+        destination,
+        list(order_ids),
+    )
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
 async def list_halts(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     return [dict(r) for r in await pool.fetch("SELECT * FROM fanout_halts ORDER BY destination")]
 

@@ -108,8 +108,9 @@ _DESCRIPTIONS = {
     400: "Malformed request (JSON syntax, headers such as a second Authorization)",
     401: "Missing or unknown bearer token",
     403: "The token lacks the route's scope",
-    404: "No such order",
-    409: "Version conflict (with current_version), duplicate external_id, or idempotent request in progress",
+    404: "No such order (or, for reconciliations, none has run yet)",
+    409: "Version conflict (with current_version), duplicate external_id, idempotent request in progress,"
+    " or a reconciliation already running",
     410: "The order was deleted",
     413: "Body too large",
     415: "Content-Type is not application/json",

@@ -93,6 +93,18 @@ class Metrics:
             ["destination", "field"],
             registry=r,
         )
+        self.reconcile_mismatches = Gauge(
+            "ledger_reconcile_mismatches",
+            "Mismatches the last reconciliation found, per place (kafka:<topic>, projection:<name>,"
+            " destination:<name>)",
+            ["place"],
+            registry=r,
+        )
+        self.reconcile_last_run = Gauge(
+            "ledger_reconcile_last_run_timestamp_seconds",
+            "When the last reconciliation finished (Unix time)",
+            registry=r,
+        )
         self.intake_commands = Counter(
             "ledger_intake_commands_total", "Kafka intake commands", ["outcome"], registry=r
         )
