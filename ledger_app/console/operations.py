@@ -8,7 +8,8 @@ charts are samples of those figures taken by the API process every `console.char
 
 Rebuilds started from the console run in the API process (`RebuildTracker`): `projections.rebuild`
 with a progress sink the page polls. Rebuilds started elsewhere (`ledger projections rebuild`)
-show as their registry status and runner state (`rebuilding`) without a bar.
+show as their registry status and runner state (`rebuilding`) without a bar. The last
+reconciliation is `ledger_app.reconcile.latest_report`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
@@ -30,6 +31,7 @@ from consumers.fanout.operations import DESTINATIONS
 from ledger.relay.relay import checkpoint_name as relay_checkpoint_name
 from ledger.store import START, EventStoreProtocol, reads
 from ledger.store.store import load_checkpoint
+from ledger_app.reconcile import ReconcileReport
 from ledger_kernel.observability import get_logger
 from projections.definition import Projection
 from projections.rebuild import RebuildReport, rebuild
@@ -231,31 +233,9 @@ class RebuildTracker:
                 await task
 
 
-@dataclass(frozen=True, slots=True)
-class ReconcileMismatch:
-    kind: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileSummary:
-    """The last reconciliation as the console shows it."""
-
-    finished_at: datetime | None
-    checked_events: int
-    mismatches: Sequence[ReconcileMismatch]
-    status: str
-
-
-class LatestReconciliation(Protocol):
-    """Where the console reads the last reconciliation (`ledger audit reconcile`)."""
-
-    async def __call__(self, pool: asyncpg.Pool) -> ReconcileSummary | None: ...
-
-
-async def no_reconciliation(pool: asyncpg.Pool) -> ReconcileSummary | None:
-    """Used until a reconciliation source is wired: nothing to show."""
-    return None
+#: Where the console reads the last reconciliation: `ledger_app.reconcile.latest_report` (the
+#: function behind `ledger audit reconcile` and `GET /api/v3/reconciliations/latest`).
+LatestReconciliation = Callable[[asyncpg.Pool], Awaitable[ReconcileReport | None]]
 
 
 async def projections_view(pool: asyncpg.Pool, projections: Sequence[Projection]) -> list[VersionStatus]:
