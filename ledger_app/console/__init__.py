@@ -23,10 +23,10 @@ from ledger_app.console.operations import (
     LatestReconciliation,
     Rebuilder,
     RebuildTracker,
-    no_reconciliation,
 )
 from ledger_app.console.routes import HERE, PREFIX, ConsoleState, router
 from ledger_app.console.session import SessionCodec
+from ledger_app.reconcile import latest_report
 from ledger_kernel.observability import get_logger
 from ledger_kernel.settings import Settings
 from projections import catalog
@@ -42,7 +42,7 @@ def install_console(
     settings: Settings,
     *,
     projections: Mapping[str, Projection] | None = None,
-    reconciliation: LatestReconciliation = no_reconciliation,
+    reconciliation: LatestReconciliation = latest_report,
     rebuilder: Rebuilder | None = None,
     redrive_options: Mapping[str, Any] | None = None,
 ) -> ConsoleState:

@@ -81,6 +81,20 @@ def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[Cha
         if path.split(".", 1)[0].split("[", 1)[0] in _NOISE:
             continue
         a, b = old.get(path), new.get(path)
-        if a != b and not (before is None and b in ("null", "[]", "{}", "")):
-            changes.append(Change(path, a, b))
+        if a == b:
+            continue
+        if a is None and b in ("null", "[]", "{}", ""):
+            continue  # a new record's empty fields say nothing
+        if a in _EMPTY and b is None and _filled(path, new):
+            continue  # an empty list or object that now has entries: the entries are the change
+        if b in _EMPTY and a is None and _filled(path, old):
+            continue
+        changes.append(Change(path, a, b))
     return changes
+
+
+_EMPTY = frozenset({"[]", "{}"})
+
+
+def _filled(path: str, leaves: Mapping[str, str]) -> bool:
+    return any(p.startswith((path + "[", path + ".")) for p in leaves)

@@ -8,7 +8,8 @@ charts are samples of those figures taken by the API process every `console.char
 
 Rebuilds started from the console run in the API process (`RebuildTracker`): `projections.rebuild`
 with a progress sink the page polls. Rebuilds started elsewhere (`ledger projections rebuild`)
-show as their registry status and runner state (`rebuilding`) without a bar.
+show as their registry status and runner state (`rebuilding`) without a bar. The last
+reconciliation is `ledger_app.reconcile.latest_report`.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
 from consumers.fanout.delivery_store import list_parked, unhandled_events
 from consumers.fanout.operations import DESTINATIONS
 from ledger.relay.relay import checkpoint_name as relay_checkpoint_name
-from ledger.store import EventStoreProtocol, reads
+from ledger.store import START, EventStoreProtocol, reads
 from ledger.store.store import load_checkpoint
+from ledger_app.reconcile import ReconcileReport
 from ledger_kernel.observability import get_logger
 from projections.definition import Projection
 from projections.rebuild import RebuildReport, rebuild
@@ -60,7 +62,12 @@ async def take_sample(
     lags: dict[str, int | None] = {}
     for projection in projections:
         live = [s for s in await projection_status(pool, projection) if s.status == "live"]
-        lags[projection.name] = live[0].lag_events if live else None
+        if not live:
+            lags[projection.name] = None
+        elif live[0].checkpoint is None:  # installed, never run: its runner starts at the beginning
+            lags[projection.name] = await reads.events_after(pool, START)
+        else:
+            lags[projection.name] = live[0].lag_events
     workers: dict[str, int | None] = {}
     for destination in DESTINATIONS:
         workers[destination] = (
@@ -226,31 +233,9 @@ class RebuildTracker:
                 await task
 
 
-@dataclass(frozen=True, slots=True)
-class ReconcileMismatch:
-    kind: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileSummary:
-    """The last reconciliation as the console shows it."""
-
-    finished_at: datetime | None
-    checked_events: int
-    mismatches: Sequence[ReconcileMismatch]
-    status: str
-
-
-class LatestReconciliation(Protocol):
-    """Where the console reads the last reconciliation (`ledger audit reconcile`)."""
-
-    async def __call__(self, pool: asyncpg.Pool) -> ReconcileSummary | None: ...
-
-
-async def no_reconciliation(pool: asyncpg.Pool) -> ReconcileSummary | None:
-    """Used until a reconciliation source is wired: nothing to show."""
-    return None
+#: Where the console reads the last reconciliation: `ledger_app.reconcile.latest_report` (the
+#: function behind `ledger audit reconcile` and `GET /api/v3/reconciliations/latest`).
+LatestReconciliation = Callable[[asyncpg.Pool], Awaitable[ReconcileReport | None]]
 
 
 async def projections_view(pool: asyncpg.Pool, projections: Sequence[Projection]) -> list[VersionStatus]:

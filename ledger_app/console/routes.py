@@ -260,9 +260,11 @@ async def signin(request: Request) -> Response:
 
 @router.post("/signout")
 async def signout(request: Request) -> Response:
-    guard = await _action_guard(request, "orders:read")
-    visitor = guard[0] if isinstance(guard, tuple) else None
+    visitor = await _visitor(request)
+    form = await _form(request)
     if visitor is not None:
+        if not csrf_ok(visitor.session, request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)):
+            return _render(request, "error.html", visitor, status=403, title="Forbidden", detail="missing or wrong CSRF token")
         log.info("console sign-out", actor=visitor.principal.name, token_id=visitor.principal.token_id)
     response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)

@@ -325,6 +325,7 @@ def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
     api_url = f"http://127.0.0.1:{api_port}"
     stack.env_file = {
         "LEDGER_API_URL": api_url,
+        "LEDGER_CONSOLE_URL": f"{api_url}/console",
         "LEDGER_TOKEN": token,
         "LEDGER_DATABASE_URL": dsn,
         "LEDGER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -334,6 +335,7 @@ def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
     _write_env(stack.home / "dev.env", stack.env_file)
     echo("")
     echo(f"  API          {api_url}   (OpenAPI: {api_url}/docs)")
+    echo(f"  console      {api_url}/console   (web console: sign in with the token below)")
     echo(f"  token        {token}")
     echo(f"  PostgreSQL   {dsn}")
     echo(f"  Kafka        {bootstrap}")

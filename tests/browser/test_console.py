@@ -13,10 +13,13 @@ from playwright.async_api import Page
 from consumers.fanout.delivery_store import FanoutStore
 from ledger.domain.views import order_to_json
 from ledger.repository import ConnectionReader, fold_steps
+from ledger.store import EventStore
+from ledger_app.reconcile import ReconcileOptions, run_reconciliation
 from ledger_kernel.wire.codec import dumps
 from ledger_kernel.wire.envelope import build_envelope
 from ledger_kernel.wire.streams import stream_id_of
 from tests.browser.conftest import Console, screenshot
+from tests.integration.reconcile import test_reconcile as reconcile_support
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
 
@@ -249,3 +252,22 @@ async def test_signing_in_needs_a_known_token_and_pages_need_a_session(console: 
     assert session["httpOnly"]
     assert session["sameSite"] == "Strict"
     assert console.tokens["readonly"] not in session["value"]
+
+
+@pytest.mark.kafka
+async def test_an_operator_sees_the_last_reconciliation_with_zero_mismatches(
+    console: Console, store: EventStore, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    # the log on a real topic (the relay), in both read models (runners), delivered (delivery rows)
+    events = await reconcile_support._pipeline(console.pool, store, database_url, kafka_bootstrap, unique_topic)
+    report = await run_reconciliation(
+        console.pool, ReconcileOptions(bootstrap_servers=kafka_bootstrap, topic=unique_topic)
+    )
+    assert report.ok, report.as_json()
+    page = await console.signed_in("readonly")
+    await page.goto(f"{console.url}/console/ops")
+    assert await text(page, "#reconcile-status") == "finished"
+    assert await text(page, "#reconcile-mismatches") == "0"
+    assert await page.locator("#reconcile-ok").count() == 1
+    assert f"events {events}" in await text(page, "#reconcile-counts")
+    await screenshot(page, "ops-reconciliation")

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -76,12 +77,25 @@ def test_dev_stack_runs_the_demo_story_and_stops_without_leftovers(tmp_path: Pat
         env = read_env(env_file)
         assert set(env) >= {
             "LEDGER_API_URL",
+            "LEDGER_CONSOLE_URL",
             "LEDGER_TOKEN",
             "LEDGER_DATABASE_URL",
             "LEDGER_KAFKA_BOOTSTRAP_SERVERS",
             "LEDGER_OMNEO_SANDBOX_URL",
             "LEDGER_OMNISEND_SANDBOX_URL",
         }
+
+        assert env["LEDGER_CONSOLE_URL"] == env["LEDGER_API_URL"] + "/console"
+        printed = (tmp_path / "dev.out").read_text()
+        while "ready. Ctrl-C" not in printed:  # printed right after dev.env is written
+            assert proc.poll() is None, printed
+            assert time.monotonic() < deadline, printed
+            time.sleep(0.1)
+            printed = (tmp_path / "dev.out").read_text()
+        assert f"console      {env['LEDGER_CONSOLE_URL']}" in printed, printed
+        signin = httpx.get(env["LEDGER_CONSOLE_URL"] + "/signin", timeout=10)
+        assert signin.status_code == 200
+        assert 'name="token"' in signin.text
 
         lines: list[str] = []
         result = run_demo(env_file, lines.append, timeout_s=90)
