@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger.api import audit, orders
+from ledger.api import audit, orders, subjects
 from ledger.api.auth import Authenticator, TokenStore
 from ledger.api.deadline import RequestDeadline
 from ledger.api.deps import BODY_MODELS, AppState, StaleReadModels, state_of
@@ -36,6 +36,8 @@ from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
 from ledger.api.schemas import problem_responses
 from ledger.domain.errors import DomainError
 from ledger.domain.events import EVENT_TYPES, UPCASTERS
+from ledger.privacy.erasure import PrivacyService
+from ledger.privacy.setup import pg_codec
 from ledger.service import (
     DuplicateExternalId,
     IdempotencyInProgress,
@@ -439,16 +441,23 @@ def create_app(
         if own_pool:
             db = await create_pool(settings.database_url, settings.store, application_name="ledger-api")
         events: EventStoreProtocol
+        privacy_service: PrivacyService | None = None
         if store is not None:
             events = store
         else:
             assert db is not None
-            events = EventStore(db, event_registry(), settings.store, observe=metrics.observe_append)
+            codec = pg_codec(db, settings.privacy)
+            pg_events = EventStore(
+                db, event_registry(), settings.store, observe=metrics.observe_append, codec=codec
+            )
+            if codec is not None:
+                privacy_service = PrivacyService(db, pg_events, codec, codec.store)
+            events = pg_events
         if tokens is None and db is None:
             raise ValueError("create_app(store=...) without a pool needs tokens=")
         auth = tokens if tokens is not None else TokenStore(cast("asyncpg.Pool", db))
         svc = service or OrderService(events, max_message_bytes=settings.kafka.max_batch_size)
-        app.state.ledger = AppState(settings, db, events, svc, auth, metrics)
+        app.state.ledger = AppState(settings, db, events, svc, auth, metrics, privacy=privacy_service)
         if stale_read_models is not None:
             app.state.ledger.stale_read_models = stale_read_models
         started = time.monotonic()
@@ -481,6 +490,7 @@ def create_app(
     _ops_routes(app, settings)
     app.include_router(orders.router, tags=["orders"])
     app.include_router(audit.router, tags=["audit"])
+    app.include_router(subjects.router, tags=["personal data"])
     for router in routers:
         app.include_router(
             router, tags=["read models"], responses=problem_responses(400, 401, 403, 422, 503)
