@@ -8,19 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from ledger.api.app import create_app as create_write_api
-from ledger.api.deps import require
+from ledger.api.deps import require, state_of
 from ledger_kernel.settings import Settings
 from projections.quarantine import stale_projections
 from projections.routes import make_router
 
 
+async def _reveal(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The read model's sealed personal fields, opened with the API's codec (when one is set)."""
+    privacy = state_of(request).privacy
+    return items if privacy is None else await privacy.codec.reveal(items)
+
+
 def create_app(settings: Settings, **wiring: Any) -> FastAPI:
     """`ledger.api.app.create_app` (same keyword wiring: pool, metrics, service) plus read-model routes."""
     return create_write_api(
-        settings, routers=[make_router(require)], stale_read_models=stale_projections, **wiring
+        settings,
+        routers=[make_router(require, reveal=_reveal)],
+        stale_read_models=stale_projections,
+        **wiring,
     )
 
 

@@ -138,7 +138,9 @@ def dev(
     api_port: Annotated[int, typer.Option(help="API port (another free port is taken if busy).")] = 8000,
     kafka: Annotated[
         DevKafka,
-        typer.Option(help="Broker to start: tansu (needs nothing) or apache (Apache Kafka; needs java and mvn)."),
+        typer.Option(
+            help="Broker to start: tansu (needs nothing) or apache (Apache Kafka; needs java and mvn)."
+        ),
     ] = DevKafka.tansu,
 ) -> None:
     """Run the whole system on embedded defaults: PostgreSQL, Kafka, sandboxes and every process."""

@@ -340,7 +340,9 @@ async def refresh_fence_lag(store: EventStoreProtocol, metrics: Metrics) -> None
 
 
 @asynccontextmanager
-async def _serve_metrics_port(settings: Settings, store: EventStoreProtocol, metrics: Metrics) -> AsyncIterator[None]:
+async def _serve_metrics_port(
+    settings: Settings, store: EventStoreProtocol, metrics: Metrics
+) -> AsyncIterator[None]:
     """Metrics on `api.metrics_port` (a port kept off the public network), fence lag kept fresh.
 
     prometheus_client's server runs in a thread and cannot await the fence query at scrape
@@ -492,8 +494,6 @@ def create_app(
     app.include_router(audit.router, tags=["audit"])
     app.include_router(subjects.router, tags=["personal data"])
     for router in routers:
-        app.include_router(
-            router, tags=["read models"], responses=problem_responses(400, 401, 403, 422, 503)
-        )
+        app.include_router(router, tags=["read models"], responses=problem_responses(400, 401, 403, 422, 503))
     _custom_openapi(app, settings)
     return app

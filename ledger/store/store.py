@@ -182,7 +182,9 @@ class EventStore:
             placed = next((e for e in events if e.type == "OrderPlaced"), None)
             data = placed.data if placed is not None else {}
             existing = str(getattr(exc, "detail", "") or "")
-            raise ExternalIdTaken(str(data.get("source") or ""), str(data.get("external_id") or ""), existing) from None
+            raise ExternalIdTaken(
+                str(data.get("source") or ""), str(data.get("external_id") or ""), existing
+            ) from None
 
     async def _append(
         self,

@@ -268,7 +268,11 @@ def run_dev(home: Path, api_port: int, echo: Callable[[str], None], kafka: str =
 def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
     echo("starting PostgreSQL ...")
     dsn = stack.start_database()
-    echo("starting the Kafka broker (Apache Kafka) ..." if stack.kafka == "apache" else "starting the Kafka broker ...")
+    echo(
+        "starting the Kafka broker (Apache Kafka) ..."
+        if stack.kafka == "apache"
+        else "starting the Kafka broker ..."
+    )
     bootstrap = stack.start_broker()
     base_env = {
         **os.environ,
