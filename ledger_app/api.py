@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from consumers.fanout.privacy import destination_report
 from ledger.api.app import create_app as create_write_api
 from ledger.api.deps import require, state_of
 from ledger_kernel.settings import Settings
@@ -29,6 +30,7 @@ def create_app(settings: Settings, **wiring: Any) -> FastAPI:
         settings,
         routers=[make_router(require, reveal=_reveal)],
         stale_read_models=stale_projections,
+        privacy_places=[destination_report],
         **wiring,
     )
 

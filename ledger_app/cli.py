@@ -20,6 +20,7 @@ from ledger.audit_cli import app as audit_app
 from ledger.intake.cli import asyncapi, intake
 from ledger.relay.cli import relay_app
 from ledger_app import cli_errors
+from ledger_app.privacy_cli import app as privacy_app
 from ledger_kernel.observability import configure_logging
 from ledger_kernel.settings import Settings
 from projections.cli import app as projections_app
@@ -98,6 +99,7 @@ app.command()(asyncapi)
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(projections_app, name="projections")
 app.add_typer(audit_app, name="audit")
+app.add_typer(privacy_app, name="privacy")
 app.add_typer(
     fanout_app, name="fanout", help="Fan-out workers to Omneo and Omnisend: run, parked, redrive, replay."
 )

@@ -12,7 +12,7 @@ import contextlib
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -36,7 +36,7 @@ from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
 from ledger.api.schemas import problem_responses
 from ledger.domain.errors import DomainError
 from ledger.domain.events import EVENT_TYPES, UPCASTERS
-from ledger.privacy.erasure import PrivacyService
+from ledger.privacy.erasure import PrivacyService, ReportPlace
 from ledger.privacy.setup import pg_codec
 from ledger.service import (
     DuplicateExternalId,
@@ -425,6 +425,7 @@ def create_app(
     stale_read_models: StaleReadModels | None = None,
     store: EventStoreProtocol | None = None,
     tokens: Authenticator | None = None,
+    privacy_places: Sequence[Callable[[asyncpg.Pool], ReportPlace]] = (),
 ) -> FastAPI:
     """The API app. Without `pool`, the lifespan creates one from `settings` (and closes it).
 
@@ -453,7 +454,14 @@ def create_app(
                 db, event_registry(), settings.store, observe=metrics.observe_append, codec=codec
             )
             if codec is not None:
-                privacy_service = PrivacyService(db, pg_events, codec, codec.store)
+                privacy_service = PrivacyService(
+                    db,
+                    pg_events,
+                    codec,
+                    codec.store,
+                    intake_retention_hours=settings.privacy.kafka_retention_hours,
+                    places=[make(db) for make in privacy_places],
+                )
             events = pg_events
         if tokens is None and db is None:
             raise ValueError("create_app(store=...) without a pool needs tokens=")

@@ -23,6 +23,8 @@ from tests.integration.api.conftest import Api, make_tokens
 @dataclass
 class PrivacyApi(Api):
     admin: str = ""
+    kek: str = ""
+    database_url: str = ""
 
     def privacy(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin}"}
@@ -97,7 +99,8 @@ def plain_values(customer: dict[str, Any]) -> list[str]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def papi(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[PrivacyApi]:
     await install_projections(database_url)
-    privacy = PrivacySettings(kek=SecretStr(Keyring.generate_base64()))
+    kek = Keyring.generate_base64()
+    privacy = PrivacySettings(kek=SecretStr(kek))
     settings = Settings(database_url=database_url, privacy=privacy)
     app = create_app(settings, pool=pool, metrics=Metrics())
     async with app.router.lifespan_context(app):
@@ -105,4 +108,4 @@ async def papi(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[PrivacyAp
         async with httpx.AsyncClient(transport=transport, base_url="http://ledger.test") as client:
             tokens = await make_tokens(pool)
             admin = (await TokenStore(pool).create("dpo", ["privacy:admin"]))[0]
-            yield PrivacyApi(app, client, pool, tokens, admin)
+            yield PrivacyApi(app, client, pool, tokens, admin, kek, database_url)

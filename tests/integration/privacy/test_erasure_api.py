@@ -201,4 +201,6 @@ async def test_the_erasure_report_says_what_was_erased_where_and_when(papi: Priv
     assert places["read_model:order_state"]["status"] == "erased"
     assert places["kafka:orders.events"]["status"] == "erased"
     assert places["kafka:orders.intake"]["status"] == "unknown"  # no retention configured
+    assert places["destination:omneo"]["status"] == "pending"  # no worker carried it out yet
+    assert "DELETE /api/v3/orders" in places["destination:omneo"]["detail"]
     assert report["data"]["erasures"][0]["basis"] == "customer request"
