@@ -32,7 +32,7 @@ from ledger.api.deadline import RequestDeadline
 from ledger.api.deps import BODY_MODELS, AppState, StaleReadModels, state_of
 from ledger.api.headers import HeaderGuard
 from ledger.api.openapi import add_links, cap_line_counts, document_order_ids, document_problems
-from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
+from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors, loggable_path
 from ledger.api.schemas import problem_responses
 from ledger.domain.errors import DomainError
 from ledger.domain.events import EVENT_TYPES, UPCASTERS
@@ -243,7 +243,7 @@ def _install_handlers(app: FastAPI) -> None:
     async def _known(request: Request, exc: Exception) -> Response:
         problem = to_problem(exc)
         if problem is None:
-            log.error("unhandled error", path=request.url.path, error=repr(exc))
+            log.error("unhandled error", path=loggable_path(request.url.path), error=repr(exc))
             problem = Problem(500, "internal-error", "unexpected error; it was logged")
         elif problem.status == 503:
             log.warning("database unavailable", error=repr(exc))

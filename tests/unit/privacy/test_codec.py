@@ -106,3 +106,10 @@ def test_the_personal_paths_name_contact_names_addresses_and_the_note() -> None:
         assert path in paths
     assert "details.customer.profile_id" not in paths
     assert "details.billing_address.country_code" not in paths
+
+
+def test_a_logged_request_path_leaves_the_data_subject_out() -> None:
+    from ledger.api.problems import loggable_path
+
+    assert loggable_path("/api/v3/subjects/email:ann@example.org/erase") == "/api/v3/subjects/<subject>/erase"
+    assert loggable_path("/api/v3/orders/1") == "/api/v3/orders/1"
