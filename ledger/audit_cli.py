@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ledger.privacy.setup import pg_codec
 from ledger.store import RecordedEvent, create_pool
 from ledger.store.chain import verify_stream
 from ledger_kernel.settings import Settings
@@ -44,6 +45,9 @@ def history(
         pool = await create_pool(settings.database_url, min_size=1, max_size=1)
         try:
             rows = await ConnectionReader(pool).read_stream(stream_id_of(order_id))
+            codec = pg_codec(pool, settings.privacy)
+            if codec is not None:  # personal fields open with their key (None once erased)
+                rows = await codec.decode(rows)
         finally:
             await pool.close()
         chosen = [

@@ -76,7 +76,6 @@ _RACE_RETRIES = 5
 _ENVELOPE_OVERHEAD = 4096
 
 
-
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who issued a command: `name` is recorded as the events' actor, `client_id` scopes keys."""

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
+from consumers.fanout.privacy import destination_report
 from ledger.api.app import create_app as create_write_api
-from ledger.api.deps import require
+from ledger.api.deps import require, state_of
 from ledger_app.console import install_console
 from ledger_app.migrations import migration_sources
 from ledger_app.reconcile.routes import make_router as reconcile_router
 from ledger_kernel.settings import Settings
 from projections.quarantine import stale_projections
 from projections.routes import make_router
+
+
+async def _reveal(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The read model's sealed personal fields, opened with the API's codec (when one is set)."""
+    privacy = state_of(request).privacy
+    return items if privacy is None else await privacy.codec.reveal(items)
 
 
 def create_app(settings: Settings, *, console: dict[str, Any] | None = None, **wiring: Any) -> FastAPI:
@@ -30,8 +37,9 @@ def create_app(settings: Settings, *, console: dict[str, Any] | None = None, **w
     wiring.setdefault("migrations", migration_sources())
     app = create_write_api(
         settings,
-        routers=[make_router(require), reconcile_router(require)],
+        routers=[make_router(require, reveal=_reveal), reconcile_router(require)],
         stale_read_models=stale_projections,
+        privacy_places=[destination_report],
         **wiring,
     )
     install_console(app, settings, **(console or {}))

@@ -24,6 +24,7 @@ from ledger.intake.cli import asyncapi, intake
 from ledger.relay.cli import relay_app
 from ledger_app import cli_errors
 from ledger_app.reconcile.cli import reconcile
+from ledger_app.privacy_cli import app as privacy_app
 from ledger_kernel.observability import configure_logging
 from ledger_kernel.observability.metrics import MULTIPROCESS_DIR_ENV, multiprocess_mode, multiprocess_registry
 from ledger_kernel.settings import Settings
@@ -135,6 +136,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(projections_app, name="projections")
 audit_app.command("reconcile")(reconcile)
 app.add_typer(audit_app, name="audit")
+app.add_typer(privacy_app, name="privacy")
 app.add_typer(
     fanout_app, name="fanout", help="Fan-out workers to Omneo and Omnisend: run, parked, redrive, replay."
 )

@@ -222,6 +222,37 @@ class ConsoleSettings(BaseModel):
     )
 
 
+class PrivacySettings(BaseModel):
+    """Personal data: the key-encryption key that wraps every data subject's key (docs/privacy.md).
+
+    Without a key (`kek` and `kek_file` both unset) personal fields are stored as given: set one
+    in production. `ledger dev` generates one into `.ledger/kek`.
+    """
+
+    kek: SecretStr | None = Field(
+        default=None,
+        description="Key-encryption key: 32 random bytes, base64 (e.g. `openssl rand -base64 32`).",
+    )
+    kek_file: str | None = Field(
+        default=None, description="A file holding the key-encryption key (base64), read at start."
+    )
+    key_cache_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "How long a process keeps a subject's unwrapped key: an erasure made by another"
+            " process is seen by this one within this time (the erasing process sees it at once)."
+        ),
+    )
+    kafka_retention_hours: float | None = Field(
+        default=None,
+        description=(
+            "`orders.intake` retention as configured on the broker, reported as the erasure horizon"
+            " of producer commands (`orders.events` never carries personal data in plain text)."
+        ),
+    )
+
+
 def _omneo() -> DestinationSettings:
     return DestinationSettings(group_id="ledger-fanout-omneo", rate_per_minute=600.0)
 
@@ -261,6 +292,7 @@ class Settings(BaseSettings):
     console: ConsoleSettings = ConsoleSettings()
     omneo: DestinationSettings = Field(default_factory=_omneo)
     omnisend: DestinationSettings = Field(default_factory=_omnisend)
+    privacy: PrivacySettings = PrivacySettings()
     log_level: str = "INFO"
     log_json: bool | None = Field(default=None, description="JSON logs; default: when stdout is not a TTY.")
 

@@ -17,7 +17,7 @@ from projections.encoding import text_value
 
 NAME = "order_state"
 #: Bump when the rows change (a deploy with changed code under the same version is refused).
-VERSION = 4  # 4: a canceled order's status reads `cancelled` (the fold sets it)
+VERSION = 5  # 5: the domain folds PersonalDataErased (docs/privacy.md); 4: a canceled order reads `cancelled`
 MODULES = (__name__, *VIEW_MODULES)
 
 ORDERS = Table(

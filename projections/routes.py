@@ -8,7 +8,7 @@ money as exact JSON decimal numbers in major units, as the domain's JSON views g
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,6 +21,15 @@ from ledger_kernel.wire.streams import order_id_of, stream_id_of
 from projections import quarantine, queries
 
 PoolGetter = Callable[[Request], asyncpg.Pool]
+#: Opens the sealed personal fields of a page's items (docs/privacy.md): the rows hold the sealed
+#: form, so an erasure shows at once. Injected by the root; default: items as stored.
+Reveal = Callable[[Request, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
+
+async def _as_stored(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)]
 
 
@@ -55,6 +64,7 @@ def make_router(
     *,
     get_pool: PoolGetter = _default_pool,
     scope: str = "orders:read",
+    reveal: Reveal = _as_stored,
 ) -> APIRouter:
     """The list routes, guarded by `require_scope(scope)`; a malformed cursor or filter is a 422."""
     router = APIRouter(dependencies=[Depends(require_scope(scope))])
@@ -92,6 +102,7 @@ def make_router(
             )
         except queries.InvalidQuery as exc:
             raise HTTPException(422, str(exc)) from None
+        items = await reveal(request, items)
         return await _page(get_pool(request), "order_state", items, "id", next_cursor)
 
     @router.get(

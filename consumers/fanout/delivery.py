@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -98,8 +98,11 @@ class Deliverer:
         budget: Budget | None = None,
         closing: asyncio.Event | None = None,
         after_success: Callable[[], None] | None = None,
+        open_envelope: Callable[[Envelope], Awaitable[Envelope]] | None = None,
     ) -> None:
         self.destination = destination
+        #: Opens sealed personal fields before mapping (`consumers.fanout.privacy`); None: as read.
+        self.open_envelope = open_envelope
         self.name = destination.name
         self.store = store
         self.settings = settings
@@ -337,6 +340,8 @@ class Deliverer:
     ) -> bool:
         """Map and perform; True when delivered or not applicable (inbox written), False when parked."""
         envs = [i.env for i in items if i.env is not None]
+        if self.open_envelope is not None:
+            envs = [await self.open_envelope(env) for env in envs]
         refused = self.destination.not_applicable(envs, row)
         if refused is not None:
             await self._not_applicable(conn, row, items, refused)

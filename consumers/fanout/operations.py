@@ -27,6 +27,7 @@ from consumers.fanout.delivery import Deliverer
 from consumers.fanout.delivery_store import Conn, FanoutStore
 from consumers.fanout.destinations import build_destination
 from consumers.fanout.mapping_types import Envelope
+from consumers.fanout.privacy import opener_from_settings
 from consumers.fanout.worker import destination_settings
 from ledger.repository import ConnectionReader, fold_steps
 from ledger_kernel.observability import METRICS, Metrics
@@ -71,7 +72,14 @@ async def redrive(
         adapter, http = build_destination(name, dest, transport=transport, pool=pool)
         try:
             budget = SharedRateBudget(pool, name, dest.rate_per_minute)
-            deliverer = Deliverer(adapter, FanoutStore(pool, name), dest, metrics, budget=budget)
+            deliverer = Deliverer(
+                adapter,
+                FanoutStore(pool, name),
+                dest,
+                metrics,
+                budget=budget,
+                open_envelope=opener_from_settings(pool, settings),
+            )
             for row in rows:
                 done, stopped = await deliverer.redrive(row["order_id"], drop_unreadable=drop_unreadable)
                 results.append(RedriveResult(name, row["order_id"], done, stopped))
@@ -127,7 +135,9 @@ async def replay(
     summary = {"orders": 0, "calls": 0, "skipped_parked": 0}
     try:
         budget = SharedRateBudget(pool, destination, dest.rate_per_minute)
-        deliverer = Deliverer(adapter, store, dest, metrics, budget=budget)
+        deliverer = Deliverer(
+            adapter, store, dest, metrics, budget=budget, open_envelope=opener_from_settings(pool, settings)
+        )
         # Batches of orders when the destination takes them (Omnisend v3), else one at a time.
         step = max(1, dest.batch_size) if deliverer.batches else 1
         for start in range(0, len(orders), step):

@@ -31,6 +31,7 @@ from consumers.fanout.budget import Closing, SharedRateBudget
 from consumers.fanout.delivery import Deliverer, Halted, Item
 from consumers.fanout.delivery_store import FanoutStore
 from consumers.fanout.destinations import build_destination
+from consumers.fanout.privacy import opener_from_settings
 from ledger.relay.topics import forbid_topic_auto_creation, wait_for_topic
 from ledger_kernel.observability import METRICS, Metrics, get_logger, serve_metrics
 from ledger_kernel.settings import DestinationSettings, Settings
@@ -150,6 +151,7 @@ async def run_worker(
         budget=SharedRateBudget(pool, destination, dest.rate_per_minute),
         closing=closing,
         after_success=after_success,
+        open_envelope=opener_from_settings(pool, settings),
     )
     metrics.parked_orders.labels(destination).set(await store.parked_count())
     if not await _wait_while_halted(store, destination, stop, metrics):

@@ -207,9 +207,22 @@ def _group_digests(body: Mapping[str, Any]) -> dict[str, str]:
     return {f"order.{group}": digest([body.get(k) for k in keys]) for group, keys in _FIELD_GROUPS.items()}
 
 
-def _calls(order: Order, state: OmneoState, options: OmneoOptions) -> list[DestinationCall]:
+ERASED = "PersonalDataErased"
+"""The event an erasure appends (docs/privacy.md#destinations): Omneo's order is deleted, the
+only documented way to remove what it holds of the customer through the order API."""
+
+
+def _calls(
+    order: Order, state: OmneoState, options: OmneoOptions, *, erased: bool = False
+) -> list[DestinationCall]:
     order_id = str(order.id)
     path = f"/api/v3/orders/{REMOTE_ID}"
+    if state.sent.get("order.erased"):
+        return []  # deleted for an erasure: nothing of this order goes to Omneo again
+    if erased:
+        if state.remote_id is None:
+            return []
+        return [DestinationCall("omneo.order.delete", "DELETE", path, None, order_id, {"order.erased": "1"})]
     if order.deleted:
         if state.remote_id is None:
             return []
@@ -250,7 +263,7 @@ def map_event(
     env: Envelope, state: OmneoState, options: OmneoOptions = OmneoOptions()
 ) -> list[DestinationCall]:
     """The calls one event causes, given what Omneo already has."""
-    return _calls(env.order, state, options)
+    return _calls(env.order, state, options, erased=env.type == ERASED)
 
 
 def map_batch(
@@ -258,4 +271,6 @@ def map_batch(
 ) -> list[DestinationCall]:
     """Several pending events of ONE order: the latest state is enough (the mapping is a diff
     of state against what was sent, and update-create/PUT-merge only care about the result)."""
-    return _calls(envs[-1].order, state, options) if envs else []
+    if not envs:
+        return []
+    return _calls(envs[-1].order, state, options, erased=any(env.type == ERASED for env in envs))

@@ -372,12 +372,23 @@ def _without_updated(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k != "updatedAt"}
 
 
+ERASED = "PersonalDataErased"
+"""The event an erasure appends (docs/privacy.md#destinations): the v3 order is deleted (the
+only documented removal); events mode has no delete, so nothing is sent there."""
+
+
 def _orders_calls(
-    last: Envelope, state: OmnisendState, options: OmnisendOptions, *, patch_ok: bool
+    last: Envelope, state: OmnisendState, options: OmnisendOptions, *, patch_ok: bool, erased: bool = False
 ) -> list[DestinationCall]:
     order = last.order
     order_id = str(order.id)
     path = f"{ORDERS}/{order_id}"
+    if state.sent.get("order") == "erased":
+        return []  # deleted for an erasure: nothing of this order goes to Omnisend again
+    if erased:
+        if not state.exists:
+            return []
+        return [DestinationCall("omnisend.order.delete", "DELETE", path, None, order_id, {"order": "erased"})]
     if order.deleted:
         if not state.exists:
             return []
@@ -436,7 +447,9 @@ def map_event(
     """The calls one event causes, given what Omnisend already has."""
     if options.mode == "events":
         return _event_calls(env, state)
-    return _orders_calls(env, state, options, patch_ok=env.type in PATCH_EVENT_TYPES)
+    return _orders_calls(
+        env, state, options, patch_ok=env.type in PATCH_EVENT_TYPES, erased=env.type == ERASED
+    )
 
 
 def map_batch(
@@ -468,7 +481,8 @@ def map_batch(
                 calls.append(call)
         return calls
     patch_ok = all(env.type in PATCH_EVENT_TYPES for env in envs)
-    return _orders_calls(envs[-1], state, options, patch_ok=patch_ok)
+    erased = any(env.type == ERASED for env in envs)
+    return _orders_calls(envs[-1], state, options, patch_ok=patch_ok, erased=erased)
 
 
 # -- events mode (2026-03-15) ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import contextlib
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -26,16 +26,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger.api import audit, orders
+from ledger.api import audit, orders, subjects
 from ledger.api.auth import Authenticator, TokenStore
 from ledger.api.deadline import RequestDeadline
 from ledger.api.deps import BODY_MODELS, AppState, StaleReadModels, state_of
 from ledger.api.headers import HeaderGuard
 from ledger.api.openapi import add_links, cap_line_counts, document_order_ids, document_problems
-from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors
+from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors, loggable_path
 from ledger.api.schemas import problem_responses
 from ledger.domain.errors import DomainError
 from ledger.domain.events import EVENT_TYPES, UPCASTERS
+from ledger.privacy.erasure import PrivacyService, ReportPlace
+from ledger.privacy.setup import pg_codec
 from ledger.service import (
     DuplicateExternalId,
     IdempotencyInProgress,
@@ -242,7 +244,7 @@ def _install_handlers(app: FastAPI) -> None:
     async def _known(request: Request, exc: Exception) -> Response:
         problem = to_problem(exc)
         if problem is None:
-            log.error("unhandled error", path=request.url.path, error=repr(exc))
+            log.error("unhandled error", path=loggable_path(request.url.path), error=repr(exc))
             problem = Problem(500, "internal-error", "unexpected error; it was logged")
         elif problem.status == 503:
             log.warning("database unavailable", error=repr(exc))
@@ -339,7 +341,9 @@ async def refresh_fence_lag(store: EventStoreProtocol, metrics: Metrics) -> None
 
 
 @asynccontextmanager
-async def _serve_metrics_port(settings: Settings, store: EventStoreProtocol, metrics: Metrics) -> AsyncIterator[None]:
+async def _serve_metrics_port(
+    settings: Settings, store: EventStoreProtocol, metrics: Metrics
+) -> AsyncIterator[None]:
     """Metrics on `api.metrics_port` (a port kept off the public network), fence lag kept fresh.
 
     prometheus_client's server runs in a thread and cannot await the fence query at scrape
@@ -429,6 +433,7 @@ def create_app(
     store: EventStoreProtocol | None = None,
     tokens: Authenticator | None = None,
     migrations: MigrationSources | None = None,
+    privacy_places: Sequence[Callable[[asyncpg.Pool], ReportPlace]] = (),
 ) -> FastAPI:
     """The API app. Without `pool`, the lifespan creates one from `settings` (and closes it).
 
@@ -448,16 +453,30 @@ def create_app(
         if own_pool:
             db = await create_pool(settings.database_url, settings.store, application_name="ledger-api")
         events: EventStoreProtocol
+        privacy_service: PrivacyService | None = None
         if store is not None:
             events = store
         else:
             assert db is not None
-            events = EventStore(db, event_registry(), settings.store, observe=metrics.observe_append)
+            codec = pg_codec(db, settings.privacy)
+            pg_events = EventStore(
+                db, event_registry(), settings.store, observe=metrics.observe_append, codec=codec
+            )
+            if codec is not None:
+                privacy_service = PrivacyService(
+                    db,
+                    pg_events,
+                    codec,
+                    codec.store,
+                    intake_retention_hours=settings.privacy.kafka_retention_hours,
+                    places=[make(db) for make in privacy_places],
+                )
+            events = pg_events
         if tokens is None and db is None:
             raise ValueError("create_app(store=...) without a pool needs tokens=")
         auth = tokens if tokens is not None else TokenStore(cast("asyncpg.Pool", db))
         svc = service or OrderService(events, max_message_bytes=settings.kafka.max_batch_size)
-        app.state.ledger = AppState(settings, db, events, svc, auth, metrics)
+        app.state.ledger = AppState(settings, db, events, svc, auth, metrics, privacy=privacy_service)
         if stale_read_models is not None:
             app.state.ledger.stale_read_models = stale_read_models
         started = time.monotonic()
@@ -491,9 +510,8 @@ def create_app(
     _ops_routes(app, settings, migrations)
     app.include_router(orders.router, tags=["orders"])
     app.include_router(audit.router, tags=["audit"])
+    app.include_router(subjects.router, tags=["personal data"])
     for router in routers:
-        app.include_router(
-            router, tags=["read models"], responses=problem_responses(400, 401, 403, 422, 503)
-        )
+        app.include_router(router, tags=["read models"], responses=problem_responses(400, 401, 403, 422, 503))
     _custom_openapi(app, settings)
     return app

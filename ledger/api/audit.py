@@ -85,7 +85,9 @@ async def audit_feed(
     source: Annotated[str | None, Query(max_length=64, description="http or kafka")] = None,
     order_id: Annotated[UUID | None, Query(description="Only this order's events")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size (above the maximum: 422)")] = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size (above the maximum: 422)")
+    ] = 100,
 ) -> Response:
     state = state_of(request)
     for text in (actor, source, *(type or [])):

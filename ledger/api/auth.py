@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-SCOPES = ("orders:write", "orders:read", "audit:read", "admin")
+SCOPES = ("orders:write", "orders:read", "audit:read", "admin", "privacy:admin")
 TOKEN_PREFIX = "lgr_"  # noqa: S105 - a prefix that makes leaked tokens greppable, not a secret
 
 

@@ -19,7 +19,7 @@ import contextlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem
+from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, loggable_path
 from ledger_kernel.observability import get_logger
 from ledger_kernel.wire.codec import dumps
 
@@ -69,7 +69,11 @@ class RequestDeadline:
         task.cancel()
         self.abandoned.add(task)
         task.add_done_callback(self._forget)
-        log.warning("request deadline passed", path=scope.get("path"), timeout_s=self.timeout_s)
+        log.warning(
+            "request deadline passed",
+            path=loggable_path(str(scope.get("path", ""))),
+            timeout_s=self.timeout_s,
+        )
         problem = Problem(
             503,
             "service-unavailable",

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from ledger.api.auth import Authenticator, Principal
 from ledger.api.problems import Problem, field_errors
+from ledger.privacy.erasure import PrivacyService
 from ledger.service import Actor, OrderService, RequestMeta
 from ledger.store import EventStoreProtocol
 from ledger_kernel.observability import get_logger
@@ -54,6 +55,8 @@ class AppState:
     #: The read models serving stale rows for an order (a stream id): injected by the root,
     #: since the write side does not import `projections`; none by default.
     stale_read_models: StaleReadModels = _no_stale_read_models
+    #: Erasure, export and report (docs/privacy.md); None when no key-encryption key is set.
+    privacy: PrivacyService | None = None
 
 
 def state_of(request: Request) -> AppState:

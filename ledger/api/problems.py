@@ -6,6 +6,7 @@ on it instead of parsing `detail`. The same shape is used for rejected Kafka int
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,3 +85,12 @@ def field_errors(errors: Any, prefix: tuple[str | int, ...] = ("body",)) -> list
         loc = [*prefix, *[part for part in err.get("loc", ()) if isinstance(part, str | int)]]
         out.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
     return out
+
+
+_SUBJECT_PATH = re.compile(r"(/subjects/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """A request path fit for logs: a data subject in it (`/subjects/email:...`) is left out
+    (docs/privacy.md#logs)."""
+    return _SUBJECT_PATH.sub(r"\1<subject>", path)

@@ -39,6 +39,7 @@ __all__ = [
     "PaymentCaptured",
     "PaymentRefunded",
     "PaymentVoided",
+    "PersonalDataErased",
     "ShipmentDelivered",
     "ShipmentDispatched",
     "decode_event",
@@ -157,6 +158,18 @@ class OrderDeleted(_Event):
     reason: str | None = None
 
 
+class PersonalDataErased(_Event):
+    """The order's personal data was erased: its data subject's key was destroyed
+    (docs/privacy.md). Who asked, on what basis, when; no personal data. Folds as a touch: the
+    order's amounts, lines, payments and Transactions are unchanged."""
+
+    type: Literal["PersonalDataErased"] = "PersonalDataErased"
+    erasure_id: UUID
+    requested_by: str
+    basis: str
+    erased_at: datetime
+
+
 OrderEvent = Annotated[
     OrderPlaced
     | OrderDetailsChanged
@@ -170,7 +183,8 @@ OrderEvent = Annotated[
     | ShipmentDelivered
     | ItemsRestocked
     | OrderCanceled
-    | OrderDeleted,
+    | OrderDeleted
+    | PersonalDataErased,
     Field(discriminator="type"),
 ]
 
@@ -188,6 +202,7 @@ _ALL: tuple[type[_Event], ...] = (
     ItemsRestocked,
     OrderCanceled,
     OrderDeleted,
+    PersonalDataErased,
 )
 
 _BY_TYPE: dict[str, type[_Event]] = {cls.model_fields["type"].default: cls for cls in _ALL}

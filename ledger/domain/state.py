@@ -27,6 +27,7 @@ from ledger.domain.events import (
     PaymentCaptured,
     PaymentRefunded,
     PaymentVoided,
+    PersonalDataErased,
     ShipmentDelivered,
     ShipmentDispatched,
 )
@@ -327,6 +328,11 @@ def _deleted(s: Order, e: OrderDeleted, version: int, at: datetime) -> Order:
     return _new(Order, (*s[:9], at, version, *s[11:16], at))
 
 
+def _erased(s: Order, e: PersonalDataErased, version: int, at: datetime) -> Order:
+    # Erasure destroys a key; the fold only records that the order moved on (version, time).
+    return _new(Order, (*s[:9], at, version, *s[11:]))
+
+
 _HANDLERS: dict[type, Callable[[Order, Any, int, datetime], Order]] = {
     OrderDetailsChanged: _details,
     OrderLinesChanged: _lines,
@@ -340,6 +346,7 @@ _HANDLERS: dict[type, Callable[[Order, Any, int, datetime], Order]] = {
     ItemsRestocked: _restocked,
     OrderCanceled: _canceled,
     OrderDeleted: _deleted,
+    PersonalDataErased: _erased,
 }
 
 

@@ -32,6 +32,7 @@ from ledger.api.app import event_registry, to_problem
 from ledger.api.problems import Problem, field_errors
 from ledger.domain.errors import DomainError
 from ledger.intake.schemas import COMMANDS, ROUTES, IntakeEnvelope, RejectedCommand
+from ledger.privacy.setup import pg_codec
 from ledger.relay.publisher import ensure_topic
 from ledger.relay.topics import forbid_topic_auto_creation
 from ledger.service import Actor, IdempotencyInProgress, OrderService, RequestMeta, ServiceError
@@ -274,7 +275,11 @@ class Intake:
                 self.settings.database_url, self.settings.store, application_name="ledger-intake"
             )
             store = EventStore(
-                self._pool, event_registry(), self.settings.store, observe=self.metrics.observe_append
+                self._pool,
+                event_registry(),
+                self.settings.store,
+                observe=self.metrics.observe_append,
+                codec=pg_codec(self._pool, self.settings.privacy),
             )
             self.service = OrderService(store, max_message_bytes=self.settings.kafka.max_batch_size)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -186,3 +186,16 @@ class ChainVerification:
     ok: bool
     broken_at_version: int | None = None
     reason: str | None = None
+
+
+class EventCodec(Protocol):
+    """A transformation of event data at the store's edges (the personal-data codec,
+    `ledger.privacy`): `encode` before an append, `decode` after a stream read."""
+
+    async def encode(self, stream_id: str, events: Sequence[NewEvent]) -> Sequence[NewEvent]:
+        """The events as they are to be stored."""
+        ...
+
+    async def decode(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Stored events as readers of a stream see them."""
+        ...

@@ -36,6 +36,7 @@ from ledger.store.records import (
     ChainVerification,
     Checkpoint,
     Connection,
+    EventCodec,
     Executor,
     ExpectedVersion,
     FenceStatus,
@@ -111,8 +112,11 @@ class EventStore:
         stream_pattern: re.Pattern[str] = STREAM_ID_PATTERN,
         notify_debounce_s: float = 0.01,
         observe: AppendObserver | None = None,
+        codec: EventCodec | None = None,
     ) -> None:
         self.pool = pool
+        #: Applied to event data around appends and stream reads (docs/privacy.md); None: as given.
+        self.codec = codec
         self.observe = observe
         self.registry = registry
         self.settings = settings or StoreSettings()
@@ -146,6 +150,8 @@ class EventStore:
         (before touching the database). Re-appending existing event ids with the same content, or
         repeating a request under the same idempotency key, returns `replayed=True`.
         """
+        if self.codec is not None:
+            events = await self.codec.encode(stream_id, events)
         if self.observe is None:
             return await self._append_checked(stream_id, events, expected_version, idempotency)
         started = time.perf_counter()
@@ -176,7 +182,9 @@ class EventStore:
             placed = next((e for e in events if e.type == "OrderPlaced"), None)
             data = placed.data if placed is not None else {}
             existing = str(getattr(exc, "detail", "") or "")
-            raise ExternalIdTaken(str(data.get("source") or ""), str(data.get("external_id") or ""), existing) from None
+            raise ExternalIdTaken(
+                str(data.get("source") or ""), str(data.get("external_id") or ""), existing
+            ) from None
 
     async def _append(
         self,
@@ -334,8 +342,9 @@ class EventStore:
         to_version: int | None = None,
         as_of: datetime | None = None,
     ) -> list[RecordedEvent]:
-        """A stream's events in version order (see `reads.read_stream`)."""
-        return await reads.read_stream(self.pool, stream_id, from_version, to_version, as_of)
+        """A stream's events in version order (see `reads.read_stream`), decoded by the codec."""
+        events = await reads.read_stream(self.pool, stream_id, from_version, to_version, as_of)
+        return events if self.codec is None else await self.codec.decode(events)
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version; 0 when it does not exist."""

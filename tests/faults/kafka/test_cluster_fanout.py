@@ -54,9 +54,7 @@ async def test_fanout_worker_delivers_every_order_once_through_a_leader_crash_an
         settings = make_settings(database_url, bootstrap, topic, omnisend=box)
         async with worker("omnisend", settings, pool):
             await publish(bootstrap, topic, [e for s in first for e in s.envelopes])
-            await wait_for(
-                lambda: _delivered(pool, 3 * ORDERS), timeout=120, what="the first half delivered"
-            )
+            await wait_for(lambda: _delivered(pool, 3 * ORDERS), timeout=120, what="the first half delivered")
             busiest = await busiest_partition(bootstrap, topic)
             leader, _ = (await partition_states(bootstrap, topic))[busiest]
             await asyncio.to_thread(cluster.kill, leader, signal.SIGKILL)

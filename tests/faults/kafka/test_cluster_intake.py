@@ -61,7 +61,10 @@ async def test_intake_applies_each_command_once_through_a_leader_crash_and_resta
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(t, num_partitions=3, replication_factor=3) for t in (kafka.intake_topic, kafka.rejected_topic)]
+            [
+                NewTopic(t, num_partitions=3, replication_factor=3)
+                for t in (kafka.intake_topic, kafka.rejected_topic)
+            ]
         )
     finally:
         await admin.close()

@@ -17,6 +17,7 @@ from ledger.domain import (
     MarkDelivered,
     Order,
     OrderEvent,
+    PersonalDataErased,
     PlaceOrder,
     RecordPayment,
     RestockItems,
@@ -81,6 +82,13 @@ class Stream:
             self.log.append((event, version, self.clock))
         return events
 
+    def record(self, event: OrderEvent) -> None:
+        """Fold an event no command decides (e.g. `PersonalDataErased`, appended by an erasure)."""
+        self.clock += timedelta(minutes=1)
+        version = len(self.log) + 1
+        self.state = evolve(self.state, event, version=version, recorded_at=self.clock)
+        self.log.append((event, version, self.clock))
+
     @property
     def order(self) -> Order:
         assert self.state is not None
@@ -103,5 +111,8 @@ def every_event_type() -> Stream:
     s.send(body(RecordPayment, {"kind": "refunded", "amount": "10.00"}))
     s.send(body(RestockItems, {"lines": [{"sku": "M", "quantity": 1}]}))
     s.send(body(CancelOrder, {"reason": "returned"}))
+    s.record(
+        PersonalDataErased(erasure_id=UUID(int=7), requested_by="dpo", basis="request", erased_at=s.clock)
+    )
     s.send(body(DeleteOrder, {}))
     return s

@@ -50,6 +50,7 @@ def test_event_types_cover_the_union_and_have_past_tense_names() -> None:
         "ItemsRestocked",
         "OrderCanceled",
         "OrderDeleted",
+        "PersonalDataErased",
     }
     assert ShipmentDispatched.schema_version == 2
 

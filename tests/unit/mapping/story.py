@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,8 @@ from ledger.domain import (
     DispatchShipment,
     MarkDelivered,
     Order,
+    OrderEvent,
+    PersonalDataErased,
     PlaceOrder,
     RecordPayment,
     UpdateOrder,
@@ -55,7 +58,17 @@ class OrderStory:
 
     def run(self, command: Command) -> list[dict[str, Any]]:
         self.now += timedelta(minutes=1)
-        events = decide(command, self.order, now=self.now, ids=uuid.uuid4)
+        return self._record(decide(command, self.order, now=self.now, ids=uuid.uuid4))
+
+    def erase(self) -> list[dict[str, Any]]:
+        """The `PersonalDataErased` event an erasure appends (no command decides it)."""
+        self.now += timedelta(minutes=1)
+        event = PersonalDataErased(
+            erasure_id=uuid.uuid4(), requested_by="dpo", basis="request", erased_at=self.now
+        )
+        return self._record([event])
+
+    def _record(self, events: Sequence[OrderEvent]) -> list[dict[str, Any]]:
         out = []
         for event in events:
             version = 1 if self.order is None else self.order.version + 1

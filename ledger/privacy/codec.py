@@ -1,0 +1,172 @@
+"""The personal-data codec: seals personal fields on append, opens them at the edges of reading.
+
+The event store calls `encode` before an append and `decode` after reading a stream (its
+`codec` hook, `ledger.store.records.EventCodec`); the read models' routes, the export and the
+fan-out workers open JSON with `reveal`. Everything between (the log, the relay's fold, Kafka,
+the read models' rows) carries the sealed form. A field whose key was destroyed reads as
+`None` (docs/privacy.md#erased).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+from uuid import UUID
+
+from ledger.privacy.cipher import TOKEN_PREFIX, DataKey, Keyring, decrypt_token, encrypt_value, token_key_id
+from ledger.privacy.fields import PERSONAL_EVENT_TYPES, seal_details, subject_hints
+from ledger.privacy.keystore import KeyStore
+from ledger.store import NewEvent, RecordedEvent
+from ledger_kernel.wire.streams import order_id_of
+
+__all__ = ["PersonalDataCodec", "subject_for"]
+
+T = TypeVar("T")
+_MAX_CACHED = 100_000
+
+
+def subject_for(stream_id: str, profile_id: str | None, email_index: str | None) -> str:
+    """Who an order's personal data belongs to: the profile, else the email's blind index, else the order."""
+    if profile_id:
+        return f"profile:{profile_id}"
+    if email_index:
+        return f"email:{email_index}"
+    return f"order:{order_id_of(stream_id) or stream_id}"
+
+
+def _collect(obj: Any, out: set[UUID]) -> None:
+    if isinstance(obj, str):
+        if obj.startswith(TOKEN_PREFIX):
+            key_id = token_key_id(obj)
+            if key_id is not None:
+                out.add(key_id)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _collect(value, out)
+    elif isinstance(obj, list | tuple):
+        for value in obj:
+            _collect(value, out)
+
+
+def _open(obj: Any, keys: dict[UUID, DataKey | None]) -> Any:
+    if isinstance(obj, str):
+        if not obj.startswith(TOKEN_PREFIX):
+            return obj
+        key_id = token_key_id(obj)
+        key = keys.get(key_id) if key_id is not None else None
+        return None if key is None else decrypt_token(key, obj)
+    if isinstance(obj, dict):
+        return {k: _open(v, keys) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_open(v, keys) for v in obj]
+    return obj
+
+
+class PersonalDataCodec:
+    """Seals and opens personal fields with per-subject keys from a `KeyStore`.
+
+    Keys are cached for `cache_s` (an erasure by another process is seen within that time;
+    `forget` drops the cache at once in the erasing process).
+    """
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        keyring: Keyring,
+        *,
+        cache_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = keys
+        self.keyring = keyring
+        self.cache_s = cache_s
+        self.clock = clock
+        self._orders: dict[str, tuple[float, str | None, DataKey]] = {}
+        self._keys: dict[UUID, tuple[float, DataKey | None]] = {}
+
+    def forget(self) -> None:
+        """Drop every cached key (after an erasure)."""
+        self._orders.clear()
+        self._keys.clear()
+
+    def blind_index(self, email: str) -> str:
+        return self.keyring.blind_index(email)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def encode(self, stream_id: str, events: Sequence[NewEvent]) -> Sequence[NewEvent]:
+        """`events` with their personal fields sealed under the order's subject's key."""
+        personal = [i for i, event in enumerate(events) if event.type in PERSONAL_EVENT_TYPES]
+        if not personal:
+            return events
+        profile, email = subject_hints(dict(events[personal[0]].data))
+        key = await self._order_key(stream_id, profile, self.keyring.blind_index(email) if email else None)
+        memo: dict[str, str] = {}
+
+        def seal(value: str) -> str:
+            token = memo.get(value)
+            if token is None:
+                token = memo[value] = encrypt_value(key, value)
+            return token
+
+        out = list(events)
+        for i in personal:
+            out[i] = replace(events[i], data=seal_details(dict(events[i].data), seal))
+        return out
+
+    async def _order_key(self, stream_id: str, profile: str | None, email_index: str | None) -> DataKey:
+        now = self.clock()
+        cached = self._orders.get(stream_id)
+        if cached is not None and cached[0] > now and (email_index is None or email_index == cached[1]):
+            return cached[2]
+        _, key = await self.store.open_order(
+            stream_id, subject_for(stream_id, profile, email_index), email_index
+        )
+        if len(self._orders) >= _MAX_CACHED:
+            self._orders.clear()
+        self._orders[stream_id] = (now + self.cache_s, email_index, key)
+        self._keys[key.key_id] = (now + self.cache_s, key)
+        return key
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _keys_for(self, key_ids: Collection[UUID]) -> dict[UUID, DataKey | None]:
+        now = self.clock()
+        found: dict[UUID, DataKey | None] = {}
+        missing = []
+        for key_id in key_ids:
+            cached = self._keys.get(key_id)
+            if cached is not None and (cached[1] is None or cached[0] > now):
+                found[key_id] = cached[1]  # a destroyed key stays destroyed: cached for good
+            else:
+                missing.append(key_id)
+        if missing:
+            if len(self._keys) >= _MAX_CACHED:
+                self._keys.clear()
+            for key_id, key in (await self.store.keys(missing)).items():
+                self._keys[key_id] = (now + self.cache_s, key)
+                found[key_id] = key
+        return found
+
+    async def reveal(self, obj: T) -> T:
+        """`obj` (JSON-like: dicts, lists, strings) with every token opened; a destroyed key's
+        fields read as None."""
+        ids: set[UUID] = set()
+        _collect(obj, ids)
+        if not ids:
+            return obj
+        result: T = _open(obj, await self._keys_for(ids))
+        return result
+
+    async def decode(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Stored events with their personal fields opened (what a stream read returns)."""
+        personal = [i for i, event in enumerate(events) if event.type in PERSONAL_EVENT_TYPES]
+        if not personal:
+            return events
+        opened = await self.reveal([events[i].data for i in personal])
+        out = list(events)
+        for i, data in zip(personal, opened, strict=True):
+            out[i] = events[i]._replace(data=data)
+        return out
