@@ -23,8 +23,8 @@ from ledger.audit_cli import app as audit_app
 from ledger.intake.cli import asyncapi, intake
 from ledger.relay.cli import relay_app
 from ledger_app import cli_errors
-from ledger_app.reconcile.cli import reconcile
 from ledger_app.privacy_cli import app as privacy_app
+from ledger_app.reconcile.cli import reconcile
 from ledger_kernel.observability import configure_logging
 from ledger_kernel.observability.metrics import MULTIPROCESS_DIR_ENV, multiprocess_mode, multiprocess_registry
 from ledger_kernel.settings import Settings

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from consumers.fanout.envelope import Envelope
+from consumers.fanout.mapping_types import Envelope
 from ledger.domain.views import order_from_json, order_to_json
 from ledger.privacy import PersonalDataCodec
 from ledger.privacy.erasure import ReportPlace

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumers.fanout.envelope import REMOTE_ID
+from consumers.fanout.mapping_types import REMOTE_ID
 from consumers.omneo.mapping import OmneoState
 from consumers.omneo.mapping import map_batch as omneo_batch
 from consumers.omneo.mapping import map_event as omneo_event
