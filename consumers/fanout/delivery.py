@@ -202,7 +202,7 @@ class Deliverer:
         None when the order sends nothing, is not applicable, or needs another kind of call
         (PATCH, DELETE): it is then delivered on its own, as always.
         """
-        envs = [i.env for i in items if i.env is not None]
+        envs = await self._opened(items)
         try:
             if not envs or self.destination.not_applicable(envs, row) is not None:
                 return None
@@ -303,6 +303,14 @@ class Deliverer:
 
     # -- internals ----------------------------------------------------------------------------
 
+    async def _opened(self, items: Sequence[Item]) -> list[Envelope]:
+        """The items' envelopes with their sealed personal fields opened: every call (single or
+        batched) maps the opened form, never the sealed one (docs/privacy.md)."""
+        envs = [i.env for i in items if i.env is not None]
+        if self.open_envelope is not None:
+            envs = [await self.open_envelope(env) for env in envs]
+        return envs
+
     def _lag(self, item: Item) -> None:
         if item.env is not None:
             lag = (datetime.now(UTC) - item.env.recorded_at).total_seconds()
@@ -339,9 +347,7 @@ class Deliverer:
         outcome: str,
     ) -> bool:
         """Map and perform; True when delivered or not applicable (inbox written), False when parked."""
-        envs = [i.env for i in items if i.env is not None]
-        if self.open_envelope is not None:
-            envs = [await self.open_envelope(env) for env in envs]
+        envs = await self._opened(items)
         refused = self.destination.not_applicable(envs, row)
         if refused is not None:
             await self._not_applicable(conn, row, items, refused)
