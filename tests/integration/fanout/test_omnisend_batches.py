@@ -184,3 +184,26 @@ async def test_a_throttled_item_is_sent_again_alone_and_an_order_omnisend_lost_i
     assert alone == [("PUT", f"/v3/orders/{throttled}", 200), ("POST", "/v3/orders", 200)]
     assert sorted(state["orders"]) == sorted(s.order_id for s in stories)
     assert await pool.fetchval("SELECT count(*) FROM fanout_parked") == 0
+
+
+async def test_categories_are_created_once_before_the_batch_that_names_them(
+    pool: asyncpg.Pool, store: EventStore, database_url: str
+) -> None:
+    stories = []
+    for i in range(3):
+        story = OrderStory()
+        story.place(external_id=f"{2001 + i}", categories=("Clothing > Coats",))
+        stories.append(story)
+        await _append(store, story)
+    async with sandbox("omnisend") as box:
+        settings = make_settings(database_url, "127.0.0.1:9", "unused", omnisend=box, **BATCHING)
+        position = await pool.fetchval("SELECT min(position) FROM events")
+        await replay(settings, pool, destination="omnisend", from_position=position)
+        calls = await _calls(box)
+        state = await box.state()
+    assert calls[:3] == [("POST", "/v3/categories"), ("POST", "/v3/categories"), ("POST", "/v3/batches")]
+    assert sorted(state["categories"]) == ["Clothing", "Clothing > Coats"]
+    assert all(
+        o["products"][0]["categoryIDs"] == ["Clothing", "Clothing > Coats"] for o in state["orders"].values()
+    )
+    assert len(state["orders"]) == 3
