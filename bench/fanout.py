@@ -204,7 +204,8 @@ class Story:
 
 
 def make_settings(database_url: str, bootstrap: str, topic: str, destination: str, box: Sandbox) -> Settings:
-    """No rate limit worth the name (the bench measures the worker), a consumer group of its own."""
+    """No rate limit worth the name (the bench measures the worker), a consumer group of its own,
+    single calls (Omnisend batches are measured by the replay part)."""
     settings = Settings(database_url=database_url, kafka_bootstrap_servers=bootstrap)
     settings.kafka.events_topic = topic
     dest = DestinationSettings(
@@ -216,6 +217,8 @@ def make_settings(database_url: str, bootstrap: str, topic: str, destination: st
         backoff_initial_s=0.05,
         backoff_max_s=0.5,
         group_id=f"bench-{destination}-{uuid.uuid4().hex[:8]}",
+        # The single-call path (what the worker does for live traffic); batches are the replay part's.
+        batch_size=1,
     )
     setattr(settings, destination, dest)
     return settings

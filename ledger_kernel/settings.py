@@ -192,8 +192,11 @@ class DestinationSettings(BaseModel):
     )
     batch_poll_s: float = Field(default=2.0, description="Seconds between polls of a batch's status.")
     batch_wait_s: float = Field(
-        default=600.0,
-        description="How long a batch may run before its unanswered orders are sent one by one.",
+        default=120.0,
+        description=(
+            "How long a batch may run before its unanswered orders are sent one by one (kept well"
+            " under Kafka's 300 s max poll interval: the worker waits for it inside one fetch)."
+        ),
     )
     order_number_type: Literal["string", "integer"] = Field(
         default="string",

@@ -214,8 +214,13 @@ class Deliverer:
         for call in calls[:-1]:
             if call.kind != "omnisend.category.create":
                 return None
-            if await self._perform(conn, row, call) is not None:
-                return None  # its own delivery retries the category and parks if it must
+            try:
+                if await self._perform(conn, row, call) is not None:
+                    return None  # its own delivery retries the category and parks if it must
+            except (Halted, Closing, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                raise
+            except Exception:  # as above: its own delivery parks the order with why
+                return None
         return calls[-1]
 
     async def _send_batches(self, planned: Sequence[DestinationCall]) -> None:

@@ -4,7 +4,9 @@ Why a batch subscriber with AckPolicy.MANUAL: offsets are committed only after e
 the fetched batch has a recorded outcome (delivered, coalesced, parked or skipped) in Postgres
 (never auto-commit-before-processing, docs/architecture.md#fanout), and a batch lets one order's pending events
 coalesce into one call (Omnisend PUT: only the latest state matters). Orders in a batch are
-delivered concurrently, each order's events in log order (same key = same partition).
+delivered concurrently, each order's events in log order (same key = same partition). A fetch
+holding at least `batch_min_orders` orders (a backlog) goes to Omnisend in v3 batches instead
+(`Deliverer.handle_many`, docs/connectors.md#omnisend-batches).
 401/403 halts the destination: nothing more is committed, the worker exits (code 3) instead of
 retry-storming. SIGTERM: calls in flight finish, no new call starts (nor a retry or rate-limit
 wait goes on); a batch left unfinished is not committed and comes back after restart (the

@@ -11,6 +11,13 @@ a merge, and whether `items` replace or append is unconfirmed [X], so items go o
 the lines changed), and a transaction is upserted when it is new or changed (a full refund
 voids it: same external_id, `is_void: true`).
 
+Partial refunds and returns: Omneo documents no form for them (docs/connectors.md#omneo-returns),
+and a Transaction is an immutable record of what occurred, so each partial refund after a sale
+becomes a *return Transaction* of its own (`{order}:refund:{n}`): a negative `total` (the refund,
+capped at what the sales recorded), the returned lines at negative quantities, linked to the
+Omneo order like the sales. Spend-based loyalty then nets to what the shopper kept. A later full
+refund voids the sales and the returns alike, so nothing is taken back twice.
+
 Paths and bodies refer to the Omneo order id through `REMOTE_ID`; the worker fills it in
 from delivery state or from the create made just before.
 """
@@ -21,7 +28,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -36,11 +43,14 @@ from ledger.domain.values import LineItem
 __all__ = [
     "OmneoOptions",
     "OmneoState",
+    "ReturnTransaction",
+    "derive_returns",
     "map_batch",
     "map_event",
     "not_applicable",
     "omneo_status",
     "order_body",
+    "return_body",
     "transaction_body",
 ]
 
@@ -179,6 +189,97 @@ def transaction_body(tx: Transaction, order: Order, options: OmneoOptions = Omne
     return body
 
 
+@dataclass(frozen=True, slots=True)
+class ReturnTransaction:
+    """One partial refund after a sale: what Omneo gets as a return Transaction (minor units)."""
+
+    external_id: str
+    amount: int
+    at: datetime
+    lines: tuple[tuple[LineItem, int], ...]
+    location_id: str | None
+
+
+def derive_returns(order: Order, sales: Sequence[Transaction]) -> list[ReturnTransaction]:
+    """The order's refunds as return Transactions, oldest first (empty before any sale).
+
+    Each refund is capped at what the sales recorded and the earlier returns did not take back
+    (a refund of an unshipped part must not reduce the spend of a shipped one). Returned lines
+    (restocks) go with the first refund at or after them, else with the last refund; each line
+    at most as many as were sold. The location is the restock's, else the last sale's.
+    """
+    refunds = [e for e in order.payments.entries if e.kind == "refunded"]
+    if not sales or not refunds:
+        return []
+    sold: dict[str, int] = {}
+    for tx in sales:
+        for line in tx.lines:
+            sold[line.line_id] = sold.get(line.line_id, 0) + line.quantity
+    returned: list[dict[str, int]] = [{} for _ in refunds]
+    where: list[str | None] = [None for _ in refunds]
+    for restock in order.restocks:
+        k = next((i for i, r in enumerate(refunds) if r.at >= restock.at), len(refunds) - 1)
+        where[k] = where[k] or restock.location_id
+        for q in restock.lines:
+            room = sold.get(q.line_id, 0)
+            take = min(q.quantity, room)
+            if take > 0:
+                sold[q.line_id] = room - take
+                returned[k][q.line_id] = returned[k].get(q.line_id, 0) + take
+    lines = {line.line_id: line for line in order.lines}
+    left = sum(tx.total for tx in sales)
+    out = []
+    for n, (refund, back) in enumerate(zip(refunds, returned, strict=True), start=1):
+        amount = min(refund.amount, left)
+        if amount <= 0:
+            continue
+        left -= amount
+        out.append(
+            ReturnTransaction(
+                f"{order.id}:refund:{n}",
+                amount,
+                refund.at,
+                tuple((lines[line_id], qty) for line_id, qty in back.items() if line_id in lines),
+                where[n - 1] or sales[-1].location_id,
+            )
+        )
+    return out
+
+
+def return_body(
+    ret: ReturnTransaction, order: Order, options: OmneoOptions = OmneoOptions(), *, voided: bool = False
+) -> dict[str, Any]:
+    """A return Transaction for `update-create`: negative total, returned lines at negative quantity.
+
+    A refund with no returned lines (money only) carries one "Refund" item for its amount, as
+    Omneo requires items on a Transaction.
+    """
+    c = order.currency
+    items = [_item(line, -qty, c) for line, qty in ret.lines]
+    if not items:
+        amount = _money(ret.amount, c)
+        items = [{"name": "Refund", "quantity": -1, "price_current": amount, "price_sell": amount}]
+    body: dict[str, Any] = {
+        "external_id": ret.external_id,
+        "order_id": REMOTE_ID,
+        "external_order_id": str(order.id),
+        "total": -_money(ret.amount, c),
+        "currency": c,
+        "transacted_at": _local(ret.at),
+        "timezone": "UTC",
+        "items": items,
+    }
+    if order.external_id:
+        body["order_number"] = order.external_id
+    body.update(_transaction_profile(order))
+    location = ret.location_id or options.default_location_id
+    if location:
+        body["location_id"] = str(location)
+    if voided:
+        body["is_void"] = True
+    return body
+
+
 def not_applicable(order: Order) -> NotApplicable | None:
     """Omneo can take every ledger order: an order needs `external_id`, `total`, `status` and
     items, which every ledger order has (the ledger refuses an order without items), and a
@@ -241,10 +342,18 @@ def _calls(
             remember = {g: groups[g] for g in changed}
             if update:
                 calls.append(DestinationCall("omneo.order.update", "PUT", path, update, order_id, remember))
-    for tx in derive_transactions(order):
-        tx_body = transaction_body(tx, order, options)
+    sales = derive_transactions(order)
+    bodies = [(tx.external_id, transaction_body(tx, order, options)) for tx in sales]
+    voided = bool(sales) and sales[0].voided
+    # Fully refunded: void the returns Omneo has; one it never had need not be sent at all.
+    bodies.extend(
+        (ret.external_id, return_body(ret, order, options, voided=voided))
+        for ret in derive_returns(order, sales)
+        if not voided or f"tx:{ret.external_id}" in state.sent
+    )
+    for external_id, tx_body in bodies:
         d = digest(tx_body)
-        if state.sent.get(f"tx:{tx.external_id}") == d:
+        if state.sent.get(f"tx:{external_id}") == d:
             continue
         calls.append(
             DestinationCall(
@@ -252,8 +361,8 @@ def _calls(
                 "POST",
                 "/api/v3/transactions/update-create",
                 tx_body,
-                tx.external_id,
-                {f"tx:{tx.external_id}": d},
+                external_id,
+                {f"tx:{external_id}": d},
             )
         )
     return calls

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from consumers.fanout.operations import replay
@@ -157,3 +158,52 @@ async def test_an_item_refused_in_a_batch_parks_only_its_own_order(
     alone = [c for c in calls if c[1].startswith("/v3/orders")]
     assert ("PUT", f"/v3/orders/{refused}") in alone, "the refused POST item falls back to a PUT, alone"
     assert {path for _, path in alone} <= {"/v3/orders", f"/v3/orders/{refused}"}
+
+
+async def test_a_throttled_item_is_sent_again_alone_and_an_order_omnisend_lost_is_created_again(
+    pool: asyncpg.Pool, store: EventStore, database_url: str
+) -> None:
+    stories = _stories(4)
+    for story in stories:
+        await _append(store, story)
+    throttled, lost = stories[1].order_id, stories[2].order_id
+    async with sandbox("omnisend") as box:
+        settings = make_settings(database_url, "127.0.0.1:9", "unused", omnisend=box, **BATCHING)
+        position = await pool.fetchval("SELECT min(position) FROM events")
+        await replay(settings, pool, destination="omnisend", from_position=position)
+        async with httpx.AsyncClient(base_url=box.url, headers={"X-API-KEY": box.token}) as http:
+            assert (await http.delete(f"/v3/orders/{lost}")).status_code == 204  # deleted in Omnisend's UI
+        # One 503 for that order's PUT: its batch item (the vendor's plugin re-queues those).
+        await box.fault({"reject_order": throttled, "status": 503, "methods": ["PUT"], "count": 1})
+        mark = len(await box.requests())
+        summary = await replay(settings, pool, destination="omnisend", from_position=position)
+        second = [(r["method"], r["path"], r["status"]) for r in (await box.requests())[mark:]]
+        state = await box.state()
+    assert summary["orders"] == 4
+    alone = [c for c in second if c[1].startswith("/v3/orders")]
+    assert alone == [("PUT", f"/v3/orders/{throttled}", 200), ("POST", "/v3/orders", 200)]
+    assert sorted(state["orders"]) == sorted(s.order_id for s in stories)
+    assert await pool.fetchval("SELECT count(*) FROM fanout_parked") == 0
+
+
+async def test_categories_are_created_once_before_the_batch_that_names_them(
+    pool: asyncpg.Pool, store: EventStore, database_url: str
+) -> None:
+    stories = []
+    for i in range(3):
+        story = OrderStory()
+        story.place(external_id=f"{2001 + i}", categories=("Clothing > Coats",))
+        stories.append(story)
+        await _append(store, story)
+    async with sandbox("omnisend") as box:
+        settings = make_settings(database_url, "127.0.0.1:9", "unused", omnisend=box, **BATCHING)
+        position = await pool.fetchval("SELECT min(position) FROM events")
+        await replay(settings, pool, destination="omnisend", from_position=position)
+        calls = await _calls(box)
+        state = await box.state()
+    assert calls[:3] == [("POST", "/v3/categories"), ("POST", "/v3/categories"), ("POST", "/v3/batches")]
+    assert sorted(state["categories"]) == ["Clothing", "Clothing > Coats"]
+    assert all(
+        o["products"][0]["categoryIDs"] == ["Clothing", "Clothing > Coats"] for o in state["orders"].values()
+    )
+    assert len(state["orders"]) == 3
