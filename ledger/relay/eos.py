@@ -8,8 +8,8 @@ one Kafka transaction holding the records **and** a checkpoint record (docs/arch
 - the checkpoint record goes to a compacted topic (`KafkaSettings.checkpoints_topic`, default
   `<events topic>.checkpoints`), keyed by the relay's name (`relay:<topic>`); its value is the
   log position of the batch's last event `(tx, position)` (the xid8 fence pair the relay
-  resumes after, docs/CONTRACTS.md) and the end offsets the broker acknowledged per partition
-  (what the broker owes, as `relay_offsets` in PostgreSQL);
+  resumes after, docs/CONTRACTS.md) and the end offsets the broker had acknowledged per partition
+  before that publish (a lower bound of what the broker owes, as `relay_offsets` in PostgreSQL);
 - the producer's `transactional.id` is stable per topic (`transactional_id`), so a relay that
   starts fences every earlier producer of that topic: a zombie's open transaction is aborted
   and its next commit refused (`ProducerFenced`);
