@@ -8,8 +8,8 @@ one Kafka transaction holding the records **and** a checkpoint record (docs/arch
 - the checkpoint record goes to a compacted topic (`KafkaSettings.checkpoints_topic`, default
   `<events topic>.checkpoints`), keyed by the relay's name (`relay:<topic>`); its value is the
   log position of the batch's last event `(tx, position)` (the xid8 fence pair the relay
-  resumes after, docs/CONTRACTS.md) and the end offsets the broker acknowledged per partition
-  (what the broker owes, as `relay_offsets` in PostgreSQL);
+  resumes after, docs/CONTRACTS.md) and the end offsets the broker had acknowledged per partition
+  before that publish (a lower bound of what the broker owes, as `relay_offsets` in PostgreSQL);
 - the producer's `transactional.id` is stable per topic (`transactional_id`), so a relay that
   starts fences every earlier producer of that topic: a zombie's open transaction is aborted
   and its next commit refused (`ProducerFenced`);
@@ -27,6 +27,7 @@ A broker without transactions (Tansu) refuses the transactional producer at star
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -140,20 +141,29 @@ async def read_checkpoint(
         if topic not in await consumer.topics():  # a metadata request for every topic
             return None
         # The publisher writes every checkpoint to partition 0 (the topic is created with one).
-        return await _last_for_key(consumer, TopicPartition(topic, 0), name.encode())
+        window_s = 3 * request_timeout_ms / 1000
+        return await _last_for_key(consumer, TopicPartition(topic, 0), name.encode(), window_s)
     finally:
         await consumer.stop()
 
 
-async def _last_for_key(consumer: AIOKafkaConsumer, tp: TopicPartition, key: bytes) -> KafkaCheckpoint | None:
+async def _last_for_key(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, key: bytes, window_s: float
+) -> KafkaCheckpoint | None:
+    """The last record of `key` below the partition's last stable offset; `TimeoutError` when
+    reading one window takes longer than `window_s` (the broker stopped answering)."""
+    loop = asyncio.get_running_loop()
     consumer.assign([tp])
     begin = (await consumer.beginning_offsets([tp]))[tp]
     end = (await consumer.end_offsets([tp]))[tp]
     while end > begin:
         start = max(begin, end - _LOOKBACK)
         consumer.seek(tp, start)
+        deadline = loop.time() + window_s
         found: bytes | None = None
         while await consumer.position(tp) < end:
+            if loop.time() > deadline:
+                raise TimeoutError(f"reading {tp.topic} up to offset {end} took too long")
             batch = await consumer.getmany(tp, timeout_ms=200, max_records=_LOOKBACK)
             for record in batch.get(tp, ()):
                 if record.offset < end and record.key == key and record.value is not None:

@@ -326,22 +326,26 @@ class KafkaPublisher:
         if self.exactly_once:
             # No abort on failure: the relay drops this producer, and the next one's start
             # aborts the open transaction (an abort would wait on a broker that may be gone).
+            # The checkpoint record goes out with the records (same produce requests, one round
+            # trip less than after them): the transaction makes them visible together or not at
+            # all. Its offsets are those acknowledged before this publish (a lower bound).
             await producer.begin_transaction()
-            ends = await self._send_all(producer, messages, partitions)
-            await self._commit(producer, KafkaCheckpoint(messages[-1].checkpoint, dict(self.acked)))
+            checkpoint = KafkaCheckpoint(messages[-1].checkpoint, dict(self.acked))
+            sent = await producer.send(
+                self.checkpoints_topic, checkpoint.encode(), key=self._checkpoint_key, partition=0
+            )
+            try:
+                ends = await self._send_all(producer, messages, partitions)
+            except BaseException:
+                sent.add_done_callback(_retrieve)  # its outcome goes with the transaction's
+                raise
+            await self._commit(producer, sent)
             return ends
         return await self._send_all(producer, messages, partitions)
 
-    async def _commit(self, producer: AIOKafkaProducer, checkpoint: KafkaCheckpoint) -> None:
-        """Add the checkpoint record to the open transaction and commit it (records acknowledged)."""
-        await (
-            await producer.send(
-                self.checkpoints_topic,
-                checkpoint.encode(),
-                key=self._checkpoint_key,
-                partition=0,
-            )
-        )
+    async def _commit(self, producer: AIOKafkaProducer, checkpoint_sent: asyncio.Future[Any]) -> None:
+        """Commit the open transaction once its checkpoint record was acknowledged (the records were)."""
+        await checkpoint_sent
         await producer.commit_transaction()
 
     async def _send_all(
@@ -414,6 +418,12 @@ class KafkaPublisher:
                 partitions=[partition],
             )
         self.acked[partition] = metadata.offset + 1
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (an outcome already reported another way)."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _stop_quietly(producer: AIOKafkaProducer, timeout_s: float) -> None:

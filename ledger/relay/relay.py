@@ -485,12 +485,21 @@ class Relay:
         if not self.exactly_once or self._publisher is None:
             return saved
         kafka = self.settings.kafka
-        committed = await read_checkpoint(
-            self.settings.bootstrap_servers,
-            self._publisher.checkpoints_topic,
-            self.name,
-            kafka.request_timeout_ms,
-        )
+        try:
+            committed = await read_checkpoint(
+                self.settings.bootstrap_servers,
+                self._publisher.checkpoints_topic,
+                self.name,
+                kafka.request_timeout_ms,
+            )
+        except Exception as exc:  # the broker went away meanwhile: reconnect, then read again
+            delay = self._broker_backoff.next_delay()
+            _log.warning("relay.checkpoint_read_failed", error=repr(exc), retry_in_s=round(delay, 3))
+            self.metrics.relay_broker_errors.labels(kind=type(exc).__name__).inc()
+            await self._publisher.close(timeout_s=1.0)
+            self._publisher = None
+            await sleep_or_stop(self.stop, delay)
+            raise _Resync from exc
         if committed is None:
             return saved
         for partition, end in committed.offsets.items():

@@ -26,7 +26,7 @@ from ledger.store import EventStore
 from ledger_app.dev.broker import TansuBroker
 from ledger_kernel.observability import Metrics
 from ledger_kernel.settings import Settings
-from tests.harness.kafka import kafka_choice, read_to_end
+from tests.harness.kafka import CuttableBroker, kafka_choice, read_to_end
 from tests.integration.relay.support import (
     check_topic,
     committed_events,
@@ -215,3 +215,48 @@ async def test_republish_reaches_the_checkpoint_committed_in_kafka_when_postgres
     assert await _relay_checkpoint(settings, pool, unique_topic) == head
     settings.relay.exactly_once = False  # an at-least-once relay resumes from PostgreSQL's
     assert await _relay_checkpoint(settings, pool, unique_topic) == (0, 0)
+
+
+def broker_errors(metrics: Metrics) -> float:
+    return sum(
+        sample.value
+        for family in metrics.relay_broker_errors.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
+async def test_a_broker_outage_while_publishing_neither_loses_nor_duplicates_an_event(
+    store: EventStore,
+    pool: asyncpg.Pool,
+    database_url: str,
+    cuttable_broker: CuttableBroker,
+    unique_topic: str,
+) -> None:
+    """Connections cut while batches are published (a commit may land with its answer lost):
+    the relay re-reads its checkpoint from Kafka after reconnecting instead of re-sending."""
+    if cuttable_broker.kind != "apache":
+        pytest.skip("exactly-once needs a broker with transactions")
+    settings = eos_settings(database_url, cuttable_broker.bootstrap_servers, unique_topic, batch_size=20)
+    settings.kafka.request_timeout_ms = 3000
+    async with running_relay(settings, pool) as metrics:
+        await append_orders(store, orders=10, updates=2)
+        await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
+        for _ in range(2):
+            errors = broker_errors(metrics)
+            writes = asyncio.create_task(append_orders(store, orders=20, updates=2))
+            cuttable_broker.cut()
+            deadline = asyncio.get_running_loop().time() + 60
+            while broker_errors(metrics) == errors:  # a publish failed against the cut broker
+                assert asyncio.get_running_loop().time() < deadline, "the relay never met the outage"
+                await asyncio.sleep(0.05)
+            cuttable_broker.restore()
+            await writes
+            await wait_for_checkpoint(pool, unique_topic, await settled_head(pool), timeout_s=60)
+    committed = await committed_events(pool)
+    records = await read_to_end(
+        cuttable_broker.bootstrap_servers, unique_topic, isolation_level="read_committed"
+    )
+    check = check_topic(records, committed)
+    assert check.ok, check
+    assert (check.duplicates, len(records)) == (0, len(committed))
