@@ -12,7 +12,9 @@ base of the ratio.
 
 `--admin-url` defaults to LEDGER_BENCH_ADMIN_URL, else the local PostgreSQL. Prints, per
 concurrency, throughput, p50 and p99 of each round and their medians, and the ratio HTTP /
-direct (targets: c32 >= 0.5x with p99 <= 100 ms; c8 p99 <= 30 ms).
+direct (targets: c32 >= 0.5x with p99 <= 100 ms; c8 p99 <= 30 ms). Each side also reports the
+CPU time it spent per order (the API's processes; the direct side's Python process), the figure
+that stays meaningful when other work shares the machine.
 
 Needs `wrk` on PATH (Debian/Ubuntu: `apt-get install -y wrk`; macOS: `brew install wrk`).
 """
@@ -148,6 +150,7 @@ def run_wrk(
 
 async def store_load(dsn: str, seconds: float, writers: int) -> dict[str, Any]:
     """Direct `EventStore.append` of the same OrderPlaced event (decided per append), `writers` at once."""
+    cpu = time.process_time()
     pool = await create_pool(dsn, StoreSettings(pool_min_size=writers, pool_max_size=writers))
     store = EventStore(pool, event_registry())
     command = PlaceOrder.model_validate(json.loads(json.dumps(ORDER), parse_float=decimal.Decimal))
@@ -176,6 +179,7 @@ async def store_load(dsn: str, seconds: float, writers: int) -> dict[str, Any]:
     await pool.close()
     ordered = sorted(latencies)
     return {
+        "cpu_ms_per_order": (time.process_time() - cpu) * 1000 / max(len(latencies), 1),
         "rps": len(latencies) / elapsed,
         "p50_ms": ordered[len(ordered) // 2] * 1000,
         "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
@@ -193,6 +197,26 @@ def start_api(dsn: str, port: int, workers: int | None) -> subprocess.Popen[byte
 
 def _same(order_id: uuid.UUID) -> uuid.UUID:
     return order_id
+
+
+def _cpu_seconds(root: int) -> float:
+    """CPU time (user + system) used so far by process `root` and its children (Linux /proc).
+
+    Per request, it is what the API costs whatever else the machine runs: on a shared machine
+    throughput and latency say more about the neighbours than about the API."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if root in (pid, ppid):
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def median(rounds: list[dict[str, Any]], key: str) -> float:
@@ -246,9 +270,12 @@ async def main() -> None:
             )  # warm-up: every worker's pool and caches
             for round_no in range(args.rounds):
                 for concurrency in args.concurrency:
+                    cpu = _cpu_seconds(server.pid)
                     over_http = run_wrk(
                         wrk, script, url, token, seconds=args.seconds, concurrency=concurrency
                     )
+                    requests = over_http["rps"] * args.seconds
+                    over_http["cpu_ms_per_order"] = (_cpu_seconds(server.pid) - cpu) * 1000 / max(requests, 1)
                     direct = await store_load(dsn, args.seconds, concurrency)
                     results[concurrency]["api"].append(over_http)
                     results[concurrency]["direct"].append(direct)
@@ -274,8 +301,10 @@ async def main() -> None:
         print(
             f"  c{concurrency}: API {median(api, 'rps'):.0f} orders/s "
             f"(p50 {median(api, 'p50_ms'):.1f} ms, p99 {median(api, 'p99_ms'):.1f} ms, "
-            f"non-2xx {sum(r['non2xx'] for r in api)}), direct append {median(base, 'rps'):.0f}/s "
-            f"(p50 {median(base, 'p50_ms'):.1f} ms, p99 {median(base, 'p99_ms'):.1f} ms): ratio {ratio:.2f}"
+            f"non-2xx {sum(r['non2xx'] for r in api)}, {median(api, 'cpu_ms_per_order'):.2f} CPU ms/order), "
+            f"direct append {median(base, 'rps'):.0f}/s (p50 {median(base, 'p50_ms'):.1f} ms, "
+            f"p99 {median(base, 'p99_ms'):.1f} ms, {median(base, 'cpu_ms_per_order'):.2f} CPU ms/append): "
+            f"ratio {ratio:.2f}"
         )
     print("targets: c32 ratio >= 0.5 with p99 <= 100 ms; c8 p99 <= 30 ms")
 

@@ -38,6 +38,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -233,8 +234,8 @@ def main() -> None:
         return
 
     name = f"ledger_bench_{os.getpid()}"
-    base = args.database_url.rsplit("/", 1)[0]
-    dsn = f"{base}/{name}"
+    # The path names the database; keep the query (a unix-socket `?host=/dir` has slashes too).
+    dsn = urlunsplit(urlsplit(args.database_url)._replace(path=f"/{name}"))
 
     async def create() -> None:
         admin = await asyncpg.connect(args.database_url)
