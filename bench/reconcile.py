@@ -12,8 +12,9 @@ are missing). Then:
    order as delivered at its last version for both destinations (what drained workers write).
 2. In a child process (so its peak RSS is the reconciliation's alone): the raw reads a
    reconciliation cannot avoid, each timed alone: the log's `(stream_id, version, position)` by
-   a server-side cursor, and the whole topic with aiokafka (no decoding); then
-   `run_reconciliation` over the whole log. Prints events/s, seconds, peak RSS, mismatches
+   a server-side cursor, and the whole topic with aiokafka (no decoding), after
+   `run_reconciliation` over the whole log (so the peak RSS printed is the reconciliation's, and
+   the process's RSS before it, imports and pool, is printed beside it). Prints events/s, seconds, peak RSS, mismatches
    (must be 0), and the ratio of the reconciliation's time to the raw reads' sum.
 """
 
@@ -26,7 +27,6 @@ import cProfile
 import json
 import os
 import pstats
-import resource
 import sys
 import time
 from pathlib import Path
@@ -126,9 +126,19 @@ async def raw_topic(bootstrap: str) -> tuple[float, int]:
         await consumer.stop()
 
 
+def _rss_mib(field: str = "VmRSS:") -> float:
+    """This process's resident memory now (`VmRSS`) or its peak (`VmHWM`), from Linux /proc.
+
+    Not `ru_maxrss`: Linux keeps it across exec, so a child started by a large parent would
+    report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 async def measure(dsn: str, bootstrap: str, chunk: int, profile: bool) -> dict[str, Any]:
-    log_s = await raw_log(dsn)
-    topic_s, messages = await raw_topic(bootstrap)
+    rss_before = _rss_mib()
     pool = await create_pool(dsn, StoreSettings(pool_min_size=1, pool_max_size=4))
     try:
         events = await pool.fetchval("SELECT count(*) FROM events")
@@ -145,6 +155,9 @@ async def measure(dsn: str, bootstrap: str, chunk: int, profile: bool) -> dict[s
             pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     finally:
         await pool.close()
+    peak = _rss_mib("VmHWM:")  # before the raw reads
+    log_s = await raw_log(dsn)
+    topic_s, messages = await raw_topic(bootstrap)
     return {
         "events": events,
         "orders": report.counts["log"]["orders"],
@@ -154,7 +167,8 @@ async def measure(dsn: str, bootstrap: str, chunk: int, profile: bool) -> dict[s
         "raw_log_read_s": round(log_s, 2),
         "raw_topic_read_s": round(topic_s, 2),
         "mismatches": report.mismatch_count,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rss_before_mib": round(rss_before),
+        "peak_rss_mib": round(peak),
     }
 
 
@@ -192,7 +206,8 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"reconcile: {result['events']:,} events ({result['orders']:,} orders) in {result['seconds']} s ="
                 f" {result['events_per_s']:,} ev/s; raw reads of the log and the topic {raw:.1f} s"
-                f" ({result['seconds'] / raw:.1f}x of them); peak RSS {result['peak_rss_mib']} MiB;"
+                f" ({result['seconds'] / raw:.1f}x of them); RSS {result['rss_before_mib']} MiB before,"
+                f" peak {result['peak_rss_mib']} MiB;"
                 f" mismatches {result['mismatches']}"
             )
         finally:

@@ -17,8 +17,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 _BITS, _MAX, _LATE, _DUPS = range(4)
 
-#: Records asked for per fetch round.
-_MAX_RECORDS = 20_000
+#: Records asked for per fetch round, and bytes per fetch: what is held in memory at once.
+_MAX_RECORDS = 5_000
+_FETCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,22 @@ class TopicScan:
             state[_BITS] |= bit
             state[_MAX] = max(state[_MAX], version)
 
+    def take(self, value: bytes | None, lo: int, hi: int) -> None:
+        """Count one message: an envelope whose position lies in `lo..hi` adds its order's version."""
+        try:
+            envelope = orjson.loads(value or b"")
+            position = envelope["position"]
+            version = envelope["version"]
+            order_id = envelope["order_id"]
+            if not (isinstance(position, int) and isinstance(version, int) and isinstance(order_id, str)):
+                raise TypeError("position, version or order_id of the wrong type")
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.unreadable += 1
+            return
+        if lo <= position <= hi:
+            self.in_range += 1
+            self.add(order_id, version)
+
     def order(self, order_id: str) -> OrderOnTopic | None:
         state = self.orders.get(order_id)
         return None if state is None else OrderOnTopic(*state)
@@ -88,7 +105,8 @@ async def scan_topic(
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
         fetch_max_wait_ms=10,
-        max_partition_fetch_bytes=8 << 20,
+        max_partition_fetch_bytes=_FETCH_BYTES,
+        fetch_max_bytes=_FETCH_BYTES,
     )
     try:
         await consumer.start()
@@ -114,7 +132,7 @@ async def scan_topic(
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=_MAX_RECORDS)
                 for record in batch.get(tp, ()):
                     scan.messages += 1
-                    _take(scan, record.value, from_position, to_position)
+                    scan.take(record.value, from_position, to_position)
     finally:
         await consumer.stop()
     return scan
@@ -129,19 +147,3 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     cluster = await consumer._client.fetch_all_metadata()  # aiokafka has no public equivalent
     ids: set[int] = cluster.partitions_for_topic(topic) or set()
     return ids
-
-
-def _take(scan: TopicScan, value: bytes | None, lo: int, hi: int) -> None:
-    try:
-        envelope = orjson.loads(value or b"")
-        position = envelope["position"]
-        version = envelope["version"]
-        order_id = envelope["order_id"]
-        if not (isinstance(position, int) and isinstance(version, int) and isinstance(order_id, str)):
-            raise TypeError("position, version or order_id of the wrong type")
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        scan.unreadable += 1
-        return
-    if lo <= position <= hi:
-        scan.in_range += 1
-        scan.add(order_id, version)

@@ -26,7 +26,7 @@ from ledger_kernel.wire.streams import ORDER_STREAM_PREFIX
 from projections import catalog, quarantine, registry
 from projections.bulk import READ_IN_STREAM_ORDER
 from projections.canonical import checksum_sql, order_checksums, sql_checksum
-from projections.definition import Projection
+from projections.definition import Projection, Table
 from projections.verify import Checksums
 
 
@@ -171,12 +171,18 @@ def _differences(
     return out
 
 
+def _key_in(table: Table) -> str:
+    """`key = ANY($1)` for order ids sent as text, cast to the key's own type so its index is used."""
+    key_type = next(c.sql_type.split()[0] for c in table.columns if c.name == table.key)
+    return f"{table.key} = ANY($1::text[]::{key_type}[])"
+
+
 async def _actual_checksums(
     conn: asyncpg.Connection, projection: Projection, version: int, order_ids: list[str]
 ) -> Checksums:
     out: Checksums = {}
     for table in projection.tables:
-        sql = checksum_sql(table, table.physical(version), f" AND {table.key}::text = ANY($1::text[])")
+        sql = checksum_sql(table, table.physical(version), f" AND {_key_in(table)}")
         for order_id, count, total in await conn.fetch(sql, order_ids):
             out.setdefault(order_id, {})[table.base] = sql_checksum(count, total)
     return out
@@ -205,7 +211,7 @@ async def _row_versions(
         if "version" in table.column_names:
             rows = await conn.fetch(
                 f"SELECT {table.key}::text, max(version) FROM {table.physical(version)}"
-                f" WHERE {table.key}::text = ANY($1::text[]) GROUP BY {table.key}",
+                f" WHERE {_key_in(table)} GROUP BY {table.key}",
                 order_ids,
             )
             return {r[0]: r[1] for r in rows}
