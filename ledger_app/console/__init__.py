@@ -99,6 +99,7 @@ def install_console(
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await console.rebuilds.aclose()
+                await console.background.aclose()
 
     app.router.lifespan_context = lifespan
     return console
