@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment
 
-from consumers.fanout.delivery_store import order_delivery
+from consumers.fanout.delivery_store import list_halts, order_delivery
 from consumers.fanout.operations import DESTINATIONS, redrive
 from ledger.api.audit import decode_cursor, encode_cursor, event_json
 from ledger.api.auth import Principal, TokenStore
@@ -506,6 +506,7 @@ async def _ops_context(request: Request) -> dict[str, Any]:
         "deploy_versions": {name: p.version for name, p in console.projections.items()},
         "rebuilds": console.rebuilds.runs,
         "parked": await parked_view(pool),
+        "halts": await list_halts(pool),
         "reconciliation": await console.reconciliation(pool),
         "destinations": DESTINATIONS,
     }

@@ -18,6 +18,7 @@ from ledger_app.reconcile import ReconcileOptions, run_reconciliation
 from ledger_kernel.wire.codec import dumps
 from ledger_kernel.wire.envelope import build_envelope
 from ledger_kernel.wire.streams import stream_id_of
+from projections import order_state
 from tests.browser.conftest import Console, screenshot
 from tests.integration.reconcile import test_reconcile as reconcile_support
 
@@ -193,12 +194,22 @@ async def test_an_operator_watches_a_rebuild_progress_until_the_new_version_is_l
     console.gate.release.set()
     await page.wait_for_selector("#rebuild-order_state .rebuild-done", timeout=60_000)
     assert "swapped" in await text(page, "#rebuild-order_state")
-    version = console_version = await console.pool.fetchval(
+    version = await console.pool.fetchval(
         "SELECT version FROM projection_versions WHERE projection = 'order_state' AND status = 'live'"
     )
-    assert version == console_version
+    assert version == order_state.PROJECTION.version + 1, "the console's deploy version is live"
     assert await text(page, f"#projection-order_state-v{version} .status") == "live"
     await screenshot(page, "ops-rebuild-done")
+
+    # and back: the previous version (kept fresh by its runner) serves again
+    await page.click("#rollback-button-order_state")
+    await page.wait_for_selector("#flash")
+    assert "live again" in await text(page, "#flash"), await text(page, "#flash")
+    live = await console.pool.fetchval(
+        "SELECT version FROM projection_versions WHERE projection = 'order_state' AND status = 'live'"
+    )
+    assert live == version - 1
+    assert await text(page, f"#projection-order_state-v{live} .status") == "live"
 
 
 async def test_a_read_only_token_sees_no_action_buttons_and_gets_403_when_it_posts_anyway(console: Console) -> None:

@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+import structlog
 
 from ledger.api.auth import TokenStore
 from ledger_app.api import create_app
@@ -112,9 +113,14 @@ async def test_a_post_needs_the_session_csrf_value_and_the_admin_scope(app: App)
     token = csrf_of(ops.text)
     refused = await client.post("/console/ops/projections/order_state/rollback", data={"csrf": "nope"})
     assert refused.status_code == 403
-    answered = await client.post("/console/ops/projections/order_state/rollback", data={"csrf": token})
+    with structlog.testing.capture_logs() as logs:
+        answered = await client.post("/console/ops/projections/order_state/rollback", data={"csrf": token})
     assert answered.status_code == 303, "the admin's action ran (and was refused: nothing to roll back)"
     assert "rollback+refused" in answered.headers["location"]
+    actions = [e for e in logs if e["event"] == "console action"]
+    assert [(e["action"], e["actor"], e["token_id"]) for e in actions] == [
+        ("rollback", "console-admin", app.ids["admin"])
+    ]
     client.cookies.clear()
 
     await sign_in(client, app.secrets["writer"])
