@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import pytest
 from playwright.async_api import Page
@@ -119,8 +120,15 @@ async def test_an_auditor_finds_an_order_reads_its_timeline_and_a_diff_and_views
     assert await page.locator("#payments tr").count() == 1, "no payment at version 1 (header row only)"
     await screenshot(page, "order-as-of-version-1")
 
-    # as of a time: now is after every event, so it is the current state
+    # as of a time: the moment the payment was recorded is version 2; now is the current state
     await page.goto(f"{console.url}/console/orders/{order_id}")
+    paid_at = await text(page, "#event-2 .recorded-at")
+    await page.fill("#as-of-time", paid_at)
+    await page.click("#as-of-go")
+    await page.wait_for_selector("#historical")
+    assert await text(page, "#shown-version") == "2"
+    assert await page.locator("#payments tr").count() == 2, "the captured payment, no shipment yet"
+    assert await page.locator("#shipments tr").count() == 1
     await page.fill("#as-of-time", datetime.now(UTC).isoformat())
     await page.click("#as-of-go")
     await page.wait_for_selector("#state-version")
@@ -136,6 +144,12 @@ async def test_the_audit_feed_filters_pages_and_downloads_json_lines_and_csv(con
     assert await rows.count() >= 1
     assert {await t.inner_text() for t in await page.locator("#events .type").all()} == {"PaymentAuthorized"}
     await screenshot(page, "audit")
+
+    later = datetime.now(UTC).isoformat()
+    await page.goto(f"{console.url}/console/audit?actor=checkout&since={quote(later)}")
+    assert await page.locator("#events tr.event").count() == 0, "nothing recorded after now"
+    await page.goto(f"{console.url}/console/audit?actor=checkout&until={quote(later)}&type=PaymentAuthorized")
+    assert await page.locator("#events tr.event").count() >= 1
 
     await page.goto(f"{console.url}/console/audit?actor=checkout&limit=1")
     first = await text(page, "#events tr.event")
