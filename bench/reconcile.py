@@ -12,8 +12,9 @@ are missing). Then:
    order as delivered at its last version for both destinations (what drained workers write).
 2. In a child process (so its peak RSS is the reconciliation's alone): the raw reads a
    reconciliation cannot avoid, each timed alone: the log's `(stream_id, version, position)` by
-   a server-side cursor, and the whole topic with aiokafka (no decoding); then
-   `run_reconciliation` over the whole log. Prints events/s, seconds, peak RSS, mismatches
+   a server-side cursor, and the whole topic with aiokafka (no decoding), after
+   `run_reconciliation` over the whole log (so the peak RSS printed is the reconciliation's, and
+   the process's RSS before it, imports and pool, is printed beside it). Prints events/s, seconds, peak RSS, mismatches
    (must be 0), and the ratio of the reconciliation's time to the raw reads' sum.
 """
 
@@ -22,9 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
-import resource
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -124,19 +126,38 @@ async def raw_topic(bootstrap: str) -> tuple[float, int]:
         await consumer.stop()
 
 
-async def measure(dsn: str, bootstrap: str, chunk: int) -> dict[str, Any]:
-    log_s = await raw_log(dsn)
-    topic_s, messages = await raw_topic(bootstrap)
+def _rss_mib(field: str = "VmRSS:") -> float:
+    """This process's resident memory now (`VmRSS`) or its peak (`VmHWM`), from Linux /proc.
+
+    Not `ru_maxrss`: Linux keeps it across exec, so a child started by a large parent would
+    report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def measure(dsn: str, bootstrap: str, chunk: int, profile: bool) -> dict[str, Any]:
+    rss_before = _rss_mib()
     pool = await create_pool(dsn, StoreSettings(pool_min_size=1, pool_max_size=4))
     try:
         events = await pool.fetchval("SELECT count(*) FROM events")
+        profiler = cProfile.Profile() if profile else None
         started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         report = await run_reconciliation(
             pool, ReconcileOptions(bootstrap_servers=bootstrap, topic=TOPIC, chunk_events=chunk)
         )
         seconds = time.perf_counter() - started
+        if profiler is not None:
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     finally:
         await pool.close()
+    peak = _rss_mib("VmHWM:")  # before the raw reads
+    log_s = await raw_log(dsn)
+    topic_s, messages = await raw_topic(bootstrap)
     return {
         "events": events,
         "orders": report.counts["log"]["orders"],
@@ -146,7 +167,8 @@ async def measure(dsn: str, bootstrap: str, chunk: int) -> dict[str, Any]:
         "raw_log_read_s": round(log_s, 2),
         "raw_topic_read_s": round(topic_s, 2),
         "mismatches": report.mismatch_count,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rss_before_mib": round(rss_before),
+        "peak_rss_mib": round(peak),
     }
 
 
@@ -173,7 +195,7 @@ async def main(args: argparse.Namespace) -> None:
             await prepare(dsn, bootstrap, args.events)
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.reconcile", "--measure", dsn, "--bootstrap", bootstrap,
-                "--chunk", str(args.chunk), cwd=REPO, stdout=asyncio.subprocess.PIPE,
+                "--chunk", str(args.chunk), *(["--profile"] if args.profile else []), cwd=REPO, stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             out, _ = await child.communicate()
             if child.returncode:
@@ -184,7 +206,8 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"reconcile: {result['events']:,} events ({result['orders']:,} orders) in {result['seconds']} s ="
                 f" {result['events_per_s']:,} ev/s; raw reads of the log and the topic {raw:.1f} s"
-                f" ({result['seconds'] / raw:.1f}x of them); peak RSS {result['peak_rss_mib']} MiB;"
+                f" ({result['seconds'] / raw:.1f}x of them); RSS {result['rss_before_mib']} MiB before,"
+                f" peak {result['peak_rss_mib']} MiB;"
                 f" mismatches {result['mismatches']}"
             )
         finally:
@@ -198,10 +221,17 @@ if __name__ == "__main__":
     )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--chunk", type=int, default=20_000)
+    parser.add_argument("--profile", action="store_true", help="print the reconciliation's profile on stderr")
     parser.add_argument("--measure", metavar="DSN", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.measure:
-        print(json.dumps(asyncio.run(measure(arguments.measure, arguments.bootstrap, arguments.chunk))))
+        print(
+            json.dumps(
+                asyncio.run(
+                    measure(arguments.measure, arguments.bootstrap, arguments.chunk, arguments.profile)
+                )
+            )
+        )
     else:
         asyncio.run(main(arguments))

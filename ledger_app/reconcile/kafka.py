@@ -17,8 +17,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 _BITS, _MAX, _LATE, _DUPS = range(4)
 
-#: Records asked for per fetch round.
-_MAX_RECORDS = 20_000
+#: Records asked for per fetch round, and bytes per fetch: what is held in memory at once.
+_MAX_RECORDS = 5_000
+_FETCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,8 @@ async def scan_topic(
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
         fetch_max_wait_ms=10,
-        max_partition_fetch_bytes=8 << 20,
+        max_partition_fetch_bytes=_FETCH_BYTES,
+        fetch_max_bytes=_FETCH_BYTES,
     )
     try:
         await consumer.start()

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 
+from ledger.domain.events import decode_event
+from ledger.domain.state import fold
 from ledger.store.records import Checkpoint
 from ledger.store.store import load_checkpoint
 from ledger_app.reconcile.log import OrderSpan
 from ledger_app.reconcile.report import READ_MODEL_DIFFERS, Mismatch, projection_place
+from ledger_kernel.wire.streams import ORDER_STREAM_PREFIX
 from projections import catalog, quarantine, registry
+from projections.bulk import READ_IN_STREAM_ORDER
 from projections.canonical import checksum_sql, order_checksums, sql_checksum
 from projections.definition import Projection
-from projections.verify import Checksums, expected_checksums
+from projections.verify import Checksums
 
 
 @dataclass
@@ -37,52 +41,113 @@ class ReadModelCheck:
     skipped: int = 0
 
 
-async def check_projection(pool: asyncpg.Pool, name: str, spans: Sequence[OrderSpan]) -> ReadModelCheck:
-    projection = catalog.get(name)
-    out = ReadModelCheck()
-    place = projection_place(name)
+@dataclass(frozen=True)
+class _Plan:
+    name: str
+    projection: Projection
+    live: int
+    checkpoint: Checkpoint
+    skip: frozenset[str]
+
+
+async def check_projections(
+    pool: asyncpg.Pool, names: Sequence[str], spans: Sequence[OrderSpan]
+) -> dict[str, ReadModelCheck]:
+    """Each projection's rows of the chunk's orders against a fold at its checkpoint.
+
+    One snapshot for all of them; projections at the same checkpoint (the usual case: both
+    caught up) share one fold of each order.
+    """
+    out = {name: ReadModelCheck() for name in names}
     if not spans:
         return out
+    streams = [s.stream_id for s in spans]
     async with pool.acquire() as proxy, proxy.transaction(isolation="repeatable_read", readonly=True):
         conn = cast("asyncpg.Connection", proxy)  # the pool's proxy forwards every call
-        live = await registry.live_version(conn, name)
-        checkpoint = None if live is None else await load_checkpoint(conn, projection.checkpoint_name(live))
-        if live is None or live != projection.version:
-            # Not built, or built by other code than this deploy's: nothing to refold it with.
-            out.skipped = len(spans)
-            return out
-        streams = [s.stream_id for s in spans]
-        skip = await quarantine.streams(conn, name, live) & set(streams)
-        out.quarantined = len(skip)
-        if checkpoint is None:
-            # Built but never run: every row must be absent, which the comparison shows.
-            checkpoint = Checkpoint(0, 0)
-        expected = await expected_checksums(conn, projection, checkpoint, streams=streams, skip=skip)
-        actual = await _actual_checksums(
-            conn, projection, live, [s.order_id for s in spans if s.stream_id not in skip]
+        plans: dict[Checkpoint, list[_Plan]] = {}
+        for name in names:
+            projection = catalog.get(name)
+            live = await registry.live_version(conn, name)
+            if live is None or live != projection.version:
+                # Not built, or built by other code than this deploy's: nothing to refold it with.
+                out[name].skipped = len(spans)
+                continue
+            # Built but never run (no checkpoint): every row must be absent, as a fold of nothing.
+            checkpoint = await load_checkpoint(conn, projection.checkpoint_name(live)) or Checkpoint(0, 0)
+            skip = frozenset(await quarantine.streams(conn, name, live) & set(streams))
+            plans.setdefault(checkpoint, []).append(_Plan(name, projection, live, checkpoint, skip))
+        for checkpoint, group in plans.items():
+            folded = await _fold_checksums(conn, [plan.projection for plan in group], checkpoint, streams)
+            versions = await _checkpoint_versions(conn, streams, checkpoint)
+            for plan, expected in zip(group, folded, strict=True):
+                await _compare(conn, plan, spans, expected, versions=versions, out=out[plan.name])
+    return out
+
+
+async def _compare(
+    conn: asyncpg.Connection,
+    plan: _Plan,
+    spans: Sequence[OrderSpan],
+    expected: Checksums,
+    *,
+    versions: dict[str, int],
+    out: ReadModelCheck,
+) -> None:
+    for stream in plan.skip:
+        expected.pop(stream.removeprefix(ORDER_STREAM_PREFIX), None)
+    kept = [s for s in spans if s.stream_id not in plan.skip]
+    actual = await _actual_checksums(conn, plan.projection, plan.live, [s.order_id for s in kept])
+    differences = _differences(plan.projection, expected, actual)
+    out.quarantined = len(plan.skip)
+    out.orders = len(kept)
+    out.behind = sum(1 for s in kept if versions.get(s.stream_id, 0) < s.last)
+    row_versions = await _row_versions(
+        conn, plan.projection, plan.live, sorted({order_id for order_id, _, _ in differences})
+    )
+    place = projection_place(plan.name)
+    for order_id, table, kind in differences:
+        want = versions.get(f"{ORDER_STREAM_PREFIX}{order_id}", 0)
+        have = row_versions.get(order_id)
+        at = "" if have is None else f"; its row is at version {have}"
+        detail = (
+            f"{table} rows {kind}: a fold at checkpoint {plan.checkpoint.position} gives version {want}{at}"
         )
-        differences = _differences(projection, expected, actual)
-        versions = await _checkpoint_versions(conn, streams, checkpoint)
-        out.orders = len(spans) - len(skip)
-        out.behind = sum(
-            1 for s in spans if s.stream_id not in skip and versions.get(s.stream_id, 0) < s.last
-        )
-        row_versions = await _row_versions(
-            conn, projection, live, sorted({order_id for order_id, _, _ in differences})
-        )
-        for order_id, table, kind in differences:
-            want = versions.get(f"order-{order_id}", 0)
-            have = row_versions.get(order_id)
-            at = "" if have is None else f"; its row is at version {have}"
-            out.mismatches.append(
-                Mismatch(
-                    READ_MODEL_DIFFERS,
-                    place,
-                    order_id,
-                    f"{table} rows {kind}: a fold at checkpoint"
-                    f" {checkpoint.position} gives version {want}{at}",
-                )
-            )
+        out.mismatches.append(Mismatch(READ_MODEL_DIFFERS, place, order_id, detail))
+
+
+_LOG_SQL = """
+SELECT stream_id, version, type, schema_version, data::text, recorded_at FROM events
+ WHERE stream_id = ANY($3::text[]) AND (tx, position) <= ($1::xid8, $2::bigint)
+ ORDER BY stream_id, version
+"""
+
+
+async def _fold_checksums(
+    conn: asyncpg.Connection, projections: Sequence[Projection], checkpoint: Checkpoint, streams: list[str]
+) -> list[Checksums]:
+    """Per projection, the checksums of the rows a fold from scratch of each order up to
+    `checkpoint` derives (`projections.verify.expected_checksums`, one fold for all of them)."""
+    out: list[Checksums] = [{} for _ in projections]
+    batch: list[Any] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        order = fold((decode_event(r[2], r[4], schema_version=r[3]), r[1], r[5]) for r in batch)
+        for projection, checksums in zip(projections, out, strict=True):
+            checksums[str(order.id)] = order_checksums(projection, dict(projection.rows(order)))
+
+    stream: str | None = None
+    async with conn.transaction(readonly=True):
+        await conn.execute(READ_IN_STREAM_ORDER)
+        cursor = await conn.cursor(_LOG_SQL, checkpoint.tx, checkpoint.position, streams)
+        while page := await cursor.fetch(5_000):
+            for row in page:
+                if row[0] != stream:
+                    flush()
+                    batch, stream = [], row[0]
+                batch.append(row)
+    flush()
     return out
 
 

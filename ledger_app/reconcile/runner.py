@@ -25,7 +25,7 @@ from ledger_app.reconcile import runs
 from ledger_app.reconcile.deliveries import check_destination
 from ledger_app.reconcile.kafka import TopicScan, scan_topic
 from ledger_app.reconcile.log import OrderSpan
-from ledger_app.reconcile.readmodels import check_projection
+from ledger_app.reconcile.readmodels import check_projections
 from ledger_app.reconcile.report import (
     EXTRA,
     MISSING,
@@ -164,8 +164,7 @@ async def _run(
             pool, position, end, range_start=run.from_position, range_end=hi, published=published
         )
         found = _check_topic(scan, spans, counts)
-        for name in options.projections:
-            check = await check_projection(pool, name, spans)
+        for name, check in (await check_projections(pool, options.projections, spans)).items():
             counts.add(
                 projection_place(name),
                 orders=check.orders,

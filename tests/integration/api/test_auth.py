@@ -22,6 +22,8 @@ ROUTES = [
     ("GET", f"/api/v3/orders/{OID}/transactions", "orders:read"),
     ("GET", f"/api/v3/orders/{OID}/events", "audit:read"),
     ("GET", "/api/v3/events", "audit:read"),
+    ("GET", "/api/v3/reconciliations/latest", "audit:read"),
+    ("POST", "/api/v3/reconciliations", "admin"),
 ]
 BODY = b'{"currency": "USD", "total": 1, "items": [{"name": "x", "quantity": 1, "price_sell": 1}]}'
 
