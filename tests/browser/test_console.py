@@ -21,6 +21,7 @@ from ledger_kernel.wire.envelope import build_envelope
 from ledger_kernel.wire.streams import stream_id_of
 from projections import order_state
 from tests.browser.conftest import Console, screenshot
+from tests.integration.projections.support import wait_fenced
 from tests.integration.reconcile import test_reconcile as reconcile_support
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
@@ -138,6 +139,7 @@ async def test_an_auditor_finds_an_order_reads_its_timeline_and_a_diff_and_views
 async def test_the_audit_feed_filters_pages_and_downloads_json_lines_and_csv(console: Console) -> None:
     order_id = await console.place(order_body())
     await console.command(f"/api/v3/orders/{order_id}/payments", {"kind": "authorized", "amount": 60})
+    await wait_fenced(console.pool)  # the feed reads the fenced log: a writer elsewhere in the cluster holds it
     page = await console.signed_in("readonly")
     await page.goto(f"{console.url}/console/audit?actor=checkout&type=PaymentAuthorized")
     rows = page.locator("#events tr.event")

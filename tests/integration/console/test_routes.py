@@ -21,6 +21,7 @@ from ledger_app.api import create_app
 from ledger_kernel.observability.metrics import Metrics
 from ledger_kernel.settings import Settings
 from projections.setup import install_projections
+from tests.integration.projections.support import wait_fenced
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
 
@@ -145,6 +146,7 @@ async def test_the_csv_export_defuses_spreadsheet_formulas_and_json_lines_match_
     )
     assert placed.status_code == 201, placed.text
     order_id = placed.json()["data"]["id"]
+    await wait_fenced(pool)  # the feed reads the fenced log: a writer elsewhere in the cluster holds it
     await sign_in(client, app.secrets["reader"])
     jsonl = await client.get("/console/audit/export.jsonl", params={"type": "OrderPlaced"})
     assert jsonl.status_code == 200
