@@ -182,6 +182,11 @@ async def test_an_operator_redrives_a_parked_order_and_sees_it_delivered(console
     await page.goto(f"{console.url}/console/ops")
     row = page.locator(f"#parked-omneo-{order_id}")
     assert "422" in await row.inner_text()
+    charts = page.locator("#charts .card")
+    names = [await c.inner_text() for c in await charts.all()]
+    for name in ("relay lag", "projection order_state lag", "worker omneo backlog", "fence lag", "append rate"):
+        assert any(name in n for n in names), names
+    assert await page.locator("#charts svg.chart").count() == await charts.count()
     await screenshot(page, "ops-parked")
     await row.locator(".redrive-button").click()
     await page.wait_for_selector("#flash")

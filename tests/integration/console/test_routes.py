@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 import structlog
 
+from consumers.fanout.delivery_store import FanoutStore
 from ledger.api.auth import TokenStore
 from ledger_app.api import create_app
 from ledger_kernel.observability.metrics import Metrics
@@ -104,7 +105,7 @@ async def test_sign_in_refuses_a_missing_form_value_an_unknown_token_and_a_forei
     assert foreign.headers["location"] == "/console/orders"
 
 
-async def test_a_post_needs_the_session_csrf_value_and_the_admin_scope(app: App) -> None:
+async def test_a_post_needs_the_session_csrf_value_and_the_admin_scope(app: App, pool: asyncpg.Pool) -> None:
     client = app.client
     await sign_in(client, app.secrets["admin"])
     ops = await client.get("/console/ops")
@@ -122,6 +123,10 @@ async def test_a_post_needs_the_session_csrf_value_and_the_admin_scope(app: App)
     assert [(e["action"], e["actor"], e["token_id"]) for e in actions] == [
         ("rollback", "console-admin", app.ids["admin"])
     ]
+    await FanoutStore(pool, "omnisend").halt(401, "omnisend answered 401: the API key was refused", None)
+    halted = await client.get("/console/ops")
+    assert "omnisend is halted" in halted.text
+    assert "ledger fanout resume -d omnisend" in halted.text
     client.cookies.clear()
 
     await sign_in(client, app.secrets["writer"])
