@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ledger.api.auth import TokenStore
 from ledger_app.console.operations import (
     LagSampler,
     LatestReconciliation,
@@ -45,11 +46,13 @@ def install_console(
     reconciliation: LatestReconciliation = latest_report,
     rebuilder: Rebuilder | None = None,
     redrive_options: Mapping[str, Any] | None = None,
+    tokens: TokenStore | None = None,
 ) -> ConsoleState:
     """Mount the console's routes and static files, and sample lags while the app runs.
 
     `projections` defaults to this deploy's (`projections.catalog`); `redrive_options` are
-    passed to `consumers.fanout.operations.redrive` (tests give an HTTP transport).
+    passed to `consumers.fanout.operations.redrive` (tests give an HTTP transport); `tokens`
+    is where sessions look their token up (default: a `TokenStore` on the API's pool).
     """
     secret = settings.console.session_secret
     env = Environment(
@@ -66,6 +69,7 @@ def install_console(
         rebuilds=RebuildTracker(rebuilder) if rebuilder is not None else RebuildTracker(),
         reconciliation=reconciliation,
         extra=dict(redrive_options or {}),
+        tokens=tokens,
     )
     app.state.console = console
     app.include_router(router)
@@ -95,6 +99,7 @@ def install_console(
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await console.rebuilds.aclose()
+                await console.background.aclose()
 
     app.router.lifespan_context = lifespan
     return console

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -38,6 +38,7 @@ from projections.rebuild import RebuildReport, rebuild
 from projections.status import VersionStatus, projection_status
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,35 @@ class _Sink:
 
 
 Rebuilder = Callable[..., Awaitable[RebuildReport]]
+
+
+class Background:
+    """Operator actions that may outlast a request (a redrive waiting out a destination's
+    back-off): they run as tasks of the API process, kept referenced, cancelled at shutdown.
+    The request waits for one up to a bound and otherwise says it goes on."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def start(self, work: Awaitable[T]) -> asyncio.Task[T]:
+        async def run() -> T:
+            return await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("console background action failed", error=repr(task.exception()))
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class RebuildTracker:

@@ -9,6 +9,7 @@ CSRF value. Actions are logged (`console action`) with the signed-in token's nam
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -25,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment
 
-from consumers.fanout.delivery_store import order_delivery
+from consumers.fanout.delivery_store import list_halts, order_delivery
 from consumers.fanout.operations import DESTINATIONS, redrive
 from ledger.api.audit import decode_cursor, encode_cursor, event_json
 from ledger.api.auth import Principal, TokenStore
@@ -40,6 +41,7 @@ from ledger.repository import fold_steps
 from ledger.store.store import load_checkpoint
 from ledger_app.console.diff import diff
 from ledger_app.console.operations import (
+    Background,
     LagSampler,
     LatestReconciliation,
     RebuildTracker,
@@ -86,6 +88,7 @@ class ConsoleState:
     reconciliation: LatestReconciliation
     tokens: TokenStore | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    background: Background = field(default_factory=Background)
 
 
 def console_of(request: Request) -> ConsoleState:
@@ -503,6 +506,7 @@ async def _ops_context(request: Request) -> dict[str, Any]:
         "deploy_versions": {name: p.version for name, p in console.projections.items()},
         "rebuilds": console.rebuilds.runs,
         "parked": await parked_view(pool),
+        "halts": await list_halts(pool),
         "reconciliation": await console.reconciliation(pool),
         "destinations": DESTINATIONS,
     }
@@ -553,7 +557,14 @@ async def ops_redrive(request: Request) -> Response:
         return _render(request, "error.html", visitor, status=422, title="Invalid", detail="destination and order_id")
     _log_action(visitor, "redrive", destination=destination, order_id=order_id)
     console = console_of(request)
-    results = await redrive(console.settings, _pool(request), destination=destination, order_id=order_id, **console.extra)
+    task = console.background.start(
+        redrive(console.settings, _pool(request), destination=destination, order_id=order_id, **console.extra)
+    )
+    # within the request's deadline (ledger.api.deadline) if it can; a longer redrive goes on
+    done, _ = await asyncio.wait({task}, timeout=console.settings.api.request_timeout_s / 2)
+    if not done:
+        return _back(f"{destination}: order {order_id} is being redriven; reload to see the outcome")
+    results = task.result()
     if not results:
         return _back(f"{destination}: order {order_id} was not parked")
     result = results[0]

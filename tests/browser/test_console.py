@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import pytest
 from playwright.async_api import Page
@@ -18,7 +19,9 @@ from ledger_app.reconcile import ReconcileOptions, run_reconciliation
 from ledger_kernel.wire.codec import dumps
 from ledger_kernel.wire.envelope import build_envelope
 from ledger_kernel.wire.streams import stream_id_of
+from projections import order_state
 from tests.browser.conftest import Console, screenshot
+from tests.integration.projections.support import wait_fenced
 from tests.integration.reconcile import test_reconcile as reconcile_support
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
@@ -118,8 +121,15 @@ async def test_an_auditor_finds_an_order_reads_its_timeline_and_a_diff_and_views
     assert await page.locator("#payments tr").count() == 1, "no payment at version 1 (header row only)"
     await screenshot(page, "order-as-of-version-1")
 
-    # as of a time: now is after every event, so it is the current state
+    # as of a time: the moment the payment was recorded is version 2; now is the current state
     await page.goto(f"{console.url}/console/orders/{order_id}")
+    paid_at = await text(page, "#event-2 .recorded-at")
+    await page.fill("#as-of-time", paid_at)
+    await page.click("#as-of-go")
+    await page.wait_for_selector("#historical")
+    assert await text(page, "#shown-version") == "2"
+    assert await page.locator("#payments tr").count() == 2, "the captured payment, no shipment yet"
+    assert await page.locator("#shipments tr").count() == 1
     await page.fill("#as-of-time", datetime.now(UTC).isoformat())
     await page.click("#as-of-go")
     await page.wait_for_selector("#state-version")
@@ -129,12 +139,19 @@ async def test_an_auditor_finds_an_order_reads_its_timeline_and_a_diff_and_views
 async def test_the_audit_feed_filters_pages_and_downloads_json_lines_and_csv(console: Console) -> None:
     order_id = await console.place(order_body())
     await console.command(f"/api/v3/orders/{order_id}/payments", {"kind": "authorized", "amount": 60})
+    await wait_fenced(console.pool)  # the feed reads the fenced log: a writer elsewhere in the cluster holds it
     page = await console.signed_in("readonly")
     await page.goto(f"{console.url}/console/audit?actor=checkout&type=PaymentAuthorized")
     rows = page.locator("#events tr.event")
     assert await rows.count() >= 1
     assert {await t.inner_text() for t in await page.locator("#events .type").all()} == {"PaymentAuthorized"}
     await screenshot(page, "audit")
+
+    later = datetime.now(UTC).isoformat()
+    await page.goto(f"{console.url}/console/audit?actor=checkout&since={quote(later)}")
+    assert await page.locator("#events tr.event").count() == 0, "nothing recorded after now"
+    await page.goto(f"{console.url}/console/audit?actor=checkout&until={quote(later)}&type=PaymentAuthorized")
+    assert await page.locator("#events tr.event").count() >= 1
 
     await page.goto(f"{console.url}/console/audit?actor=checkout&limit=1")
     first = await text(page, "#events tr.event")
@@ -165,6 +182,11 @@ async def test_an_operator_redrives_a_parked_order_and_sees_it_delivered(console
     await page.goto(f"{console.url}/console/ops")
     row = page.locator(f"#parked-omneo-{order_id}")
     assert "422" in await row.inner_text()
+    charts = page.locator("#charts .card")
+    names = [await c.inner_text() for c in await charts.all()]
+    for name in ("relay lag", "projection order_state lag", "worker omneo backlog", "fence lag", "append rate"):
+        assert any(name in n for n in names), names
+    assert await page.locator("#charts svg.chart").count() == await charts.count()
     await screenshot(page, "ops-parked")
     await row.locator(".redrive-button").click()
     await page.wait_for_selector("#flash")
@@ -193,12 +215,22 @@ async def test_an_operator_watches_a_rebuild_progress_until_the_new_version_is_l
     console.gate.release.set()
     await page.wait_for_selector("#rebuild-order_state .rebuild-done", timeout=60_000)
     assert "swapped" in await text(page, "#rebuild-order_state")
-    version = console_version = await console.pool.fetchval(
+    version = await console.pool.fetchval(
         "SELECT version FROM projection_versions WHERE projection = 'order_state' AND status = 'live'"
     )
-    assert version == console_version
+    assert version == order_state.PROJECTION.version + 1, "the console's deploy version is live"
     assert await text(page, f"#projection-order_state-v{version} .status") == "live"
     await screenshot(page, "ops-rebuild-done")
+
+    # and back: the previous version (kept fresh by its runner) serves again
+    await page.click("#rollback-button-order_state")
+    await page.wait_for_selector("#flash")
+    assert "live again" in await text(page, "#flash"), await text(page, "#flash")
+    live = await console.pool.fetchval(
+        "SELECT version FROM projection_versions WHERE projection = 'order_state' AND status = 'live'"
+    )
+    assert live == version - 1
+    assert await text(page, f"#projection-order_state-v{live} .status") == "live"
 
 
 async def test_a_read_only_token_sees_no_action_buttons_and_gets_403_when_it_posts_anyway(console: Console) -> None:
