@@ -19,6 +19,13 @@ persistence, in the `dev` extra) appending one event per `save` from 1 and 8 thr
 thread its own aggregate) and reading its notification log in pages, beside our store's
 single-event appends at concurrency 1 and 8 and its `iter_all` replay (targets: c8 >= 6x its
 appends, replay >= 3x its notification-log read).
+
+Then personal-data sealing (docs/privacy.md#costs): the same store with and without the codec,
+alternating, 8 writers, each placing orders one after another and appending one event per
+transaction. "order life": OrderPlaced (customer, two addresses, note), a payment, a shipment,
+a details change and a status change per order (2 of 5 events carry personal data; each new
+order costs one key-store statement). "placed only": every append is a new order (the worst
+case). Target for the order life: sealed >= 0.9x of plain.
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ RAW_MANY = (
     " SELECT * FROM unnest($1::text[], $2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[],"
     " $7::jsonb[], $8::bytea[], $9::bytea[])"
 )
-TARGETS = {"single c8": 0.7, "batch 100": 0.6, "replay": 0.5}
+TARGETS = {"single c8": 0.7, "batch 100": 0.6, "replay": 0.5, "order life": 0.9}
 PEER_TARGETS = {"single c8": 6.0, "replay": 3.0}
 
 
@@ -283,6 +290,108 @@ def eventsourcing_peer(dsn: str, seconds: float, page: int, log_size: int) -> di
     return results
 
 
+_ADDRESS = {
+    "first_name": "Alicetta", "last_name": "Quorrington", "company": "Quorrington Holdings",
+    "phone": "+61400111222", "country": "Australia", "country_code": "AU", "state": "Victoria",
+    "state_code": "VIC", "city": "Ballarat", "address": "17 Zanzibar Lane", "address2": None,
+    "postal_code": "3350",
+}  # fmt: skip
+
+
+def _details(i: int) -> dict[str, Any]:
+    customer = {
+        "profile_id": f"profile-{i % 1000}", "email": f"c{i % 1000}@example.org", "phone": "+61400111222",
+        "first_name": "Alicetta", "last_name": "Quorrington",
+    }  # fmt: skip
+    return {
+        "customer": customer, "billing_address": _ADDRESS, "shipping_address": _ADDRESS, "payment_method": "card",
+        "shipping_method": "express", "discount_code": None, "discount_type": None, "tags": ["web"],
+        "note": "leave at the back door",
+    }  # fmt: skip
+
+
+def order_life(i: int, placed_only: bool) -> list[NewEvent]:
+    """One order's events (domain-shaped data), appended one per transaction."""
+    meta = {"actor": "bench", "source": "bench"}
+    line = {"line_id": "L1", "name": "Merino crew neck", "quantity": 1, "price_sell": 12999,
+            "price_current": 12999, "price_original": 12999}  # fmt: skip
+    placed = {
+        "order_id": str(uuid.uuid4()), "external_id": None, "source": None, "currency": "AUD", "status": "pending",
+        "details": _details(i), "lines": [line], "amounts": {"subtotal": 12999, "total": 12999},
+        "placed_at": "2026-01-02T03:04:05Z",
+    }  # fmt: skip
+    if placed_only:
+        return [NewEvent("OrderPlaced", placed, meta)]
+    changed = {"details": {**_details(i), "note": "ring twice"}, "changed": ["note"]}
+    return [
+        NewEvent("OrderPlaced", placed, meta),
+        NewEvent("PaymentCaptured", {"amount": 12999, "method": "card", "reference": f"r{i}"}, meta),
+        NewEvent(
+            "ShipmentDispatched",
+            {
+                "shipment_id": "S1",
+                "lines": [{"line_id": "L1", "quantity": 1}],
+                "dispatched_at": "2026-01-02T05:00:00Z",
+            },
+            meta,
+        ),
+        NewEvent("OrderDetailsChanged", changed, meta),
+        NewEvent("OrderStatusChanged", {"status": "shipped"}, meta),
+    ]
+
+
+async def run_orders(store: EventStore, *, seconds: float, concurrency: int, placed_only: bool) -> float:
+    """Events/s of writers placing orders and appending each order's events one at a time."""
+    deadline = time.perf_counter() + seconds
+    counts = [0] * concurrency
+
+    async def loop(w: int) -> None:
+        i = w
+        while time.perf_counter() < deadline:
+            i += concurrency
+            stream = f"order-{uuid.uuid4()}"
+            for version, new_event in enumerate(order_life(i, placed_only)):
+                await store.append(stream, [new_event], version or NO_STREAM)
+                counts[w] += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(w) for w in range(concurrency)))
+    return sum(counts) / (time.perf_counter() - start)
+
+
+async def sealing(pool: asyncpg.Pool, *, seconds: float, rounds: int) -> None:
+    """Appends with the personal-data codec beside appends without, alternating, same pool."""
+    from ledger.privacy import Keyring, PersonalDataCodec, PgKeyStore
+
+    names = [
+        "OrderPlaced",
+        "PaymentCaptured",
+        "ShipmentDispatched",
+        "OrderDetailsChanged",
+        "OrderStatusChanged",
+    ]
+    registry = EventRegistry()
+    for event_type in names:  # the store checks the type is known; the data has the domain's shape
+        registry.register(LineAdded, event_type)
+    keyring = Keyring.from_base64(Keyring.generate_base64())
+    plain = EventStore(pool, registry)
+    sealed = EventStore(pool, registry, codec=PersonalDataCodec(PgKeyStore(pool, keyring), keyring))
+    print("\npersonal data: appends sealed (codec) beside plain, 8 writers, one event per append")
+    print(f"{'cell':<14}{'plain':>10}{'sealed':>10}{'ratio':>7}  target")
+    for label, placed_only in (("order life", False), ("placed only", True)):
+        best = {"plain": 0.0, "sealed": 0.0}
+        for _ in range(rounds):
+            for name, store in (("plain", plain), ("sealed", sealed)):
+                rate = await run_orders(store, seconds=seconds, concurrency=8, placed_only=placed_only)
+                best[name] = max(best[name], rate)
+        ratio = best["sealed"] / best["plain"]
+        target = TARGETS.get(label)
+        verdict = "" if target is None else f">= {target}x {'ok' if ratio >= target else 'MISSED'}"
+        print(f"{label:<14}{best['plain']:>10,.0f}{best['sealed']:>10,.0f}{ratio:>6.2f}x  {verdict}")
+    await plain.aclose()
+    await sealed.aclose()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -365,6 +474,7 @@ async def main() -> None:
                 f"  replay       {reader:<20} {rates[reader]:>9,.0f} ev/s  {ratio:5.2f}x"
                 f"  >= {goal}x {'ok' if ratio >= goal else 'MISSED'}"
             )
+        await sealing(pool, seconds=args.seconds, rounds=args.rounds)
         await pool.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -17,6 +17,12 @@
    `order_state` and of `transactions` with the rebuild's own figures, then raw read again.
 
 Prints one JSON document per phase and a summary with the rebuild/raw ratio (target >= 0.3).
+
+`--sealed` (docs/privacy.md#costs): the personal fields of the loaded events are sealed as the
+personal-data codec seals them (a data key per customer, wrapped keys in `privacy_keys`). The
+rebuild folds the sealed form (it never opens it: the read models keep tokens), and one more
+phase reads every `order_state` document and opens it with the key store, as the list routes
+do, beside the same read without opening: its ratio is what opening costs a reader.
 Each phase also reports `cores_busy`: how many of the machine's cores were busy on average
 (every process, PostgreSQL included, from /proc/stat), so a ratio can be read against the
 hardware: the raw read is one stream, the rebuild uses as many cores as it is given.
@@ -74,7 +80,36 @@ def _hash(prev: bytes | None, fields: tuple[str, int, uuid.UUID, str, int, str, 
     return hashlib.sha256((prev or b"") + body.encode()).digest()
 
 
-def generate_rows(total: int, seed: int = 42, open_orders: int = 2000) -> Any:
+class Sealer:
+    """Seals personal fields as `ledger.privacy.PersonalDataCodec` does, with one key per customer."""
+
+    def __init__(self, kek: str) -> None:
+        from ledger.privacy.cipher import DataKey, Keyring
+
+        self.keyring = Keyring.from_base64(kek)
+        self.keys: dict[str, DataKey] = {}
+        self._make = DataKey.generate
+
+    def seal(self, stream: str, data: dict[str, Any]) -> dict[str, Any]:
+        from ledger.privacy.cipher import encrypt_value
+        from ledger.privacy.codec import subject_for
+        from ledger.privacy.fields import seal_details, subject_hints
+
+        profile, email = subject_hints(data)
+        subject = subject_for(stream, profile, self.keyring.blind_index(email) if email else None)
+        key = self.keys.get(subject)
+        if key is None:
+            key = self.keys[subject] = self._make(uuid.uuid4())
+        return seal_details(data, lambda value: encrypt_value(key, value))
+
+    async def store_keys(self, conn: asyncpg.Connection) -> None:
+        await conn.executemany(
+            "INSERT INTO privacy_keys (key_id, subject, wrapped, kek_id) VALUES ($1, $2, $3, $4)",
+            [(k.key_id, s, self.keyring.wrap(k), self.keyring.kek_id) for s, k in self.keys.items()],
+        )
+
+
+def generate_rows(total: int, seed: int = 42, open_orders: int = 2000, sealer: Sealer | None = None) -> Any:
     """Rows for COPY, interleaving ~`open_orders` orders the way live traffic does."""
     rng = random.Random(seed)
     generator = HistoryGenerator(seed=seed)
@@ -90,7 +125,10 @@ def generate_rows(total: int, seed: int = 42, open_orders: int = 2000) -> Any:
         stream, events, index, prev = entry
         event = events[index]
         version = index + 1
-        data = jsonb_text(event_data(event))
+        values = event_data(event)
+        if sealer is not None and event.type in ("OrderPlaced", "OrderDetailsChanged"):
+            values = sealer.seal(stream, values)
+        data = jsonb_text(values)
         meta = jsonb_text({"actor": "bench", "source": "bench", "correlation_id": str(uuid.uuid4())})
         event_id = uuid.UUID(int=rng.getrandbits(128), version=4)
         sv = schema_version_of(event)
@@ -105,19 +143,22 @@ def generate_rows(total: int, seed: int = 42, open_orders: int = 2000) -> Any:
             entry[2], entry[3] = version, digest
 
 
-async def load(dsn: str, total: int) -> dict[str, Any]:
+async def load(dsn: str, total: int, kek: str | None = None) -> dict[str, Any]:
     """Load `total` events with COPY (50k rows per transaction) and check every hash and link."""
     conn = await asyncpg.connect(dsn)
     started = time.perf_counter()
     batch: list[Any] = []
+    sealer = None if kek is None else Sealer(kek)
     try:
-        for row in generate_rows(total):
+        for row in generate_rows(total, sealer=sealer):
             batch.append(row)
             if len(batch) == 50_000:
                 await conn.copy_records_to_table("events", records=batch, columns=COLUMNS)
                 batch = []
         if batch:
             await conn.copy_records_to_table("events", records=batch, columns=COLUMNS)
+        if sealer is not None:
+            await sealer.store_keys(conn)
         loaded = time.perf_counter()
         await conn.execute("ANALYZE events")
         check = await conn.fetchrow(CHECK_SQL)
@@ -134,6 +175,7 @@ async def load(dsn: str, total: int) -> dict[str, Any]:
         "seconds": round(loaded - started, 1),
         "chain_check_seconds": round(time.perf_counter() - loaded, 1),
         "hash_chain": "valid",
+        "sealed": sealer is not None,
     }
 
 
@@ -178,7 +220,32 @@ async def raw_read(pool: asyncpg.Pool, page_size: int) -> dict[str, Any]:
     }
 
 
-async def measure(dsn: str, page_size: int, workers: int) -> None:
+async def open_documents(pool: asyncpg.Pool, kek: str) -> list[dict[str, Any]]:
+    """Every `order_state` document read and parsed, beside the same read opened with the key store."""
+    from ledger.privacy import Keyring, PersonalDataCodec, PgKeyStore
+
+    keyring = Keyring.from_base64(kek)
+    codec = PersonalDataCodec(PgKeyStore(pool, keyring), keyring)
+    figures: dict[str, float] = {}
+    count = 0
+    for _ in range(2):
+        for phase, opened in (("read documents", False), ("read and open documents", True)):
+            started, count = time.perf_counter(), 0
+            async with pool.acquire() as conn, conn.transaction(readonly=True):
+                cursor = await conn.cursor("SELECT doc FROM order_state")
+                while rows := await cursor.fetch(500):
+                    docs = [json.loads(r["doc"]) for r in rows]
+                    if opened:
+                        docs = await codec.reveal(docs)
+                    count += len(docs)
+            figures[phase] = max(figures.get(phase, 0.0), count / (time.perf_counter() - started))
+    return [
+        {"phase": phase, "documents": count, "documents_per_s": round(rate)}
+        for phase, rate in figures.items()
+    ]
+
+
+async def measure(dsn: str, page_size: int, workers: int, kek: str | None = None) -> None:
     pool = await create_pool(dsn, application_name="bench-rebuild")
     results: list[dict[str, Any]] = []
     try:
@@ -193,6 +260,8 @@ async def measure(dsn: str, page_size: int, workers: int) -> None:
             figures["phase"] = f"rebuild {projection.name}"
             results.append(figures)
         results.append(await raw_read(pool, page_size))
+        if kek is not None:
+            results.extend(await open_documents(pool, kek))
     finally:
         await pool.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -223,11 +292,17 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="--database-url is a kept bench database: reset, re-measure"
     )
+    parser.add_argument("--sealed", action="store_true", help="seal personal fields (docs/privacy.md)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--kek", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        asyncio.run(measure(args.database_url, args.page_size, args.workers))
+        asyncio.run(measure(args.database_url, args.page_size, args.workers, args.kek))
         return
+    if args.sealed and not args.kek:
+        from ledger.privacy.cipher import Keyring
+
+        args.kek = Keyring.generate_base64()
     if args.reuse:
         asyncio.run(reset(args.database_url))
         report(args.database_url, args)
@@ -254,7 +329,7 @@ def main() -> None:
 
     asyncio.run(create())
     try:
-        print(json.dumps(asyncio.run(load(dsn, args.events))), flush=True)
+        print(json.dumps(asyncio.run(load(dsn, args.events, args.kek if args.sealed else None))), flush=True)
         report(dsn, args)
     finally:
         if not args.keep:
@@ -282,7 +357,7 @@ def report(dsn: str, args: argparse.Namespace) -> None:
     """Measure in a child process and print the figures."""
     child = subprocess.run(
         [sys.executable, __file__, "--measure", "--database-url", dsn, "--page-size", str(args.page_size),
-         "--workers", str(args.workers)],
+         "--workers", str(args.workers), *(["--kek", args.kek] if args.sealed else [])],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     measured = json.loads(child.stdout.strip().splitlines()[-1])
@@ -299,6 +374,13 @@ def report(dsn: str, args: argparse.Namespace) -> None:
                 f" = {result['end_to_end_events_per_s'] / raw:.2f}x"
                 f"; cores busy {_cores(result)} (raw read {_cores(fastest)}) of {os.cpu_count()}"
             )
+    docs = {r["phase"]: r["documents_per_s"] for r in measured["results"] if "documents_per_s" in r}
+    if docs:
+        ratio = docs["read and open documents"] / docs["read documents"]
+        print(
+            f"sealed log: opening order_state documents {docs['read and open documents']:,} docs/s ="
+            f" {ratio:.2f}x reading them unopened ({docs['read documents']:,} docs/s)"
+        )
     if args.workers > 1:
         workers = f"largest of {args.workers} rebuild workers {measured['worker_peak_rss_mib']} MiB"
     else:

@@ -21,10 +21,13 @@ from ledger.privacy.keystore import KeyStore
 from ledger.store import NewEvent, RecordedEvent
 from ledger_kernel.wire.streams import order_id_of
 
-__all__ = ["PersonalDataCodec", "subject_for"]
+__all__ = ["EMAIL_KEY", "SUBJECT_KEY", "PersonalDataCodec", "subject_for"]
 
 T = TypeVar("T")
 _MAX_CACHED = 100_000
+#: Metadata keys of a personal event: its data subject and its email's keyed blind index.
+SUBJECT_KEY = "pd_subject"
+EMAIL_KEY = "pd_email"
 
 
 def subject_for(stream_id: str, profile_id: str | None, email_index: str | None) -> str:
@@ -83,12 +86,12 @@ class PersonalDataCodec:
         self.keyring = keyring
         self.cache_s = cache_s
         self.clock = clock
-        self._orders: dict[str, tuple[float, str | None, DataKey]] = {}
+        self._subjects: dict[str, tuple[float, DataKey]] = {}
         self._keys: dict[UUID, tuple[float, DataKey | None]] = {}
 
     def forget(self) -> None:
         """Drop every cached key (after an erasure)."""
-        self._orders.clear()
+        self._subjects.clear()
         self._keys.clear()
 
     def blind_index(self, email: str) -> str:
@@ -97,36 +100,42 @@ class PersonalDataCodec:
     # -- writing -----------------------------------------------------------------------------
 
     async def encode(self, stream_id: str, events: Sequence[NewEvent]) -> Sequence[NewEvent]:
-        """`events` with their personal fields sealed under the order's subject's key."""
-        personal = [i for i, event in enumerate(events) if event.type in PERSONAL_EVENT_TYPES]
-        if not personal:
+        """`events` with their personal fields sealed under their subject's key; the subject and
+        the email's blind index go into the metadata (`pd_subject`, `pd_email`), where the
+        append's trigger indexes them (migration 0011)."""
+        if not any(event.type in PERSONAL_EVENT_TYPES for event in events):
             return events
-        profile, email = subject_hints(dict(events[personal[0]].data))
-        key = await self._order_key(stream_id, profile, self.keyring.blind_index(email) if email else None)
-        memo: dict[str, str] = {}
-
-        def seal(value: str) -> str:
-            token = memo.get(value)
-            if token is None:
-                token = memo[value] = encrypt_value(key, value)
-            return token
-
         out = list(events)
-        for i in personal:
-            out[i] = replace(events[i], data=seal_details(dict(events[i].data), seal))
+        for i, event in enumerate(events):
+            if event.type not in PERSONAL_EVENT_TYPES:
+                continue
+            profile, email = subject_hints(dict(event.data))
+            email_index = self.keyring.blind_index(email) if email else None
+            subject = subject_for(stream_id, profile, email_index)
+            key = await self._subject_key(subject)
+            memo: dict[str, str] = {}
+
+            def seal(value: str, key: DataKey = key, memo: dict[str, str] = memo) -> str:
+                token = memo.get(value)
+                if token is None:
+                    token = memo[value] = encrypt_value(key, value)
+                return token
+
+            metadata = {**event.metadata, SUBJECT_KEY: subject}
+            if email_index is not None:
+                metadata[EMAIL_KEY] = email_index
+            out[i] = replace(event, data=seal_details(dict(event.data), seal), metadata=metadata)
         return out
 
-    async def _order_key(self, stream_id: str, profile: str | None, email_index: str | None) -> DataKey:
+    async def _subject_key(self, subject: str) -> DataKey:
         now = self.clock()
-        cached = self._orders.get(stream_id)
-        if cached is not None and cached[0] > now and (email_index is None or email_index == cached[1]):
-            return cached[2]
-        _, key = await self.store.open_order(
-            stream_id, subject_for(stream_id, profile, email_index), email_index
-        )
-        if len(self._orders) >= _MAX_CACHED:
-            self._orders.clear()
-        self._orders[stream_id] = (now + self.cache_s, email_index, key)
+        cached = self._subjects.get(subject)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = await self.store.live_key(subject)
+        if len(self._subjects) >= _MAX_CACHED:
+            self._subjects.clear()
+        self._subjects[subject] = (now + self.cache_s, key)
         self._keys[key.key_id] = (now + self.cache_s, key)
         return key
 

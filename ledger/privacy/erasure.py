@@ -90,11 +90,17 @@ class Erasure:
         }
 
 
+#: The subjects a reference reaches: itself, and every subject of the orders it names (an order
+#: whose email changed holds two), with each subject's orders.
 _RESOLVE_SQL = """
-WITH s AS (
+WITH t AS (
+    SELECT DISTINCT stream_id FROM privacy_orders
+     WHERE subject = ANY($1::text[])
+        OR ($2::text IS NOT NULL AND email_hmac = $2)
+        OR ($3::text IS NOT NULL AND stream_id = $3)
+), s AS (
     SELECT unnest($1::text[]) AS subject
-    UNION SELECT subject FROM privacy_orders WHERE $2::text IS NOT NULL AND email_hmac = $2
-    UNION SELECT subject FROM privacy_orders WHERE $3::text IS NOT NULL AND stream_id = $3
+    UNION SELECT p.subject FROM privacy_orders p JOIN t USING (stream_id)
 )
 SELECT s.subject, array_remove(array_agg(DISTINCT o.stream_id), NULL) AS streams,
        EXISTS (SELECT 1 FROM privacy_keys k WHERE k.subject = s.subject) AS has_keys

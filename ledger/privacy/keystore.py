@@ -2,8 +2,8 @@
 
 The protocol is what the codec and the erasure need, so a KMS or Vault backend can take the
 table's place (docs/privacy.md#keys). `PgKeyStore` keeps only wrapped keys (the KEK never
-reaches the database) in migration 0010's `privacy_keys`, and the order-to-subject index in
-`privacy_orders`. Destroying a key sets `wrapped` to NULL; the row stays as the erasure's record.
+reaches the database) in migration 0010's `privacy_keys`. (The order-to-subject index,
+`privacy_orders`, is written by a trigger on the append: migration 0011.) Destroying a key sets `wrapped` to NULL; the row stays as the erasure's record.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ class DestroyedKey:
 
 
 class KeyStore(Protocol):
-    """Data keys per subject, and which subject each order belongs to."""
+    """Data keys per subject."""
 
-    async def open_order(self, stream_id: str, subject: str, email_index: str | None) -> tuple[str, DataKey]:
-        """The order's subject (`subject` if the order has none yet) and that subject's live key
-        (a new one if it has none, e.g. after an erasure); records the order's email index."""
+    async def live_key(self, subject: str) -> DataKey:
+        """The subject's live key (a new one if it has none, e.g. after an erasure)."""
         ...
 
     async def keys(self, key_ids: Collection[UUID]) -> dict[UUID, DataKey | None]:
@@ -44,21 +43,15 @@ class KeyStore(Protocol):
         ...
 
 
-_OPEN_SQL = """
-WITH o AS (
-    INSERT INTO privacy_orders AS p (stream_id, subject, email_hmac) VALUES ($1, $2, $3)
-    ON CONFLICT (stream_id) DO UPDATE SET email_hmac = coalesce(excluded.email_hmac, p.email_hmac)
-    RETURNING subject
-), k AS (
-    INSERT INTO privacy_keys (key_id, subject, wrapped, kek_id)
-    SELECT $4, o.subject, $5, $6 FROM o
+_LIVE_SQL = """
+WITH k AS (
+    INSERT INTO privacy_keys (key_id, subject, wrapped, kek_id) VALUES ($1, $2, $3, $4)
     ON CONFLICT (subject) WHERE destroyed_at IS NULL DO NOTHING
     RETURNING key_id, wrapped
 )
-SELECT (SELECT subject FROM o) AS subject, k.key_id, k.wrapped FROM k
+SELECT key_id, wrapped FROM k
 UNION ALL
-SELECT (SELECT subject FROM o), key_id, wrapped FROM privacy_keys
- WHERE subject = (SELECT subject FROM o) AND destroyed_at IS NULL
+SELECT key_id, wrapped FROM privacy_keys WHERE subject = $2 AND destroyed_at IS NULL
 LIMIT 1
 """
 _KEYS_SQL = "SELECT key_id, wrapped FROM privacy_keys WHERE key_id = ANY($1::uuid[])"
@@ -76,25 +69,19 @@ class PgKeyStore:
         self.db = db
         self.keyring = keyring
 
-    async def open_order(self, stream_id: str, subject: str, email_index: str | None) -> tuple[str, DataKey]:
+    async def live_key(self, subject: str) -> DataKey:
         for _ in range(5):
             fresh = DataKey.generate(uuid.uuid4())
             row = await self.db.fetchrow(
-                _OPEN_SQL,
-                stream_id,
-                subject,
-                email_index,
-                fresh.key_id,
-                self.keyring.wrap(fresh),
-                self.keyring.kek_id,
+                _LIVE_SQL, fresh.key_id, subject, self.keyring.wrap(fresh), self.keyring.kek_id
             )
             # No row: a concurrent writer created the subject's key after this statement's
             # snapshot was taken (ON CONFLICT waited for it); the next try sees it.
-            if row is not None and row["key_id"] is not None:
+            if row is not None:
                 if row["key_id"] == fresh.key_id:
-                    return row["subject"], fresh
-                return row["subject"], self.keyring.unwrap(row["key_id"], row["wrapped"])
-        raise RuntimeError(f"could not open a data key for {stream_id}")
+                    return fresh
+                return self.keyring.unwrap(row["key_id"], row["wrapped"])
+        raise RuntimeError("could not open a data key")
 
     async def keys(self, key_ids: Collection[UUID]) -> dict[UUID, DataKey | None]:
         found: dict[UUID, DataKey | None] = dict.fromkeys(key_ids)
@@ -112,19 +99,15 @@ class MemoryKeyStore:
     """`KeyStore` in dictionaries, for unit tests of the codec (never a production store)."""
 
     def __init__(self) -> None:
-        self.orders: dict[str, tuple[str, str | None]] = {}
         self.live: dict[str, DataKey] = {}
         self.all: dict[UUID, DataKey | None] = {}
 
-    async def open_order(self, stream_id: str, subject: str, email_index: str | None) -> tuple[str, DataKey]:
-        known = self.orders.get(stream_id)
-        subject = known[0] if known is not None else subject
-        self.orders[stream_id] = (subject, email_index or (known[1] if known else None))
+    async def live_key(self, subject: str) -> DataKey:
         key = self.live.get(subject)
         if key is None:
             key = self.live[subject] = DataKey.generate(uuid.uuid4())
             self.all[key.key_id] = key
-        return subject, key
+        return key
 
     async def keys(self, key_ids: Collection[UUID]) -> dict[UUID, DataKey | None]:
         return {k: self.all.get(k) for k in key_ids}

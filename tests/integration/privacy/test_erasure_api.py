@@ -204,3 +204,21 @@ async def test_the_erasure_report_says_what_was_erased_where_and_when(papi: Priv
     assert places["destination:omneo"]["status"] == "pending"  # no worker carried it out yet
     assert "DELETE /api/v3/orders" in places["destination:omneo"]["detail"]
     assert report["data"]["erasures"][0]["basis"] == "customer request"
+
+
+async def test_an_order_whose_email_changed_is_erased_whole_by_either_address(papi: PrivacyApi) -> None:
+    order = await papi.place(**BOB)
+    changed = await papi.client.put(
+        f"/api/v3/orders/{order['id']}", json={"email": "bobbin.new@example.org"}, headers=papi.auth()
+    )
+    assert changed.status_code == 200, changed.text
+    index = await papi.pool.fetch(
+        "SELECT subject FROM privacy_orders WHERE stream_id = $1", f"order-{order['id']}"
+    )
+    assert len(index) == 2  # one row per subject, written by the appends themselves
+    erased = await _erase(papi, "email:bobbin.new@example.org")
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["data"]["keys_destroyed"] == 2
+    dump = await dump_text(papi.pool)
+    for value in [*plain_values(BOB), "bobbin.new@example.org"]:
+        assert value not in dump, value
