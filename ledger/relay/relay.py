@@ -480,7 +480,8 @@ class Relay:
     async def _resume_point(self) -> Checkpoint:
         """Where to go on from: PostgreSQL's checkpoint, or (exactly-once) the last one committed
         in Kafka, read after this relay's producer fenced any other. Without one there (a relay
-        switched from at-least-once, or a new one), PostgreSQL's, which is never ahead of it."""
+        switched from at-least-once, or a new one), or behind PostgreSQL's (at-least-once runs
+        since), PostgreSQL's: both only ever name published events."""
         saved = await load_checkpoint(self.pool, self.name) or START
         if not self.exactly_once or self._publisher is None:
             return saved
@@ -506,12 +507,17 @@ class Relay:
             if end > self.saved_offsets.get(partition, 0):
                 self.saved_offsets[partition] = end
         self._publisher.acked.update(self.saved_offsets)
-        if saved > committed.checkpoint:  # never expected: PostgreSQL is saved after the commit
-            _log.error(
-                "relay.checkpoint_ahead_of_kafka",
+        if saved > committed.checkpoint:
+            # Exactly-once saves PostgreSQL's after the commit, so it is never ahead of Kafka's
+            # within this mode: the relay ran at-least-once since its last exactly-once run, and
+            # what it saved was published (acknowledged). Going back would publish it again.
+            _log.info(
+                "relay.resuming_from_postgres",
+                reason="PostgreSQL's checkpoint is ahead of Kafka's (the relay ran at-least-once since)",
                 postgres=list(saved),
                 kafka=list(committed.checkpoint),
             )
+            return saved
         return committed.checkpoint
 
     async def _publish_until_acked(self, messages: list[OutMessage]) -> bool:

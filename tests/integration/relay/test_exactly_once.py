@@ -260,3 +260,22 @@ async def test_a_broker_outage_while_publishing_neither_loses_nor_duplicates_an_
     check = check_topic(records, committed)
     assert check.ok, check
     assert (check.duplicates, len(records)) == (0, len(committed))
+
+
+@needs_transactions
+async def test_switching_modes_back_and_forth_never_publishes_an_event_twice(
+    store: EventStore, pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    """Exactly-once, then at-least-once (PostgreSQL's checkpoint moves past Kafka's), then
+    exactly-once again: it resumes from the later of the two, not from Kafka's stale one."""
+    settings = eos_settings(database_url, kafka_bootstrap, unique_topic)
+    for exactly_once in (True, False, True):
+        settings.relay.exactly_once = exactly_once
+        await append_orders(store, orders=3, updates=1)
+        async with running_relay(settings, pool):
+            await wait_for_checkpoint(pool, unique_topic, await settled_head(pool))
+    committed = await committed_events(pool)
+    records = await read_to_end(kafka_bootstrap, unique_topic, isolation_level="read_committed")
+    check = check_topic(records, committed)
+    assert check.ok, check
+    assert (check.duplicates, len(records)) == (0, len(committed))
