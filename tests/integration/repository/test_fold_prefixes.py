@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import asyncpg
 import pytest
 
@@ -32,7 +34,7 @@ async def test_fold_prefixes_folds_each_order_up_to_its_version_in_one_query_and
     for stream, version in upto.items():
         order_id = order_id_of(stream)
         assert order_id is not None
-        assert states[stream] == await load(reader, order_id, to_version=version)
+        assert states[stream] == await load(reader, UUID(order_id), to_version=version)
     assert set(failed) == {broken}
     assert failed[broken].version == 1
     assert set(states) == set(upto)  # the broken order and the one without events are not states
