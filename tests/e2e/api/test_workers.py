@@ -87,7 +87,10 @@ async def test_two_workers_place_orders_and_metrics_add_up_every_workers_request
 
     assert statuses == [201] * ORDERS
     assert await pool.fetchval("SELECT count(*) FROM events") == ORDERS
-    assert _sample(scraped, 'ledger_http_requests_total{method="POST",route="/api/v3/orders",status="201"}') == ORDERS
+    assert (
+        _sample(scraped, 'ledger_http_requests_total{method="POST",route="/api/v3/orders",status="201"}')
+        == ORDERS
+    )
     assert _sample(scraped, "ledger_appended_events_total") == ORDERS
 
 
@@ -106,5 +109,8 @@ async def test_with_workers_the_metrics_port_is_served_once_for_all_of_them(
 
     assert statuses == [201] * ORDERS
     assert on_api.status_code == 404
-    assert _sample(on_port, 'ledger_http_requests_total{method="POST",route="/api/v3/orders",status="201"}') == ORDERS
+    assert (
+        _sample(on_port, 'ledger_http_requests_total{method="POST",route="/api/v3/orders",status="201"}')
+        == ORDERS
+    )
     assert _sample(on_port, "ledger_fence_lag_seconds") >= 0.0
