@@ -29,6 +29,8 @@ router = APIRouter(prefix="/api/v3")
 Admin = Annotated[Principal, Depends(require("privacy:admin"))]
 log = get_logger(__name__)
 _RESPONSES = problem_responses(401, 403, 404, 422, 503)
+#: The erase route reads an optional JSON body: malformed (400), too large (413), not JSON (415).
+_ERASE_RESPONSES = problem_responses(400, 401, 403, 404, 413, 415, 422, 503)
 
 
 class EraseRequest(BaseModel):
@@ -62,7 +64,7 @@ def _problem(exc: Exception) -> Problem:
 @router.post(
     "/subjects/{subject}/erase",
     summary="Erase a data subject's personal data (idempotent)",
-    responses=_RESPONSES,
+    responses=_ERASE_RESPONSES,
     openapi_extra=body_doc(EraseRequest, required=False),
 )
 async def erase_subject(subject: str, request: Request, principal: Admin) -> Response:

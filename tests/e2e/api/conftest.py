@@ -11,11 +11,13 @@ import asyncpg
 import httpx
 import pytest_asyncio
 import uvicorn
+from pydantic import SecretStr
 
 from ledger.api.headers import server_options
+from ledger.privacy import Keyring
 from ledger_app.api import create_app
 from ledger_app.dev.broker import free_port
-from ledger_kernel.settings import ApiSettings, Settings, StoreSettings
+from ledger_kernel.settings import ApiSettings, PrivacySettings, Settings, StoreSettings
 from projections.setup import install_projections
 from tests.integration.api.conftest import make_tokens
 
@@ -43,6 +45,8 @@ async def live_api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[LiveA
         database_url=database_url,
         api=ApiSettings(port=port),
         store=StoreSettings(pool_min_size=2, pool_max_size=10),
+        # Personal data sealed, as deployed (docs/privacy.md): the /subjects routes answer.
+        privacy=PrivacySettings(kek=SecretStr(Keyring.generate_base64())),
     )
     config = uvicorn.Config(
         create_app(settings),
