@@ -70,7 +70,7 @@ async def test_sigkills_at_every_transaction_step_and_a_fenced_zombie_leave_each
     await writer(store, random.Random(rng.random()), [BACKLOG], pause_s=0, errors=errors)
     budget = [10**9]
     writers = [
-        asyncio.create_task(writer(store, random.Random(rng.random()), budget, pause_s=0.02, errors=errors))
+        asyncio.create_task(writer(store, random.Random(rng.random()), budget, pause_s=0.05, errors=errors))
         for _ in range(3)
     ]
     kills = 0
