@@ -246,6 +246,10 @@ class OrderService:
     id_factory: Callable[[], UUID] = field(default=uuid4)
     #: Largest relay message (`kafka.max_batch_size`: the producer's record limit).
     max_message_bytes: int = 1024 * 1024
+    #: With personal data sealed on append (`ledger.privacy`): at most how many bytes sealing
+    #: adds to an event's data or an order view (`ledger.privacy.fields.sealed_growth`), so the
+    #: size check measures what the relay will publish.
+    sealed_growth: Callable[[Mapping[str, Any]], int] | None = None
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -372,7 +376,7 @@ class OrderService:
         result = CommandResult(
             change, order_id, new_state.version, order_document(new_state), new_state, appended=len(events)
         )
-        self._check_message_size(len(result.document), events)
+        self._check_message_size(result.document, events)
         metadata = {
             "actor": actor.name,
             "client_id": actor.client_id,
@@ -408,16 +412,25 @@ class OrderService:
             return CommandResult(change, order_id, written.version, result.document, replayed=True)
         return result
 
-    def _check_message_size(self, view_bytes: int, events: Sequence[OrderEvent]) -> None:
+    def _check_message_size(self, document: bytes, events: Sequence[OrderEvent]) -> None:
         """Refuse an order whose relay messages could not be published (`OrderTooLarge`).
 
         A message is about the order view (the order document, already serialized) plus the
-        event's data; the data is measured only near the limit, so a usual write pays nothing.
+        event's data, both as stored: with `sealed_growth` set (personal data sealed), each
+        plain size plus the most sealing can add to it. The data is measured only near the
+        limit, so a usual write pays nothing.
         """
         limit = self.max_message_bytes
-        if view_bytes + _ENVELOPE_OVERHEAD <= limit // 2:
+        view_bytes = len(document)
+        growth = self.sealed_growth
+        # Sealing at most adds a third of a document plus a fixed part per personal field
+        # (docs/privacy.md#costs): a quarter of the limit leaves room for both documents.
+        if view_bytes + _ENVELOPE_OVERHEAD <= limit // (2 if growth is None else 4):
             return  # an event is never larger than the order view it produced, give or take
-        largest = max(len(dumps(event_data(event))) for event in events)
+        datas = [event_data(event) for event in events]
+        largest = max(len(dumps(data)) + (0 if growth is None else growth(data)) for data in datas)
+        if growth is not None:
+            view_bytes += growth(orjson.loads(document)["data"])
         size = view_bytes + largest + _ENVELOPE_OVERHEAD
         if size > limit:
             raise OrderTooLarge(size, limit)

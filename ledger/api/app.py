@@ -37,6 +37,7 @@ from ledger.api.schemas import problem_responses
 from ledger.domain.errors import DomainError
 from ledger.domain.events import EVENT_TYPES, UPCASTERS
 from ledger.privacy.erasure import PrivacyService, ReportPlace
+from ledger.privacy.fields import sealed_growth
 from ledger.privacy.setup import pg_codec
 from ledger.service import (
     DuplicateExternalId,
@@ -475,7 +476,11 @@ def create_app(
         if tokens is None and db is None:
             raise ValueError("create_app(store=...) without a pool needs tokens=")
         auth = tokens if tokens is not None else TokenStore(cast("asyncpg.Pool", db))
-        svc = service or OrderService(events, max_message_bytes=settings.kafka.max_batch_size)
+        svc = service or OrderService(
+            events,
+            max_message_bytes=settings.kafka.max_batch_size,
+            sealed_growth=sealed_growth if getattr(events, "codec", None) is not None else None,
+        )
         app.state.ledger = AppState(settings, db, events, svc, auth, metrics, privacy=privacy_service)
         if stale_read_models is not None:
             app.state.ledger.stale_read_models = stale_read_models

@@ -32,6 +32,7 @@ from ledger.api.app import event_registry, to_problem
 from ledger.api.problems import Problem, field_errors
 from ledger.domain.errors import DomainError
 from ledger.intake.schemas import COMMANDS, ROUTES, IntakeEnvelope, RejectedCommand
+from ledger.privacy.fields import sealed_growth
 from ledger.privacy.setup import pg_codec
 from ledger.relay.publisher import ensure_topic
 from ledger.relay.topics import forbid_topic_auto_creation
@@ -281,7 +282,11 @@ class Intake:
                 observe=self.metrics.observe_append,
                 codec=pg_codec(self._pool, self.settings.privacy),
             )
-            self.service = OrderService(store, max_message_bytes=self.settings.kafka.max_batch_size)
+            self.service = OrderService(
+                store,
+                max_message_bytes=self.settings.kafka.max_batch_size,
+                sealed_growth=sealed_growth if store.codec is not None else None,
+            )
 
     async def _shutdown(self) -> None:
         if self._pool is not None:  # only what _startup created

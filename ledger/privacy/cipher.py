@@ -26,7 +26,16 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["TOKEN_PREFIX", "DataKey", "Keyring", "decrypt_token", "encrypt_value", "is_token", "token_key_id"]
+__all__ = [
+    "TOKEN_PREFIX",
+    "DataKey",
+    "Keyring",
+    "decrypt_token",
+    "encrypt_value",
+    "is_token",
+    "token_json_bound",
+    "token_key_id",
+]
 
 TOKEN_PREFIX = "\x01pd1."  # noqa: S105 - a marker, not a secret
 _PREFIX_LEN = len(TOKEN_PREFIX)
@@ -63,6 +72,18 @@ def encrypt_value(key: DataKey, plaintext: str) -> str:
     nonce = hmac.new(key.nonce_key, data, hashlib.sha256).digest()[:_NONCE]
     sealed = key.aead.encrypt(nonce, data, key.key_id.bytes)
     return key.prefix + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+
+#: The token's JSON text besides its sealed body: the quotes, the prefix (U+0001 is written
+#: `\u0001`: 6 bytes), the key id and its dot.
+_TOKEN_JSON_FIXED = 2 + 6 + (_PREFIX_LEN - 1) + 32 + 1
+_SEAL_OVERHEAD = _NONCE + 16  # the nonce and the GCM tag
+
+
+def token_json_bound(plain_bytes: int) -> int:
+    """The length of a token's JSON text (quotes included) for a plain text of `plain_bytes`
+    UTF-8 bytes: what a sealed field weighs in a stored row and a published message."""
+    return _TOKEN_JSON_FIXED + (4 * (plain_bytes + _SEAL_OVERHEAD) + 2) // 3
 
 
 def is_token(value: object) -> bool:

@@ -7,10 +7,19 @@ stored form, before and after an erasure.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["ADDRESS_FIELDS", "CUSTOMER_FIELDS", "PERSONAL_EVENT_TYPES", "personal_paths", "seal_details"]
+from ledger.privacy.cipher import token_json_bound
+
+__all__ = [
+    "ADDRESS_FIELDS",
+    "CUSTOMER_FIELDS",
+    "PERSONAL_EVENT_TYPES",
+    "personal_paths",
+    "seal_details",
+    "sealed_growth",
+]
 
 CUSTOMER_FIELDS = ("email", "phone", "first_name", "last_name")
 ADDRESS_FIELDS = (
@@ -75,3 +84,37 @@ def subject_hints(data: dict[str, Any]) -> tuple[str | None, str | None]:
         profile if isinstance(profile, str) and profile else None,
         email if isinstance(email, str) and email else None,
     )
+
+
+def _growth(value: str) -> int:
+    # The plain string's JSON text is at least its UTF-8 bytes and two quotes (escapes only add).
+    plain = len(value.encode())
+    return token_json_bound(plain) - plain - 2
+
+
+def sealed_growth(document: Mapping[str, Any]) -> int:
+    """At most how many bytes sealing adds to the JSON text of `document`: an event's `data`
+    (personal fields under `details`) or an order view (the customer's fields at the top, the
+    addresses and the note beside them). What `OrderService` adds to a message's plain size
+    to check it against the topic's limit before appending (the relay publishes the sealed form)."""
+    details = document.get("details")
+    if isinstance(details, Mapping):
+        part: Mapping[str, Any] = details
+        customer = details.get("customer")
+    else:
+        part = customer = document
+    total = 0
+
+    def add(obj: Any, names: tuple[str, ...]) -> None:
+        nonlocal total
+        if isinstance(obj, Mapping):
+            for name in names:
+                value = obj.get(name)
+                if isinstance(value, str):
+                    total += _growth(value)
+
+    add(part, DETAIL_FIELDS)
+    add(customer, CUSTOMER_FIELDS)
+    for name in ADDRESSES:
+        add(part.get(name), ADDRESS_FIELDS)
+    return total
