@@ -403,6 +403,9 @@ async def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=2, help="alternating raw/store rounds; the best is kept"
     )
+    parser.add_argument(
+        "--sealing-only", action="store_true", help="only the personal-data cells (sealed beside plain)"
+    )
     args = parser.parse_args()
 
     name = f"ledger_bench_append_{os.getpid()}"
@@ -419,6 +422,10 @@ async def main() -> None:
         store = EventStore(pool, EventRegistry([LineAdded]))
         server = await pool.fetchval("SHOW server_version")
         print(f"PostgreSQL {server}; {os.cpu_count()} CPUs; {args.seconds}s per cell, best of {args.rounds}")
+        if args.sealing_only:
+            await sealing(pool, seconds=args.seconds, rounds=args.rounds)
+            await pool.close()
+            return
         print("raw conn: one connection per writer; raw pool: pool.execute; ratio = store / raw conn")
         print(f"{'cell':<14}{'raw conn':>10}{'raw pool':>10}{'store':>10}{'ratio':>7}{'/pool':>7}  target")
         ratios: dict[str, float] = {}

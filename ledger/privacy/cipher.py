@@ -40,6 +40,8 @@ __all__ = [
 TOKEN_PREFIX = "\x01pd1."  # noqa: S105 - a marker, not a secret
 _PREFIX_LEN = len(TOKEN_PREFIX)
 _NONCE = 12
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_MEMO_MAX = 64
 
 
 def _derive(key: bytes, label: bytes) -> bytes:
@@ -55,11 +57,17 @@ class DataKey:
     aead: AESGCM = field(init=False, repr=False, compare=False)
     nonce_key: bytes = field(init=False, repr=False, compare=False)
     prefix: str = field(init=False, repr=False, compare=False)
+    aad: bytes = field(init=False, repr=False, compare=False)
+    #: Recent tokens by plain text: a details change re-seals mostly unchanged values, and a
+    #: customer's next order the same ones. Bounded; lives as long as the key (the codec's cache).
+    sealed: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aead", AESGCM(self.raw))
         object.__setattr__(self, "nonce_key", _derive(self.raw, b"ledger pd1 nonce"))
         object.__setattr__(self, "prefix", f"{TOKEN_PREFIX}{self.key_id.hex}.")
+        object.__setattr__(self, "aad", self.key_id.bytes)
+        object.__setattr__(self, "sealed", {})
 
     @classmethod
     def generate(cls, key_id: UUID) -> DataKey:
@@ -68,10 +76,18 @@ class DataKey:
 
 def encrypt_value(key: DataKey, plaintext: str) -> str:
     """The token of `plaintext` under `key` (deterministic: same key and text, same token)."""
+    memo = key.sealed
+    token = memo.get(plaintext)
+    if token is not None:
+        return token
     data = plaintext.encode()
-    nonce = hmac.new(key.nonce_key, data, hashlib.sha256).digest()[:_NONCE]
-    sealed = key.aead.encrypt(nonce, data, key.key_id.bytes)
-    return key.prefix + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+    nonce = hmac.digest(key.nonce_key, data, "sha256")[:_NONCE]  # one C call (hmac.new is ~5x slower)
+    body = binascii.b2a_base64(nonce + key.aead.encrypt(nonce, data, key.aad), newline=False)
+    token = key.prefix + body.translate(_URLSAFE).rstrip(b"=").decode()
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[plaintext] = token
+    return token
 
 
 #: The token's JSON text besides its sealed body: the quotes, the prefix (U+0001 is written
@@ -103,7 +119,7 @@ def decrypt_token(key: DataKey, token: str) -> str | None:
     body = token[_PREFIX_LEN + 33 :]
     try:
         blob = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        return key.aead.decrypt(blob[:_NONCE], blob[_NONCE:], key.key_id.bytes).decode()
+        return key.aead.decrypt(blob[:_NONCE], blob[_NONCE:], key.aad).decode()
     except (InvalidTag, ValueError, binascii.Error):
         return None
 
@@ -141,4 +157,4 @@ class Keyring:
 
     def blind_index(self, email: str) -> str:
         """The keyed blind index of an email address (trimmed, case-folded)."""
-        return hmac.new(self._index_key, email.strip().casefold().encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._index_key, email.strip().casefold().encode(), "sha256").hex()
