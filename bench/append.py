@@ -1,6 +1,6 @@
 """Append and replay throughput of the event store against raw asyncpg on the same server.
 
-    .venv/bin/python bench/append.py [--dsn postgresql://postgres@127.0.0.1:5432/postgres] [--seconds 3]
+    .venv/bin/python bench/append.py [--dsn postgresql://postgres@127.0.0.1:5432/postgres] [--seconds 3] [--sealing-only]
 
 Creates a scratch database (dropped at the end) with the store's migrations plus a bare
 `raw_events` table (same columns, primary key only), then measures, alternating raw and store
