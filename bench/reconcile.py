@@ -202,6 +202,10 @@ async def main(args: argparse.Namespace) -> None:
                 raise SystemExit(f"the measuring process failed ({child.returncode})")
             result = json.loads(out.decode().strip().splitlines()[-1])
             print(json.dumps(result))
+            if result["messages"] != result["events"]:
+                print(
+                    f"warning: the raw topic read got {result['messages']} messages, not {result['events']}"
+                )
             raw = result["raw_log_read_s"] + result["raw_topic_read_s"]
             print(
                 f"reconcile: {result['events']:,} events ({result['orders']:,} orders) in {result['seconds']} s ="

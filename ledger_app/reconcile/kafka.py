@@ -138,12 +138,19 @@ async def scan_topic(
     return scan
 
 
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, *, attempts: int = 5) -> set[int]:
     """The topic's partition ids (empty when it does not exist), asked of the broker.
 
     `partitions_for_topic` knows only topics the client already asked about (Apache Kafka answers
     a metadata request for the topics it names), and `topics()` does not keep what it fetched.
+    A busy broker can answer without the topic for a moment, so it is asked again before the
+    topic is taken as missing (every event of the log would then be reported missing).
     """
-    cluster = await consumer._client.fetch_all_metadata()  # aiokafka has no public equivalent
-    ids: set[int] = cluster.partitions_for_topic(topic) or set()
-    return ids
+    for attempt in range(attempts):
+        cluster = await consumer._client.fetch_all_metadata()  # aiokafka has no public equivalent
+        ids: set[int] = cluster.partitions_for_topic(topic) or set()
+        if ids:
+            return ids
+        if attempt + 1 < attempts:
+            await asyncio.sleep(0.2 * (attempt + 1))
+    return set()
