@@ -207,7 +207,8 @@ async def _gather(
         if remaining <= 0:
             break
         try:
-            item = await asyncio.wait_for(queue.get(), remaining)
+            async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancel on 3.11
+                item = await queue.get()
         except TimeoutError:
             break
         more, tail = _drain(item, queue)

@@ -472,8 +472,11 @@ class EventStore:
                         checkpoint = checkpoint_of(batch[-1])
                         yield batch
                         continue
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+                    # that lands as its timeout fires, and the closed subscriber polls forever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), interval)
+                        async with asyncio.timeout(interval):
+                            await wake.wait()
             finally:
                 await listener.remove_listener(CHANNEL, on_notify)
 
