@@ -34,6 +34,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.rebuild import load
 from bench.relay import admin_url, with_database
@@ -68,6 +69,21 @@ async def prepare(dsn: str, bootstrap: str, events: int) -> None:
             kafka=KafkaSettings(events_topic=TOPIC, partitions=PARTITIONS),
             relay=RelaySettings(batch_size=5000),
         )
+        # Kept forever: the relay stamps each record with its event's `recorded_at` (January 2026
+        # for the loaded histories), so the broker's default 7-day retention would delete every
+        # closed segment and the reconciliation would (rightly) report those events missing.
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        TOPIC, PARTITIONS, 1, topic_configs={"retention.ms": "-1", "retention.bytes": "-1"}
+                    )
+                ]
+            )
+        finally:
+            await admin.close()
         await ensure_topic(bootstrap, TOPIC, PARTITIONS, 10_000)
         head = await pool.fetchval("SELECT max(position) FROM events")
         stop = asyncio.Event()
