@@ -75,8 +75,16 @@ def api(
         settings,
         host=host or settings.api.host,
         port=port or settings.api.port,
-        workers=api_workers(workers, settings.api.workers, os.cpu_count()),
+        workers=api_workers(workers, settings.api.workers, _usable_cores()),
     )
+
+
+def _usable_cores() -> int | None:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count()
 
 
 def api_workers(option: int | None, setting: int | None, cores: int | None) -> int:
