@@ -103,8 +103,10 @@ def serve_api(settings: Settings, *, host: str, port: int, workers: int) -> None
     """
     import uvicorn
     from prometheus_client import start_http_server
+    from uvicorn.supervisors import Multiprocess
 
     from ledger.api.headers import server_options
+    from ledger_app.listener import tcp_listener
 
     if workers == 1:
         from ledger_app.api import create_app
@@ -125,7 +127,7 @@ def serve_api(settings: Settings, *, host: str, port: int, workers: int) -> None
             stack.callback(thread.join, 5)
             stack.callback(server.server_close)
             stack.callback(server.shutdown)
-        uvicorn.run(
+        config = uvicorn.Config(
             "ledger_app.api:app_factory",
             factory=True,
             host=host,
@@ -135,6 +137,8 @@ def serve_api(settings: Settings, *, host: str, port: int, workers: int) -> None
             access_log=False,
             **server_options(),
         )
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[tcp_listener(config)]).run()
 
 
 app.command()(intake)
