@@ -28,7 +28,14 @@ from typing import Any
 import asyncpg
 
 from consumers.fanout.applicability import NotApplicable
-from consumers.fanout.batching import BATCHED_KINDS, batch_settings, send_order_batches
+from consumers.fanout.batching import (
+    BATCH_MARK,
+    BATCHED_KINDS,
+    Retrying,
+    batch_settings,
+    send_order_batches,
+    wait_for_batch,
+)
 from consumers.fanout.budget import Budget, Closing, RateBudget, call_with_retries
 from consumers.fanout.delivery_store import Conn, DeliveryRow, FanoutStore
 from consumers.fanout.destinations import Destination, OmneoDestination, OmnisendDestination
@@ -115,6 +122,10 @@ class Deliverer:
         """Outbound calls made by this deliverer (every attempt), for summaries."""
         self._settled: dict[str, Outcome] = {}
         """Batch item answers by order id, each used once as its order's first try (`handle_many`)."""
+        self._ended_batches: set[str] = set()
+        """Batches known to have ended: their marks on orders can go (`_after_batches`)."""
+        self._batch_deadlines: dict[str, float] = {}
+        """Until when a marked batch is waited for (once per batch, not per order)."""
 
     # -- entry points -------------------------------------------------------------------------
     async def handle(self, order_id: str, items: Sequence[Item]) -> None:
@@ -139,14 +150,14 @@ class Deliverer:
         which its call's first answer is its batch item's answer (docs/connectors.md#omnisend-batches).
         """
         async with self.store.orders_lock([o for o, _ in groups]) as conn:
-            planned: list[DestinationCall] = []
+            planned: dict[str, tuple[DestinationCall, int]] = {}
             for order_id, items in groups:
                 plan = await self._plan_handle(conn, order_id, items)
                 if plan is not None:
                     call = await self._batchable(conn, *plan)
                     if call is not None:
-                        planned.append(call)
-            await self._send_batches(planned)
+                        planned[order_id] = (call, plan[1][-1].version)
+            await self._send_batches(conn, planned)
             try:
                 for order_id, items in groups:
                     await self._handle_locked(conn, order_id, items)
@@ -199,9 +210,12 @@ class Deliverer:
     async def _batchable(self, conn: Conn, row: DeliveryRow, items: Sequence[Item]) -> DestinationCall | None:
         """The order's write if a batch can carry it, after creating the categories it names.
 
-        None when the order sends nothing, is not applicable, or needs another kind of call
-        (PATCH, DELETE): it is then delivered on its own, as always.
+        None when the order sends nothing, is not applicable, needs another kind of call
+        (PATCH, DELETE), or an earlier batch we gave up on may still carry it (two batches run
+        in no known order): it is then delivered on its own, as always.
         """
+        if any(k.startswith(BATCH_MARK) for k in row.sent):
+            return None
         envs = await self._opened(items)
         try:
             if not envs or self.destination.not_applicable(envs, row) is not None:
@@ -223,20 +237,27 @@ class Deliverer:
                 return None
         return calls[-1]
 
-    async def _send_batches(self, planned: Sequence[DestinationCall]) -> None:
+    def _retrying(self) -> Retrying:
+        return Retrying(self.budget, self.settings, self.closing, self._count)
+
+    async def _send_batches(self, conn: Conn, planned: dict[str, tuple[DestinationCall, int]]) -> None:
+        """Batch the planned `{orderID: (call, version it carries)}`; marks each order with its batch."""
         if len(planned) < 2 or not isinstance(self.destination, OmnisendDestination):
             return
-        self._settled.update(
-            await send_order_batches(
-                self.destination.client,
-                planned,
-                batch=batch_settings(self.settings),
-                budget=self.budget,
-                settings=self.settings,
-                closing=self.closing,
-                on_outcome=self._count,
-            )
+
+        async def mark(batch_id: str, calls: Sequence[DestinationCall]) -> None:
+            # Committed before any wait: a crash or give-up leaves the mark for the next delivery.
+            await self.store.mark(conn, BATCH_MARK + batch_id, {c.key: str(planned[c.key][1]) for c in calls})
+
+        done = await send_order_batches(
+            self.destination.client,
+            [call for call, _ in planned.values()],
+            batch=batch_settings(self.settings),
+            retrying=self._retrying(),
+            on_created=mark,
         )
+        self._settled.update(done.outcomes)
+        self._ended_batches |= done.ended
 
     async def redrive(self, order_id: str, *, drop_unreadable: bool = False) -> tuple[int, str | None]:
         """Deliver a parked order's queue in order; returns (delivered, reason it stopped or None).
@@ -274,13 +295,13 @@ class Deliverer:
     async def replay_many(self, conn: Conn, work: Sequence[tuple[str, Sequence[Envelope]]]) -> int:
         """`replay_locked` for many orders whose locks `conn` holds: their writes go in batches."""
         before = self.metrics_calls
-        planned: list[DestinationCall] = []
+        planned: dict[str, tuple[DestinationCall, int]] = {}
         for order_id, envs in work:
             row = await self._replay_row(conn, order_id)
             call = await self._batchable(conn, row, _items(envs))
-            if call is not None:
-                planned.append(call)
-        await self._send_batches(planned)
+            if call is not None and envs:
+                planned[order_id] = (call, envs[-1].version)
+        await self._send_batches(conn, planned)
         try:
             for order_id, envs in work:
                 await self.replay_locked(conn, order_id, envs)
@@ -289,9 +310,9 @@ class Deliverer:
         return self.metrics_calls - before
 
     async def _replay_row(self, conn: Conn, order_id: str) -> DeliveryRow:
-        """The delivery state a replay starts from: digests and version cleared."""
+        """The delivery state a replay starts from: digests and version cleared (not the marks)."""
         row = await self.store.load(conn, order_id)
-        row.sent = {k: v for k, v in row.sent.items() if k.startswith(("inflight:", "ev:"))}
+        row.sent = {k: v for k, v in row.sent.items() if k.startswith(("inflight:", "ev:", BATCH_MARK))}
         row.last_version = 0
         return row
 
@@ -362,6 +383,10 @@ class Deliverer:
             if park is not None:
                 await self._park(conn, row.order_id, items, park.reason, park.detail)
                 return False
+        park = await self._after_batches(row, items[-1].version)
+        if park is not None:
+            await self._park(conn, row.order_id, items, park.reason, park.detail)
+            return False
         calls = self.destination.map(envs, row)
         for call in calls:
             for note in call.notes:
@@ -392,6 +417,44 @@ class Deliverer:
         ]
         await self.store.record(conn, row, inbox)
         return True
+
+    async def _after_batches(self, row: DeliveryRow, version: int) -> _Park | None:
+        """Wait for the batches marked on this order that may still replace it with an older state.
+
+        Omnisend runs batches asynchronously: one we stopped waiting for (timeout, unreadable
+        status, shutdown, crash) may run after a later single write and put its older state
+        back. So a state newer than a marked batch's goes out only once that batch has ended
+        (each batch is waited for at most `batch_wait_s` per process, then the order parks
+        until a redrive finds it ended); the same state may go out again at once (either run
+        leaves that state). Ended marks are dropped from `row.sent`; the caller saves the row.
+        """
+        for key in [k for k in row.sent if k.startswith(BATCH_MARK)]:
+            batch_id = key.removeprefix(BATCH_MARK)
+            if batch_id not in self._ended_batches:
+                if version <= int(row.sent[key]):
+                    continue
+                assert isinstance(self.destination, OmnisendDestination)  # only it marks orders
+                deadline = self._batch_deadlines.setdefault(
+                    batch_id, time.monotonic() + self.settings.batch_wait_s
+                )
+                status = await wait_for_batch(
+                    self.destination.client,
+                    batch_id,
+                    deadline=deadline,
+                    poll_s=self.settings.batch_poll_s,
+                    retrying=self._retrying(),
+                    first_poll_now=True,
+                )
+                if self.closing.is_set():
+                    raise Closing
+                if status is None:
+                    return _Park(
+                        f"Omnisend batch {batch_id} with an older state of this order has not ended;"
+                        " redrive once it has (docs/connectors.md#omnisend-batches)"
+                    )
+                self._ended_batches.add(batch_id)
+            del row.sent[key]
+        return None
 
     async def _not_applicable(
         self, conn: Conn, row: DeliveryRow, items: Sequence[Item], refused: NotApplicable

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from consumers.fanout.operations import replay
+from consumers.fanout.operations import redrive, replay
 from ledger.store import EventStore
 from ledger.store.records import NewEvent
 from tests.integration.fanout.support import (
@@ -207,3 +207,79 @@ async def test_categories_are_created_once_before_the_batch_that_names_them(
         o["products"][0]["categoryIDs"] == ["Clothing", "Clothing > Coats"] for o in state["orders"].values()
     )
     assert len(state["orders"]) == 3
+
+
+async def _run_late(box: Sandbox, batch_id: str) -> None:
+    """Omnisend runs a batch whenever it likes: here, on the test's own status reads."""
+    async with httpx.AsyncClient(base_url=box.url, headers={"X-API-KEY": box.token}) as http:
+        for _ in range(3):
+            assert (await http.get(f"/v3/batches/{batch_id}")).status_code == 200
+
+
+async def _put_batch_given_up_on(
+    pool: asyncpg.Pool, store: EventStore, box: Sandbox, database_url: str
+) -> tuple[OrderStory, str]:
+    """Three orders replayed twice, the second time in a PUT batch given up on at once (its
+    orders went alone); then one order is cancelled. The order and the batch, still queued."""
+    stories = _stories(3)
+    for story in stories:
+        await _append(store, story)
+    position = await pool.fetchval("SELECT min(position) FROM events")
+    settings = make_settings(database_url, "127.0.0.1:9", "unused", omnisend=box, **BATCHING)
+    await replay(settings, pool, destination="omnisend", from_position=position)
+    hasty = make_settings(
+        database_url, "127.0.0.1:9", "unused", omnisend=box, **{**BATCHING, "batch_wait_s": 0}
+    )
+    await replay(hasty, pool, destination="omnisend", from_position=position)
+    pending = [k for k, b in (await box.state())["batches"].items() if b["status"] == "pending"]
+    assert len(pending) == 1, "the PUT batch is still queued at Omnisend"
+    later = stories[0]
+    new = later.cancel()
+    await store.append(
+        f"order-{later.order_id}",
+        [NewEvent(type=e["type"], data=e["data"], event_id=uuid.UUID(e["event_id"])) for e in new],
+        len(later.envelopes) - len(new),
+    )
+    return later, pending[0]
+
+
+def _cancelled(state: dict[str, Any], order_id: str) -> bool:
+    order = state["orders"][order_id]
+    return bool(order.get("canceledDate")) and order.get("cancelReason") == "customer asked"
+
+
+async def test_a_batch_given_up_on_never_overwrites_a_newer_state_sent_alone_later(
+    pool: asyncpg.Pool, store: EventStore, database_url: str
+) -> None:
+    async with sandbox("omnisend") as box:
+        later, batch_id = await _put_batch_given_up_on(pool, store, box, database_url)
+        settings = make_settings(database_url, "127.0.0.1:9", "unused", omnisend=box, **BATCHING)
+        # The newer state goes alone (one order: no batch) while the older batch is queued.
+        await replay(settings, pool, destination="omnisend", order_id=later.order_id)
+        await _run_late(box, batch_id)
+        state = await box.state()
+    assert state["batches"][batch_id]["status"] == "finished"
+    assert _cancelled(state, later.order_id), "the cancellation is still there once the old batch ran"
+    assert await pool.fetchval("SELECT count(*) FROM fanout_parked") == 0
+
+
+async def test_an_order_parks_while_a_batch_with_its_older_state_runs_and_a_redrive_sends_it_after(
+    pool: asyncpg.Pool, store: EventStore, database_url: str
+) -> None:
+    async with sandbox("omnisend") as box:
+        later, batch_id = await _put_batch_given_up_on(pool, store, box, database_url)
+        hasty = make_settings(
+            database_url, "127.0.0.1:9", "unused", omnisend=box, **{**BATCHING, "batch_wait_s": 0}
+        )
+        await replay(hasty, pool, destination="omnisend", order_id=later.order_id)
+        parked = await pool.fetch("SELECT order_id, reason FROM fanout_parked")
+        assert not _cancelled(await box.state(), later.order_id), "nothing sent while the batch may run"
+        await _run_late(box, batch_id)
+        results = await redrive(hasty, pool, destination="omnisend")
+        state = await box.state()
+    assert [r["order_id"] for r in parked] == [later.order_id]
+    assert f"Omnisend batch {batch_id}" in parked[0]["reason"]
+    assert [(r.order_id, r.stopped) for r in results] == [(later.order_id, None)]
+    assert _cancelled(state, later.order_id)
+    marks = await pool.fetchval("SELECT count(*) FROM fanout_delivery WHERE sent::text LIKE '%batch:%'")
+    assert marks == 2, "only the two orders not delivered since keep the mark of the ended batch"
