@@ -518,28 +518,27 @@ def _pool(request: Request) -> asyncpg.Pool:
     return app_state.pool
 
 
-@router.get("/ops")
-async def ops_page(request: Request) -> Response:
+async def _ops_view(request: Request, template: str) -> Response:
+    """The ops page or one of the fragments it refreshes: one guard, one context, its own template."""
     guard = await _page_guard(request, "audit:read")
     if isinstance(guard, Response):
         return guard
-    return _render(request, "ops.html", guard, **await _ops_context(request))
+    return _render(request, template, guard, **await _ops_context(request))
+
+
+@router.get("/ops")
+async def ops_page(request: Request) -> Response:
+    return await _ops_view(request, "ops.html")
 
 
 @router.get("/ops/charts")
 async def ops_charts(request: Request) -> Response:
-    guard = await _page_guard(request, "audit:read")
-    if isinstance(guard, Response):
-        return guard
-    return _render(request, "_charts.html", guard, **await _ops_context(request))
+    return await _ops_view(request, "_charts.html")
 
 
 @router.get("/ops/projections")
 async def ops_projections(request: Request) -> Response:
-    guard = await _page_guard(request, "audit:read")
-    if isinstance(guard, Response):
-        return guard
-    return _render(request, "_projections.html", guard, **await _ops_context(request))
+    return await _ops_view(request, "_projections.html")
 
 
 def _back(message: str) -> Response:
@@ -573,16 +572,25 @@ async def ops_redrive(request: Request) -> Response:
     return _back(f"{destination}: order {order_id} still parked: {result.stopped}")
 
 
-@router.post("/ops/projections/{name}/rebuild")
-async def ops_rebuild(request: Request, name: str) -> Response:
+async def _projection_guard(request: Request, name: str) -> tuple[Visitor, Projection] | Response:
+    """An admin's action on one deployed projection: who asks and which one, or the refusal (404 if none)."""
     guard = await _action_guard(request, "admin")
     if isinstance(guard, Response):
         return guard
     visitor, _ = guard
-    console = console_of(request)
-    projection = console.projections.get(name)
+    projection = console_of(request).projections.get(name)
     if projection is None:
         return _render(request, "error.html", visitor, status=404, title="Not found", detail=f"no projection {name!r}")
+    return visitor, projection
+
+
+@router.post("/ops/projections/{name}/rebuild")
+async def ops_rebuild(request: Request, name: str) -> Response:
+    guard = await _projection_guard(request, name)
+    if isinstance(guard, Response):
+        return guard
+    visitor, projection = guard
+    console = console_of(request)
     if console.rebuilds.running(name):
         return _back(f"{name}: a rebuild is already running")
     _log_action(visitor, "rebuild", projection=name, version=projection.version)
@@ -594,14 +602,10 @@ async def ops_rebuild(request: Request, name: str) -> Response:
 
 @router.post("/ops/projections/{name}/rollback")
 async def ops_rollback(request: Request, name: str) -> Response:
-    guard = await _action_guard(request, "admin")
+    guard = await _projection_guard(request, name)
     if isinstance(guard, Response):
         return guard
-    visitor, _ = guard
-    console = console_of(request)
-    projection = console.projections.get(name)
-    if projection is None:
-        return _render(request, "error.html", visitor, status=404, title="Not found", detail=f"no projection {name!r}")
+    visitor, projection = guard
     _log_action(visitor, "rollback", projection=name)
     try:
         async with connection(_pool(request)) as conn:
