@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
@@ -71,12 +74,43 @@ def reconcile(  # noqa: PLR0917 - typer passes every option by name
         finally:
             await pool.close()
 
-    while True:
-        report = asyncio.run(once())
-        print_summary(report)
-        if every is None:
-            raise typer.Exit(0 if report.ok else 1)
-        asyncio.run(asyncio.sleep(every))
+    if every is not None:
+        asyncio.run(_every(every, once))
+        raise typer.Exit(0)
+    report = asyncio.run(once())
+    print_summary(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+async def _every(seconds: float, once: Callable[[], Awaitable[ReconcileReport]]) -> None:
+    """Run, wait `seconds`, run again, until SIGTERM or SIGINT: then stop at once, exit 0.
+
+    Why handle the signals: killed by them, the process died mid-sleep with no exit status of
+    its own (or a KeyboardInterrupt traceback). A run under way is cancelled; it records itself
+    as failed, and `--resume` continues it from its last saved chunk.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            run = asyncio.ensure_future(once())
+            await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+                break
+            print_summary(run.result())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stopping), seconds)
+    finally:
+        stopping.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    typer.echo("reconciliation stopped")
 
 
 def print_summary(report: ReconcileReport) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -324,6 +325,39 @@ async def test_the_cli_exits_zero_when_clean_and_prints_every_mismatch_with_exit
         " not parked"
     ) in out
     assert "1 mismatch(es)" in out
+
+
+async def test_the_cli_with_every_runs_again_and_again_and_stops_cleanly_on_sigterm(
+    pool: asyncpg.Pool, store: EventStore, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    await _pipeline(pool, store, database_url, kafka_bootstrap, unique_topic)
+    before = await pool.fetchval("SELECT coalesce(max(id), 0) FROM reconcile_runs")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ledger_app.cli", "audit", "reconcile", "--topic", unique_topic,
+        "--resume", "--every", "0.2",
+        cwd=ROOT, env=_cli_env(database_url, kafka_bootstrap),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(120):
+            while sum(line.startswith("reconciliation ") for line in lines) < 3:
+                line = (await process.stdout.readline()).decode()
+                assert line, "".join(lines)
+                lines.append(line)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+    out = "".join(lines) + rest.decode()
+    assert process.returncode == 0, out
+    assert "Traceback" not in out
+    assert out.rstrip().endswith("reconciliation stopped"), out
+    runs = await pool.fetch("SELECT id, status, from_position FROM reconcile_runs WHERE id > $1 ORDER BY id", before)
+    assert len(runs) >= 3, "one run per period"
+    assert [r["status"] for r in runs[:3]] == ["finished"] * 3
+    assert all(r["status"] in ("finished", "failed") for r in runs), "none left running"
+    assert runs[2]["from_position"] > runs[0]["from_position"], "--resume: each run checks what came since"
 
 
 @contextlib.asynccontextmanager
