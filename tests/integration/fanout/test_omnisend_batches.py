@@ -283,3 +283,54 @@ async def test_an_order_parks_while_a_batch_with_its_older_state_runs_and_a_redr
     assert _cancelled(state, later.order_id)
     marks = await pool.fetchval("SELECT count(*) FROM fanout_delivery WHERE sent::text LIKE '%batch:%'")
     assert marks == 2, "only the two orders not delivered since keep the mark of the ended batch"
+
+
+async def test_the_worker_holds_back_a_newer_state_until_a_put_batch_it_gave_up_on_has_run(
+    pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    stories = _stories(10)
+    await new_topic(kafka_bootstrap, unique_topic)
+    await publish(kafka_bootstrap, unique_topic, [e for s in stories for e in s.envelopes])
+    async with sandbox("omnisend") as box:
+        patient = make_settings(
+            database_url, kafka_bootstrap, unique_topic, omnisend=box, **{**BATCHING, "batch_size": 500}
+        )
+        async with worker("omnisend", patient, pool):
+
+            async def created() -> bool:
+                return len((await box.state())["orders"]) == len(stories)
+
+            await wait_for(created, what="every order created")
+        # A backlog of replacements the next worker sends in a PUT batch it gives up on at once.
+        await publish(
+            kafka_bootstrap, unique_topic, [e for s in stories for e in s.update(email="new@example.com")]
+        )
+        hasty = make_settings(
+            database_url,
+            kafka_bootstrap,
+            unique_topic,
+            omnisend=box,
+            **{**BATCHING, "batch_size": 500, "batch_wait_s": 0},
+        )
+        later = stories[0]
+        async with worker("omnisend", hasty, pool):
+
+            async def replaced() -> bool:
+                return await inbox_count(pool, "omnisend") >= sum(len(s.envelopes) for s in stories)
+
+            await wait_for(replaced, what="every replacement handled")
+            pending = [k for k, b in (await box.state())["batches"].items() if b["status"] == "pending"]
+            assert len(pending) == 1, "a PUT batch given up on is still queued at Omnisend"
+            await publish(kafka_bootstrap, unique_topic, later.cancel())
+
+            async def parked() -> bool:
+                return bool(await pool.fetchval("SELECT count(*) FROM fanout_parked"))
+
+            await wait_for(parked, what="the cancellation held back")
+        assert not _cancelled(await box.state(), later.order_id)
+        await _run_late(box, pending[0])
+        await redrive(hasty, pool, destination="omnisend")
+        state = await box.state()
+    assert _cancelled(state, later.order_id), "the cancellation is sent after the old batch ran"
+    assert all(o["email"] == "new@example.com" for o in state["orders"].values())
+    assert await pool.fetchval("SELECT count(*) FROM fanout_parked") == 0
