@@ -109,10 +109,10 @@ def serve_api(settings: Settings, *, host: str, port: int, workers: int) -> None
     from ledger_app.listener import tcp_listener
 
     if workers == 1:
-        from ledger_app.api import create_app
+        from ledger_app.api import deployed_app
 
         uvicorn.run(
-            create_app(settings), host=host, port=port, log_config=None, access_log=False, **server_options()
+            deployed_app(settings), host=host, port=port, log_config=None, access_log=False, **server_options()
         )
         return
     with contextlib.ExitStack() as stack:

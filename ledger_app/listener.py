@@ -2,8 +2,9 @@
 
 uvicorn's supervisor binds `socket.socket(family)`, whose protocol number is 0. Accepted
 connections inherit that number, and asyncio only sets `TCP_NODELAY` on sockets whose protocol is
-`IPPROTO_TCP`; so every response (head and body written separately by h11) met Nagle's algorithm
-and the client's delayed ACK: about 40 ms per request, whatever the load (docs/performance.md#nagle).
+`IPPROTO_TCP`; so every response (head and body written separately by uvicorn, with h11 as with
+httptools) met Nagle's algorithm and the client's delayed ACK: about 40 ms per request, whatever
+the load (docs/performance.md#nagle).
 A single-worker API binds through `loop.create_server` and never had the delay.
 """
 

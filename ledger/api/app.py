@@ -30,6 +30,7 @@ from ledger.api import audit, orders, subjects
 from ledger.api.auth import Authenticator, TokenStore
 from ledger.api.deadline import RequestDeadline
 from ledger.api.deps import BODY_MODELS, AppState, StaleReadModels, state_of
+from ledger.api.fastpath import PlaceOrderFastPath
 from ledger.api.headers import HeaderGuard
 from ledger.api.openapi import add_links, cap_line_counts, document_order_ids, document_problems
 from ledger.api.problems import PROBLEM_MEDIA_TYPE, Problem, field_errors, loggable_path
@@ -508,6 +509,8 @@ def create_app(
         "in major units; errors are RFC 9457 problem+json.",
         lifespan=lifespan,
     )
+    # Innermost first: the fast path runs inside the head guard, the deadline and the metrics.
+    app.add_middleware(PlaceOrderFastPath, endpoint=orders.place_order_direct, route=orders.place_order_route())
     app.add_middleware(HeaderGuard, max_header_bytes=settings.api.max_header_bytes)
     app.add_middleware(RequestDeadline, timeout_s=settings.api.request_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

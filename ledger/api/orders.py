@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from ledger.api.auth import Principal
@@ -104,6 +105,19 @@ _WRITE_RESPONSES = problem_responses(400, 401, 403, 404, 409, 410, 413, 415, 422
 async def place_order(request: Request, principal: Writer) -> Response:
     command = await read_body(request, PlaceOrder)
     return await _command(request, principal, command, "POST /orders", None)
+
+
+_require_writer = require("orders:write")
+
+
+async def place_order_direct(request: Request) -> Response:
+    """`place_order` with its dependency called by hand: the endpoint of `PlaceOrderFastPath`."""
+    return await place_order(request, await _require_writer(request))
+
+
+def place_order_route() -> APIRoute:
+    """The registered `POST /orders` route (its template labels the fast path's metrics)."""
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is place_order)
 
 
 @router.put(

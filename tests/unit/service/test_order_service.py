@@ -219,6 +219,26 @@ async def test_a_concurrent_placement_with_the_same_external_id_is_refused_by_th
     assert raised.value.existing_order_id == str(first.order_id)
 
 
+async def test_a_fresh_placement_asks_no_external_id_lookup_and_the_append_still_refuses_a_duplicate() -> None:
+    store = InMemoryEventStore(event_registry())
+    svc = service(store)
+    lookups: list[str] = []
+    real_lookup = store.external_id_owner
+
+    async def counted(source: str, external_id: str) -> str | None:
+        lookups.append(external_id)
+        return await real_lookup(source, external_id)
+
+    store.external_id_owner = counted  # type: ignore[method-assign]
+    first = await run(svc, place("CART-11"))
+    with pytest.raises(DuplicateExternalId) as raised:
+        await run(svc, place("CART-11"))
+    assert raised.value.existing_order_id == str(first.order_id)
+    assert lookups == []
+    keyed = await run(svc, place("CART-12"), idempotency_key="key-cart-12-abc")
+    assert (keyed.change, lookups) == (Change.CREATED, ["CART-12"])
+
+
 async def test_an_order_too_large_for_one_events_message_is_refused_before_appending() -> None:
     store = InMemoryEventStore(event_registry())
     svc = service(store, max_message_bytes=2048)
