@@ -133,7 +133,7 @@ class PersonalDataCodec:
     async def encode(self, stream_id: str, events: Sequence[NewEvent]) -> Sequence[NewEvent]:
         """`events` with their personal fields sealed under their subject's key; the subject and
         the email's blind index go into the metadata (`pd_subject`, `pd_email`), where the
-        append's trigger indexes them (migration 0011)."""
+        append indexes them (migration 0012's partial indexes on `events`)."""
         if not any(event.type in PERSONAL_EVENT_TYPES for event in events):
             return events
         out = list(events)

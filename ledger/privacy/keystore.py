@@ -3,7 +3,7 @@
 The protocol is what the codec and the erasure need, so a KMS or Vault backend can take the
 table's place (docs/privacy.md#keys). `PgKeyStore` keeps only wrapped keys (the KEK never
 reaches the database) in migration 0010's `privacy_keys`. (The order-to-subject index,
-`privacy_orders`, is written by a trigger on the append: migration 0011.) Destroying a key sets `wrapped` to NULL; the row stays as the erasure's record.
+`privacy_orders`, is read from the events' metadata: migration 0012.) Destroying a key sets `wrapped` to NULL; the row stays as the erasure's record.
 """
 
 from __future__ import annotations
