@@ -29,12 +29,8 @@ import orjson
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # run as a script from a checkout: make the repository importable
     sys.path.insert(0, _ROOT)
-_BENCH = str(Path(__file__).resolve().parent)
-if _BENCH not in sys.path:
-    sys.path.insert(0, _BENCH)
 
-from append import order_life  # noqa: E402
-
+from bench.append import order_life  # noqa: E402
 from ledger.privacy import Keyring, MemoryKeyStore, PersonalDataCodec  # noqa: E402
 from ledger.store import migrate  # noqa: E402
 from ledger.store.statements import APPEND_ONE_SQL  # noqa: E402
