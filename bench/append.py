@@ -25,7 +25,10 @@ alternating, 8 writers, each placing orders one after another and appending one 
 transaction. "order life": OrderPlaced (customer, two addresses, note), a payment, a shipment,
 a details change and a status change per order (2 of 5 events carry personal data; each new
 order costs one key-store statement). "placed only": every append is a new order (the worst
-case). Target for the order life: sealed >= 0.9x of plain.
+case). Target for the order life: sealed >= 0.9x of plain. Beside the rates it prints the CPU
+per event of each (this process plus every process of the server, when the server is local and
+its data directory readable; median over the rounds), steadier than the rates on a shared
+machine. `bench/seal_statement.py` splits the server's share.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import statistics
 import sys
 import threading
 import time
@@ -340,8 +344,10 @@ def order_life(i: int, placed_only: bool) -> list[NewEvent]:
     ]
 
 
-async def run_orders(store: EventStore, *, seconds: float, concurrency: int, placed_only: bool) -> float:
-    """Events/s of writers placing orders and appending each order's events one at a time."""
+async def run_orders(
+    store: EventStore, *, seconds: float, concurrency: int, placed_only: bool
+) -> tuple[float, int]:
+    """(events/s, events) of writers placing orders and appending each order's events one at a time."""
     deadline = time.perf_counter() + seconds
     counts = [0] * concurrency
 
@@ -356,7 +362,43 @@ async def run_orders(store: EventStore, *, seconds: float, concurrency: int, pla
 
     start = time.perf_counter()
     await asyncio.gather(*(loop(w) for w in range(concurrency)))
-    return sum(counts) / (time.perf_counter() - start)
+    return sum(counts) / (time.perf_counter() - start), sum(counts)
+
+
+async def server_cpu_reader(pool: asyncpg.Pool) -> Callable[[], float] | None:
+    """A reader of the CPU seconds used so far by the server's postmaster and its children (every
+    backend and background process), or None when the server is not a local Linux process this
+    user can read. On a shared machine the CPU per event is steadier than the rate."""
+    try:
+        data_dir = await pool.fetchval("SHOW data_directory")
+    except asyncpg.PostgresError:
+        return None
+    return _process_tree_cpu(str(data_dir))
+
+
+def _process_tree_cpu(data_dir: str) -> Callable[[], float] | None:
+    try:
+        postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if not Path("/proc").is_dir():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        total = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the process ended
+            if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+
+    return read
 
 
 async def sealing(pool: asyncpg.Pool, *, seconds: float, rounds: int) -> None:
@@ -376,18 +418,37 @@ async def sealing(pool: asyncpg.Pool, *, seconds: float, rounds: int) -> None:
     keyring = Keyring.from_base64(Keyring.generate_base64())
     plain = EventStore(pool, registry)
     sealed = EventStore(pool, registry, codec=PersonalDataCodec(PgKeyStore(pool, keyring), keyring))
+    server_cpu = await server_cpu_reader(pool)
+    where = (
+        "client + server"
+        if server_cpu is not None
+        else "client only: the server's processes are not readable"
+    )
     print("\npersonal data: appends sealed (codec) beside plain, 8 writers, one event per append")
-    print(f"{'cell':<14}{'plain':>10}{'sealed':>10}{'ratio':>7}  target")
+    print(f"CPU per event: median over the rounds, {where}; cpu ratio = plain / sealed")
+    print(
+        f"{'cell':<14}{'plain':>10}{'sealed':>10}{'ratio':>7}{'cpu plain':>11}{'cpu sealed':>12}{'ratio':>7}  target"
+    )
     for label, placed_only in (("order life", False), ("placed only", True)):
         best = {"plain": 0.0, "sealed": 0.0}
+        cpu: dict[str, list[float]] = {"plain": [], "sealed": []}
         for _ in range(rounds):
             for name, store in (("plain", plain), ("sealed", sealed)):
-                rate = await run_orders(store, seconds=seconds, concurrency=8, placed_only=placed_only)
+                client0, server0 = time.process_time(), server_cpu() if server_cpu else 0.0
+                rate, events = await run_orders(
+                    store, seconds=seconds, concurrency=8, placed_only=placed_only
+                )
+                used = time.process_time() - client0 + (server_cpu() - server0 if server_cpu else 0.0)
                 best[name] = max(best[name], rate)
+                cpu[name].append(used / max(events, 1) * 1e6)
         ratio = best["sealed"] / best["plain"]
+        cpu_plain, cpu_sealed = statistics.median(cpu["plain"]), statistics.median(cpu["sealed"])
         target = TARGETS.get(label)
         verdict = "" if target is None else f">= {target}x {'ok' if ratio >= target else 'MISSED'}"
-        print(f"{label:<14}{best['plain']:>10,.0f}{best['sealed']:>10,.0f}{ratio:>6.2f}x  {verdict}")
+        print(
+            f"{label:<14}{best['plain']:>10,.0f}{best['sealed']:>10,.0f}{ratio:>6.2f}x"
+            f"{cpu_plain:>8,.0f} us{cpu_sealed:>9,.0f} us{cpu_plain / cpu_sealed:>6.2f}x  {verdict}"
+        )
     await plain.aclose()
     await sealed.aclose()
 

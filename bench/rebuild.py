@@ -91,7 +91,6 @@ class Sealer:
         self._make = DataKey.generate
 
     def seal(self, stream: str, data: dict[str, Any]) -> dict[str, Any]:
-        from ledger.privacy.cipher import encrypt_value
         from ledger.privacy.codec import subject_for
         from ledger.privacy.fields import seal_details, subject_hints
 
@@ -100,7 +99,7 @@ class Sealer:
         key = self.keys.get(subject)
         if key is None:
             key = self.keys[subject] = self._make(uuid.uuid4())
-        return seal_details(data, lambda value: encrypt_value(key, value))
+        return seal_details(data, key)
 
     async def store_keys(self, conn: asyncpg.Connection) -> None:
         await conn.executemany(

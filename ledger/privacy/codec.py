@@ -4,7 +4,9 @@ The event store calls `encode` before an append and `decode` after reading a str
 `codec` hook, `ledger.store.records.EventCodec`); the read models' routes, the export and the
 fan-out workers open JSON with `reveal`. Everything between (the log, the relay's fold, Kafka,
 the read models' rows) carries the sealed form. A field whose key was destroyed reads as
-`None` (docs/privacy.md#erased).
+`None` (docs/privacy.md#erased). A part token (`ledger.privacy.cipher`) opens into the fields
+of the object that holds it: those the object has (the sealed form keeps them as null), so a
+read-model row that kept only some of a part's fields (the email column) gets only those.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from uuid import UUID
 
-from ledger.privacy.cipher import TOKEN_PREFIX, DataKey, Keyring, decrypt_token, encrypt_value, token_key_id
+from ledger.privacy.cipher import (
+    PART_PREFIX,
+    TOKEN_MARK,
+    TOKEN_PREFIX,
+    DataKey,
+    Keyring,
+    decrypt_part,
+    decrypt_token,
+    token_key_id,
+)
 from ledger.privacy.fields import PERSONAL_EVENT_TYPES, seal_details, subject_hints
 from ledger.privacy.keystore import KeyStore
 from ledger.store import NewEvent, RecordedEvent
@@ -41,7 +52,7 @@ def subject_for(stream_id: str, profile_id: str | None, email_index: str | None)
 
 def _collect(obj: Any, out: set[UUID]) -> None:
     if isinstance(obj, str):
-        if obj.startswith(TOKEN_PREFIX):
+        if obj.startswith(TOKEN_MARK):
             key_id = token_key_id(obj)
             if key_id is not None:
                 out.add(key_id)
@@ -53,15 +64,35 @@ def _collect(obj: Any, out: set[UUID]) -> None:
             _collect(value, out)
 
 
+def _key_of(token: str, keys: dict[UUID, DataKey | None]) -> DataKey | None:
+    key_id = token_key_id(token)
+    return keys.get(key_id) if key_id is not None else None
+
+
 def _open(obj: Any, keys: dict[UUID, DataKey | None]) -> Any:
     if isinstance(obj, str):
-        if not obj.startswith(TOKEN_PREFIX):
+        if not obj.startswith(TOKEN_MARK):
             return obj
-        key_id = token_key_id(obj)
-        key = keys.get(key_id) if key_id is not None else None
-        return None if key is None else decrypt_token(key, obj)
+        key = _key_of(obj, keys)
+        # A part token outside an object has no fields to open into; an unknown kind never opens.
+        return decrypt_token(key, obj) if key is not None and obj.startswith(TOKEN_PREFIX) else None
     if isinstance(obj, dict):
-        return {k: _open(v, keys) for k, v in obj.items()}
+        out: dict[str, Any] = {}
+        parts: list[dict[str, Any]] = []
+        for k, v in obj.items():
+            if isinstance(v, str) and v.startswith(PART_PREFIX):
+                out[k] = None
+                key = _key_of(v, keys)
+                values = None if key is None else decrypt_part(key, v)
+                if values is not None:
+                    parts.append(values)
+            else:
+                out[k] = _open(v, keys)
+        for values in parts:
+            for name, value in values.items():
+                if name in out:
+                    out[name] = value
+        return out
     if isinstance(obj, list):
         return [_open(v, keys) for v in obj]
     return obj
@@ -102,7 +133,7 @@ class PersonalDataCodec:
     async def encode(self, stream_id: str, events: Sequence[NewEvent]) -> Sequence[NewEvent]:
         """`events` with their personal fields sealed under their subject's key; the subject and
         the email's blind index go into the metadata (`pd_subject`, `pd_email`), where the
-        append's trigger indexes them (migration 0011)."""
+        append indexes them (migration 0012's partial indexes on `events`)."""
         if not any(event.type in PERSONAL_EVENT_TYPES for event in events):
             return events
         out = list(events)
@@ -113,18 +144,10 @@ class PersonalDataCodec:
             email_index = self.keyring.blind_index(email) if email else None
             subject = subject_for(stream_id, profile, email_index)
             key = await self._subject_key(subject)
-            memo: dict[str, str] = {}
-
-            def seal(value: str, key: DataKey = key, memo: dict[str, str] = memo) -> str:
-                token = memo.get(value)
-                if token is None:
-                    token = memo[value] = encrypt_value(key, value)
-                return token
-
             metadata = {**event.metadata, SUBJECT_KEY: subject}
             if email_index is not None:
                 metadata[EMAIL_KEY] = email_index
-            out[i] = replace(event, data=seal_details(dict(event.data), seal), metadata=metadata)
+            out[i] = replace(event, data=seal_details(dict(event.data), key), metadata=metadata)
         return out
 
     async def _subject_key(self, subject: str) -> DataKey:

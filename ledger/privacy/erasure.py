@@ -91,7 +91,9 @@ class Erasure:
 
 
 #: The subjects a reference reaches: itself, and every subject of the orders it names (an order
-#: whose email changed holds two), with each subject's orders.
+#: whose email changed holds two), with each subject's orders. `privacy_orders` is a view over
+#: the events' metadata (migration 0012): every lookup is by value (`= ANY`, a correlated
+#: subquery), so each is an index probe; a join on it would scan every personal event.
 _RESOLVE_SQL = """
 WITH t AS (
     SELECT DISTINCT stream_id FROM privacy_orders
@@ -100,12 +102,12 @@ WITH t AS (
         OR ($3::text IS NOT NULL AND stream_id = $3)
 ), s AS (
     SELECT unnest($1::text[]) AS subject
-    UNION SELECT p.subject FROM privacy_orders p JOIN t USING (stream_id)
+    UNION SELECT p.subject FROM privacy_orders p WHERE p.stream_id = ANY(ARRAY(SELECT stream_id FROM t))
 )
-SELECT s.subject, array_remove(array_agg(DISTINCT o.stream_id), NULL) AS streams,
+SELECT s.subject,
+       ARRAY(SELECT DISTINCT o.stream_id FROM privacy_orders o WHERE o.subject = s.subject ORDER BY 1) AS streams,
        EXISTS (SELECT 1 FROM privacy_keys k WHERE k.subject = s.subject) AS has_keys
-  FROM s LEFT JOIN privacy_orders o ON o.subject = s.subject
- GROUP BY s.subject
+  FROM s
 """
 #: Orders that need a PersonalDataErased event: none yet, or personal data written after the last.
 _PENDING_SQL = """

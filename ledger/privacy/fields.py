@@ -7,10 +7,12 @@ stored form, before and after an erasure.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ledger.privacy.cipher import token_json_bound
+import orjson
+
+from ledger.privacy.cipher import DataKey, encrypt_part, encrypt_value, token_json_bound
 
 __all__ = [
     "ADDRESS_FIELDS",
@@ -48,28 +50,37 @@ def personal_paths() -> list[str]:
     return paths
 
 
-def _seal_fields(part: dict[str, Any], names: tuple[str, ...], seal: Callable[[str], str]) -> dict[str, Any]:
+def _seal_part(part: dict[str, Any], names: tuple[str, ...], key: DataKey) -> dict[str, Any]:
+    """A copy of `part` with its personal strings sealed in one part token: in the first of
+    them, the others stored as null (docs/privacy.md#costs; `cipher` describes the format)."""
+    values = {name: value for name in names if isinstance(value := part.get(name), str)}
+    if not values:
+        return part
     out = dict(part)
-    for name in names:
-        value = out.get(name)
-        if isinstance(value, str):
-            out[name] = seal(value)
+    for name in values:
+        out[name] = None
+    out[next(iter(values))] = encrypt_part(key, values)
     return out
 
 
-def seal_details(data: dict[str, Any], seal: Callable[[str], str]) -> dict[str, Any]:
-    """A copy of an event's `data` with every personal string replaced by `seal(value)`."""
+def seal_details(data: dict[str, Any], key: DataKey) -> dict[str, Any]:
+    """A copy of an event's `data` with its personal strings sealed under `key`: a part token
+    for the customer and for each address, a value token for the note."""
     details = data.get("details")
     if not isinstance(details, dict):
         return data
-    new = _seal_fields(details, DETAIL_FIELDS, seal)
+    new = dict(details)
+    for name in DETAIL_FIELDS:
+        value = new.get(name)
+        if isinstance(value, str):
+            new[name] = encrypt_value(key, value)
     customer = details.get("customer")
     if isinstance(customer, dict):
-        new["customer"] = _seal_fields(customer, CUSTOMER_FIELDS, seal)
+        new["customer"] = _seal_part(customer, CUSTOMER_FIELDS, key)
     for name in ADDRESSES:
         address = details.get(name)
         if isinstance(address, dict):
-            new[name] = _seal_fields(address, ADDRESS_FIELDS, seal)
+            new[name] = _seal_part(address, ADDRESS_FIELDS, key)
     return {**data, "details": new}
 
 
@@ -86,10 +97,21 @@ def subject_hints(data: dict[str, Any]) -> tuple[str | None, str | None]:
     )
 
 
-def _growth(value: str) -> int:
+def _value_growth(value: str) -> int:
     # The plain string's JSON text is at least its UTF-8 bytes and two quotes (escapes only add).
     plain = len(value.encode())
     return token_json_bound(plain) - plain - 2
+
+
+def _part_growth(part: Any, names: tuple[str, ...]) -> int:
+    if not isinstance(part, Mapping):
+        return 0
+    values = {name: value for name in names if isinstance(value := part.get(name), str)}
+    if not values:
+        return 0
+    plain = sum(len(value.encode()) + 2 for value in values.values())  # at least, as above
+    # The token holds the values' JSON object; every other sealed value becomes `null`.
+    return token_json_bound(len(orjson.dumps(values))) + 4 * (len(values) - 1) - plain
 
 
 def sealed_growth(document: Mapping[str, Any]) -> int:
@@ -103,18 +125,11 @@ def sealed_growth(document: Mapping[str, Any]) -> int:
         customer = details.get("customer")
     else:
         part = customer = document
-    total = 0
-
-    def add(obj: Any, names: tuple[str, ...]) -> None:
-        nonlocal total
-        if isinstance(obj, Mapping):
-            for name in names:
-                value = obj.get(name)
-                if isinstance(value, str):
-                    total += _growth(value)
-
-    add(part, DETAIL_FIELDS)
-    add(customer, CUSTOMER_FIELDS)
+    total = _part_growth(customer, CUSTOMER_FIELDS)
+    for name in DETAIL_FIELDS:
+        value = part.get(name)
+        if isinstance(value, str):
+            total += _value_growth(value)
     for name in ADDRESSES:
-        add(part.get(name), ADDRESS_FIELDS)
+        total += _part_growth(part.get(name), ADDRESS_FIELDS)
     return total

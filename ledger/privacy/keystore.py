@@ -3,7 +3,7 @@
 The protocol is what the codec and the erasure need, so a KMS or Vault backend can take the
 table's place (docs/privacy.md#keys). `PgKeyStore` keeps only wrapped keys (the KEK never
 reaches the database) in migration 0010's `privacy_keys`. (The order-to-subject index,
-`privacy_orders`, is written by a trigger on the append: migration 0011.) Destroying a key sets `wrapped` to NULL; the row stays as the erasure's record.
+`privacy_orders`, is read from the events' metadata: migration 0012.) Destroying a key sets `wrapped` to NULL; the row stays as the erasure's record.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from uuid import UUID
 
 from ledger.privacy.cipher import DataKey, Keyring
 from ledger.store import Executor
+from ledger.store.pool import fetch_clean
 
 __all__ = ["DestroyedKey", "KeyStore", "MemoryKeyStore", "PgKeyStore"]
 
@@ -72,9 +73,12 @@ class PgKeyStore:
     async def live_key(self, subject: str) -> DataKey:
         for _ in range(5):
             fresh = DataKey.generate(uuid.uuid4())
-            row = await self.db.fetchrow(
-                _LIVE_SQL, fresh.key_id, subject, self.keyring.wrap(fresh), self.keyring.kek_id
+            # Session-neutral statements: on a pool, no reset round trip after each (a new
+            # subject's append waits for this one).
+            rows = await fetch_clean(
+                self.db, _LIVE_SQL, fresh.key_id, subject, self.keyring.wrap(fresh), self.keyring.kek_id
             )
+            row = rows[0] if rows else None
             # No row: a concurrent writer created the subject's key after this statement's
             # snapshot was taken (ON CONFLICT waited for it); the next try sees it.
             if row is not None:
@@ -85,7 +89,7 @@ class PgKeyStore:
 
     async def keys(self, key_ids: Collection[UUID]) -> dict[UUID, DataKey | None]:
         found: dict[UUID, DataKey | None] = dict.fromkeys(key_ids)
-        for row in await self.db.fetch(_KEYS_SQL, list(key_ids)):
+        for row in await fetch_clean(self.db, _KEYS_SQL, list(key_ids)):
             if row["wrapped"] is not None:
                 found[row["key_id"]] = self.keyring.unwrap(row["key_id"], row["wrapped"])
         return found

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger.privacy import Keyring, MemoryKeyStore, PersonalDataCodec, subject_for
-from ledger.privacy.cipher import TOKEN_PREFIX
+from ledger.privacy.cipher import PART_PREFIX, TOKEN_PREFIX, encrypt_value, is_token
 from ledger.privacy.fields import personal_paths
 from ledger.store import NewEvent, RecordedEvent
 
@@ -47,7 +47,7 @@ async def test_personal_fields_are_sealed_and_everything_else_stays_readable() -
     assert sealed.data["details"]["customer"]["profile_id"] == "p-1"
     assert sealed.data["details"]["billing_address"]["country_code"] == "AU"
     assert sealed.data["details"]["tags"] == ["vip"]
-    assert sealed.data["details"]["customer"]["email"].startswith(TOKEN_PREFIX)
+    assert is_token(sealed.data["details"]["customer"]["email"])
     [opened] = await c.decode([recorded(sealed)])
     assert opened.data == {"details": DETAILS, "total": 100}
 
@@ -113,3 +113,68 @@ def test_a_logged_request_path_leaves_the_data_subject_out() -> None:
 
     assert loggable_path("/api/v3/subjects/email:ann@example.org/erase") == "/api/v3/subjects/<subject>/erase"
     assert loggable_path("/api/v3/orders/1") == "/api/v3/orders/1"
+
+
+async def test_each_personal_part_is_one_token_so_a_sealed_row_stays_small() -> None:
+    c, _ = codec()
+    details = {
+        **DETAILS,
+        "shipping_address": {"address": "2 Short St", "city": "Perth", "country_code": "AU"},
+    }
+    [sealed] = await c.encode(STREAM, [NewEvent("OrderPlaced", {"details": details})])
+    stored = sealed.data["details"]
+    # The customer, each address and the note: four tokens for eleven personal values.
+    assert json.dumps(sealed.data).count("\\u0001pd") == 4
+    assert is_token(stored["customer"]["email"])
+    assert (stored["customer"]["phone"], stored["customer"]["first_name"]) == (None, None)
+    assert "last_name" not in stored["customer"]  # a field the producer did not send stays absent
+    [opened] = await c.decode([recorded(sealed)])
+    assert opened.data == {"details": details}
+
+
+async def test_events_sealed_field_by_field_before_part_tokens_still_open_and_erase() -> None:
+    c, keys = codec()
+    key = await keys.live_key("profile:p-1")
+    customer = {k: v if k == "profile_id" else encrypt_value(key, v) for k, v in DETAILS["customer"].items()}
+    billing = {
+        "address": encrypt_value(key, "1 Long St"),
+        "city": encrypt_value(key, "Perth"),
+        "country_code": "AU",
+    }
+    old = {
+        **DETAILS,
+        "customer": customer,
+        "billing_address": billing,
+        "note": encrypt_value(key, "by the gate"),
+    }
+    stored = NewEvent("OrderPlaced", {"details": old})
+    [opened] = await c.decode([recorded(stored)])
+    assert opened.data == {"details": DETAILS}
+    await keys.destroy(["profile:p-1"], erased_by="dpo", basis="request")
+    c.forget()
+    [erased] = await c.decode([recorded(stored)])
+    assert erased.data["details"]["customer"] == {
+        "profile_id": "p-1",
+        "email": None,
+        "phone": None,
+        "first_name": None,
+    }
+    assert erased.data["details"]["note"] is None
+
+
+async def test_a_part_token_opens_only_into_the_fields_its_object_has() -> None:
+    c, _ = codec()
+    [sealed] = await c.encode(STREAM, [NewEvent("OrderPlaced", {"details": DETAILS})])
+    token = sealed.data["details"]["customer"]["email"]
+    # A read-model row keeps the email column only: the phone and names must not appear in it.
+    assert await c.reveal([{"id": 7, "email": token}]) == [{"id": 7, "email": "ann@example.org"}]
+    assert await c.reveal([token]) == [None]  # outside an object a part has nowhere to open
+
+
+async def test_a_part_token_relabelled_as_a_value_token_never_opens() -> None:
+    c, _ = codec()
+    [sealed] = await c.encode(STREAM, [NewEvent("OrderPlaced", {"details": DETAILS})])
+    token = sealed.data["details"]["customer"]["email"]
+    assert token.startswith(PART_PREFIX)
+    relabelled = TOKEN_PREFIX + token[len(PART_PREFIX) :]
+    assert await c.reveal({"email": relabelled, "phone": None}) == {"email": None, "phone": None}
