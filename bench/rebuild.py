@@ -26,12 +26,17 @@ do, beside the same read without opening: its ratio is what opening costs a read
 Each phase also reports `cores_busy`: how many of the machine's cores were busy on average
 (every process, PostgreSQL included, from /proc/stat), so a ratio can be read against the
 hardware: the raw read is one stream, the rebuild uses as many cores as it is given.
+Each phase also reports `cpu_us_per_event`: CPU time per event of the bench's own processes
+(the measuring process and its rebuild workers) plus the local PostgreSQL server's (every
+process of the server, from /proc; None when the server is not local), which other load on
+the machine does not change the way it changes seconds: the summary prints its ratio too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -204,7 +209,66 @@ class CoresBusy:
         return round((busy - self._busy) / (time.perf_counter() - self._started), 2)
 
 
+def _proc_cpu(pid: int, children: bool = False) -> float:
+    """utime + stime (+ cutime + cstime of reaped children) of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return used / os.sysconf("SC_CLK_TCK")
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+class CpuUsed:
+    """CPU seconds of this process, its reaped children (rebuild workers end with the rebuild)
+    and the local server (its postmaster with every child, live or reaped) since `start`."""
+
+    def __init__(self, postmaster: int | None) -> None:
+        self._postmaster = postmaster
+        self._client, self._server = self._now()
+
+    @classmethod
+    async def start(cls, pool: asyncpg.Pool) -> CpuUsed:
+        try:
+            postmaster: int | None = _ppid(await pool.fetchval("SELECT pg_backend_pid()"))
+        except OSError:  # not a local server, or no /proc
+            postmaster = None
+        return cls(postmaster)
+
+    def _now(self) -> tuple[float, float | None]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+        if self._postmaster is None:
+            return client, None
+        server = 0.0
+        try:
+            server = _proc_cpu(self._postmaster, children=True)
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    with contextlib.suppress(OSError, IndexError, ValueError):
+                        if _ppid(int(entry)) == self._postmaster:
+                            server += _proc_cpu(int(entry))
+        except OSError:
+            return client, None
+        return client, server
+
+    def per_event(self, events: int) -> dict[str, float | None]:
+        client, server = self._now()
+        mine = (client - self._client) / events * 1e6
+        theirs = None if server is None or self._server is None else (server - self._server) / events * 1e6
+        return {
+            "cpu_us_per_event": None if theirs is None else round(mine + theirs, 1),
+            "client_cpu_us_per_event": round(mine, 1),
+            "server_cpu_us_per_event": None if theirs is None else round(theirs, 1),
+        }
+
+
 async def raw_read(pool: asyncpg.Pool, page_size: int) -> dict[str, Any]:
+    cpu = await CpuUsed.start(pool)
     cores = CoresBusy()
     started, count = time.perf_counter(), 0
     async for page in iter_all_records(pool, START, page_size=page_size, raw=True):
@@ -216,6 +280,7 @@ async def raw_read(pool: asyncpg.Pool, page_size: int) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "events_per_s": round(count / seconds),
         "cores_busy": cores.value(),
+        **cpu.per_event(count),
     }
 
 
@@ -250,12 +315,14 @@ async def measure(dsn: str, page_size: int, workers: int, kek: str | None = None
     try:
         results.append(await raw_read(pool, page_size))
         for projection in (order_state.PROJECTION, transactions.PROJECTION):
+            cpu = await CpuUsed.start(pool)
             cores = CoresBusy()
             report = await rebuild(pool, projection, dsn=dsn, workers=workers, page_size=page_size)
             figures = report.as_json()
             total = sum(report.seconds.values())
             figures["end_to_end_events_per_s"] = round(report.bulk_events / total)
             figures["cores_busy"] = cores.value()
+            figures.update(cpu.per_event(report.bulk_events))
             figures["phase"] = f"rebuild {projection.name}"
             results.append(figures)
         results.append(await raw_read(pool, page_size))
@@ -365,6 +432,7 @@ def report(dsn: str, args: argparse.Namespace) -> None:
     raws = [r for r in measured["results"] if r["phase"] == "raw_read"]
     fastest = max(raws, key=lambda r: r["events_per_s"])
     raw = fastest["events_per_s"]
+    cheapest = min(raws, key=lambda r: r.get("cpu_us_per_event") or r["client_cpu_us_per_event"])
     for result in measured["results"]:
         if result["phase"].startswith("rebuild"):
             print(
@@ -372,6 +440,9 @@ def report(dsn: str, args: argparse.Namespace) -> None:
                 f" ({raw:,} ev/s); with verification {result['end_to_end_events_per_s']:,} ev/s"
                 f" = {result['end_to_end_events_per_s'] / raw:.2f}x"
                 f"; cores busy {_cores(result)} (raw read {_cores(fastest)}) of {os.cpu_count()}"
+            )
+            print(
+                f"  CPU per event {_cpu(result)} against the raw read's {_cpu(cheapest)}{_cpu_ratio(cheapest, result)}"
             )
     docs = {r["phase"]: r["documents_per_s"] for r in measured["results"] if "documents_per_s" in r}
     if docs:
@@ -385,6 +456,23 @@ def report(dsn: str, args: argparse.Namespace) -> None:
     else:
         workers = "the rebuild ran in it (one worker: no worker processes)"
     print(f"peak RSS: measuring process {measured['peak_rss_mib']} MiB, {workers}")
+
+
+def _cpu(result: dict[str, Any]) -> str:
+    if result.get("cpu_us_per_event") is None:
+        return f"{result['client_cpu_us_per_event']} us (bench processes only: the server is not local)"
+    return (
+        f"{result['cpu_us_per_event']} us (bench processes {result['client_cpu_us_per_event']},"
+        f" server {result['server_cpu_us_per_event']})"
+    )
+
+
+def _cpu_ratio(raw: dict[str, Any], result: dict[str, Any]) -> str:
+    """Raw read CPU over rebuild CPU per event: the rate ratio the rebuild would reach if both had
+    the same cores to themselves (only meaningful with the server's CPU counted)."""
+    if result.get("cpu_us_per_event") is None or raw.get("cpu_us_per_event") is None:
+        return ""
+    return f": {raw['cpu_us_per_event'] / result['cpu_us_per_event']:.2f}x in CPU"
 
 
 def _cores(result: dict[str, Any]) -> str:

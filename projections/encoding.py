@@ -17,14 +17,14 @@ from typing import Any
 
 import orjson
 
-from ledger_kernel.wire.codec import dumps
+from ledger_kernel.wire.codec import dumps_str_keys as _dumps
 
 
 def text_value(value: Any) -> str:
     """A document for a `text` column: the JSON text `dumps` writes."""
-    return dumps(value).decode()
+    return _dumps(value).decode()
 
 
 def json_value(value: Any) -> orjson.Fragment:
     """A json/jsonb column value, pre-serialized: the orjson codecs write a Fragment as is."""
-    return orjson.Fragment(dumps(value))
+    return orjson.Fragment(_dumps(value))

@@ -159,6 +159,19 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
+def dumps_str_keys(value: Any) -> bytes:
+    """`dumps`' bytes, cheaper for values whose dict keys are all strings (the domain's views).
+
+    `OPT_NON_STR_KEYS` puts every dict on orjson's slower path: about 20% of a 2.8 kB order
+    document (13 -> 10 us; a rebuild writes one per order). Without it orjson refuses a
+    non-string key rather than writing it differently, so the fallback keeps `dumps`' bytes.
+    """
+    try:
+        return orjson.dumps(value, default=_default)
+    except orjson.JSONEncodeError:
+        return dumps(value)
+
+
 def dumps_canonical(value: Any) -> bytes:
     """JSON bytes with sorted keys and exact decimals: the same value always gives the same bytes."""
     return orjson.dumps(value, default=_default, option=_SORTED)

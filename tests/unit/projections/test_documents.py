@@ -8,6 +8,8 @@ to skip per-value conversions; these tests pin that the text stored is what the 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
@@ -16,7 +18,7 @@ from pydantic import TypeAdapter
 
 from ledger.domain import Address, Order, OrderEvent, evolve, order_to_json, transaction_to_json
 from ledger.domain.transactions import derive_transactions
-from ledger_kernel.wire.codec import dumps
+from ledger_kernel.wire.codec import dumps, dumps_str_keys
 from projections import order_state, transactions
 from projections.simulate import HistoryGenerator
 
@@ -40,6 +42,28 @@ def test_stored_documents_are_the_serialized_default_views(seed: int) -> None:
         assert doc == dumps(order_to_json(order)).decode()
         stored = [row[-1] for row in transactions.rows(order)[transactions.TRANSACTIONS.base]]
         assert stored == [dumps(transaction_to_json(tx)).decode() for tx in derive_transactions(order)]
+
+
+_KEYS = st.one_of(st.text(max_size=4), st.integers(-5, 5))
+_VALUES: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**63 - 1),
+        st.text(),
+        st.decimals(allow_nan=False, allow_infinity=False, places=2),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=20,
+)
+
+
+@given(_VALUES)
+def test_documents_writer_gives_the_codecs_bytes_for_any_keys(value: Any) -> None:
+    """`dumps_str_keys` (documents) drops orjson's non-string-key option; a non-string key
+    falls back, so the bytes are always `dumps`' (Decimals included)."""
+    assert dumps_str_keys(value) == dumps(value)
+    assert dumps_str_keys({1: Decimal("19.90")}) == dumps({1: Decimal("19.90")}) == b'{"1":19.90}'
 
 
 def test_address_view_equals_model_dump() -> None:
