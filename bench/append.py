@@ -15,10 +15,14 @@ Prints events/s and the ratios against the targets (c8 single >= 0.7x, batch 100
 replay >= 0.5x).
 
 A peer in the same run, on the same server: the python `eventsourcing` library (its PostgreSQL
-persistence, in the `dev` extra) appending one event per `save` from 1 and 8 threads (each
-thread its own aggregate) and reading its notification log in pages, beside our store's
-single-event appends at concurrency 1 and 8 and its `iter_all` replay (targets: c8 >= 6x its
-appends, replay >= 3x its notification-log read).
+persistence, in the `dev` extra), run as its docs say. Its single-event `save`s from 1 and 8
+threads (each thread its own aggregate) alternate cell by cell with our single-event appends at
+concurrency 1 and 8; then its notification log, filled to as many events with the same
+payloads, is read in pages of 10,000 (`select_notifications`), alternating with our replays.
+Two pairs are compared: undecoded rows (its notifications, JSON bytes, against our
+`iter_all_raw`, JSON text) and decoded events (each notification turned into its domain event
+by the application's `mapper`, against our `iter_all`, dicts). Targets: c8 >= 6x its appends,
+replay >= 3x its read.
 
 Then personal-data sealing (docs/privacy.md#costs): the same store with and without the codec,
 alternating, 8 writers, each placing orders one after another and appending one event per
@@ -469,25 +473,26 @@ async def main() -> None:
                 f"{label:<14}{raw_best:>10,.0f}{pool_best:>10,.0f}{store_best:>10,.0f}"
                 f"{ratios[label]:>6.2f}x{store_best / pool_best:>6.2f}x  {verdict}"
             )
+        # Our appends again, alternating with the peer's saves cell by cell (same minute, same
+        # noise), then the replays alternating with its notification-log reads.
         ours = {"single c1": 0.0, "single c8": 0.0}
-        for _ in range(args.rounds):  # our appends again, beside the peer's, in the same minute
-            for label, concurrency in (("single c1", 1), ("single c8", 8)):
-                cell = {
-                    "seconds": args.seconds,
-                    "concurrency": concurrency,
-                    "batch": 1,
-                    "store": store,
-                    "pool": pool,
-                }
-                ours[label] = max(ours[label], await run_cell(lambda w: w.store_append, **cell))
-        await store.aclose()
-        total = await pool.fetchval("SELECT count(*) FROM events")
+        peer_rates = {"single c1": 0.0, "single c8": 0.0}
         peer = await asyncio.to_thread(Peer, db_dsn)
         try:
-            peer_rates = {
-                f"single c{threads}": await asyncio.to_thread(peer.saves, threads, args.seconds)
-                for threads in (1, 8)
-            }
+            for _ in range(args.rounds):
+                for label, concurrency in (("single c1", 1), ("single c8", 8)):
+                    cell = {
+                        "seconds": args.seconds,
+                        "concurrency": concurrency,
+                        "batch": 1,
+                        "store": store,
+                        "pool": pool,
+                    }
+                    ours[label] = max(ours[label], await run_cell(lambda w: w.store_append, **cell))
+                    rate = await asyncio.to_thread(peer.saves, concurrency, args.seconds)
+                    peer_rates[label] = max(peer_rates[label], rate)
+            await store.aclose()
+            total = await pool.fetchval("SELECT count(*) FROM events")
             await asyncio.to_thread(peer.fill, total)
             rates = await replay(pool, store, peer, page=10_000, rounds=args.rounds)
         finally:
