@@ -2,7 +2,8 @@
 
 A replay allocates several container objects per event (asyncpg's record, the `RecordedEvent`
 tuple, the data and metadata dicts, the bound method asyncpg's timestamptz decoder makes), and
-with CPython's default thresholds (700, 10, 10) a collection runs every few hundred events while
+every container allocation counts towards CPython's gen0 threshold (700) even when the object
+is never tracked: with the default thresholds a collection runs about every hundred events while
 pages of 10,000 records are alive, so young collections keep promoting them and full
 collections keep scanning them. Measured (py-spy --native, 450,000 events, `iter_all`):
 `gc_collect_main` took 37% of the reader's samples; the client CPU per event was 7.0-7.7 us
