@@ -149,11 +149,16 @@ class PersonalDataCodec:
         the store calls `settle`, and `encode` again if another append stored a key first."""
         return await self._encode(stream_id, events, new_key_ok=True)
 
-    def settle(self, key: NewDataKey, *, stored: bool) -> None:
-        """Cache a new key the append stored (unless `forget` ran meanwhile); drop it otherwise."""
+    def settle(self, key: NewDataKey, *, stored: bool, live: tuple[UUID, bytes] | None = None) -> None:
+        """Cache a new key the append stored, or else the subject's stored key the append saw
+        (`live`, wrapped), unless `forget` ran meanwhile (an erasure: the key may be destroyed)."""
         pending = self._pending.pop(key.key_id, None)
-        if stored and pending is not None and pending[0] == self._generation:
+        if pending is None or pending[0] != self._generation:
+            return
+        if stored:
             self._cache(key.subject, pending[1])
+        elif live is not None:
+            self._cache(key.subject, self.keyring.unwrap(*live))
 
     async def _encode(self, stream_id: str, events: Sequence[NewEvent], *, new_key_ok: bool) -> Encoded:
         if not any(event.type in PERSONAL_EVENT_TYPES for event in events):

@@ -221,8 +221,9 @@ class EventCodec(Protocol):
         `settle`; if it lost (the subject has a stored key), the append calls `encode` again."""
         ...
 
-    def settle(self, key: NewDataKey, *, stored: bool) -> None:
-        """After an append with `key`: whether the key is stored (the codec may then use it)."""
+    def settle(self, key: NewDataKey, *, stored: bool, live: tuple[UUID, bytes] | None = None) -> None:
+        """After an append with `key`: whether the key is stored (the codec may then use it);
+        if not, the subject's stored key as (id, wrapped form) when the append's statement saw it."""
         ...
 
     async def decode(self, events: list[RecordedEvent]) -> list[RecordedEvent]:

@@ -47,8 +47,11 @@ RETURNING position, tx
 #: before it. The event is inserted only if the key's insert won (the one-time filter on `k`):
 #: when a concurrent append stored the subject's key first (ON CONFLICT waits for it to commit),
 #: `key_won` is false, nothing is appended, and the caller seals again under the stored key, so
-#: every event of a subject is sealed under its one live key. If the key won but the stream was
-#: not at `$2`, the key stays stored (a live key without events yet) and `position` is NULL.
+#: every event of a subject is sealed under its one live key. The stored key comes back with
+#: the answer (`live_*`) when it was committed before the statement began (a known subject the
+#: codec had not cached: no key-store statement either); when it is NULL (committed during the
+#: statement) the caller asks the key store. If the key won but the stream was not at `$2`, the
+#: key stays stored (a live key without events yet) and `position` is NULL.
 APPEND_ONE_KEY_SQL = """
 WITH k AS (
     INSERT INTO privacy_keys (key_id, subject, wrapped, kek_id) VALUES ($8::uuid, $9::text, $10::bytea, $11::text)
@@ -68,5 +71,8 @@ WITH k AS (
      WHERE coalesce(h.version, 0) = $2::integer AND EXISTS (SELECT 1 FROM k)
     RETURNING position, tx
 )
-SELECT EXISTS (SELECT 1 FROM k) AS key_won, (SELECT position FROM ins) AS position, (SELECT tx FROM ins) AS tx
+SELECT EXISTS (SELECT 1 FROM k) AS key_won, i.position, i.tx, l.key_id AS live_key_id, l.wrapped AS live_wrapped
+  FROM (SELECT 1) AS one
+  LEFT JOIN ins AS i ON true
+  LEFT JOIN privacy_keys AS l ON l.subject = $9::text AND l.destroyed_at IS NULL
 """

@@ -81,7 +81,12 @@ _Row = TypeVar("_Row")
 
 
 class _KeyLost(Exception):
-    """`APPEND_ONE_KEY_SQL` appended nothing: the subject already had a stored key."""
+    """`APPEND_ONE_KEY_SQL` appended nothing: the subject already had a stored key, which
+    `live` is (id, wrapped) when the statement could see it."""
+
+    def __init__(self, live: tuple[UUID, bytes] | None) -> None:
+        super().__init__()
+        self.live = live
 
 
 AppendObserver = Callable[[float, int, str], None]
@@ -194,15 +199,15 @@ class EventStore:
         sealed, new_key = await codec.encode_append(stream_id, events)
         if new_key is None:
             return await self._append_checked(stream_id, sealed, expected_version, None)
-        stored = False
+        stored, live = False, None
         try:
             result = await self._append_checked(stream_id, sealed, expected_version, None, new_key)
             stored = True
             return result
-        except _KeyLost:
-            pass
+        except _KeyLost as lost:
+            live = lost.live
         finally:
-            codec.settle(new_key, stored=stored)
+            codec.settle(new_key, stored=stored, live=live)
         return await self._append_checked(
             stream_id, await codec.encode(stream_id, events), expected_version, None
         )
@@ -294,7 +299,8 @@ class EventStore:
                 key_args = (new_key.key_id, new_key.subject, new_key.wrapped, new_key.kek_id)
                 row = await self._lanes.fetchrow(APPEND_ONE_KEY_SQL, *args, *key_args)
                 if row is not None and not row["key_won"]:
-                    raise _KeyLost
+                    live_id = row["live_key_id"]
+                    raise _KeyLost(None if live_id is None else (live_id, row["live_wrapped"]))
                 if row is not None and row["position"] is None:
                     row = None  # the key is stored, the event is not: the stream moved on
         except asyncpg.UniqueViolationError:

@@ -109,6 +109,24 @@ async def test_a_new_subjects_first_order_stores_its_key_in_the_append_without_a
         assert event.data["details"]["customer"]["first_name"] == "Ottoline"
 
 
+async def test_a_known_subject_new_to_a_process_gets_its_stored_key_from_the_append_that_lost(
+    pool: asyncpg.Pool,
+) -> None:
+    first, _, _ = writer(pool)
+    later, _, later_keys = writer(pool)  # another process, its cache cold
+    streams = [f"order-{uuid.uuid4()}" for _ in range(3)]
+    await first.append(streams[0], [placed("profile-known")], NO_STREAM)
+    for stream in streams[1:]:
+        await later.append(stream, [placed("profile-known")], NO_STREAM)
+    assert later_keys.live_calls == 0  # the lost append's answer carried the stored key
+    stored = await pool.fetch("SELECT key_id FROM privacy_keys WHERE subject = 'profile:profile-known'")
+    assert len(stored) == 1
+    rows = await _personal_rows(pool, streams)
+    assert set().union(*(_key_ids(r["data"], set()) for r in rows)) == {stored[0]["key_id"]}
+    await first.aclose()
+    await later.aclose()
+
+
 async def test_first_orders_of_one_subject_racing_in_several_processes_end_under_its_one_stored_key(
     pool: asyncpg.Pool, stores: list[tuple[EventStore, PersonalDataCodec, CountingKeys]]
 ) -> None:
