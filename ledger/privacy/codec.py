@@ -165,6 +165,7 @@ class PersonalDataCodec:
             return Encoded(events, None)
         out = list(events)
         new_key: NewDataKey | None = None
+        fresh: DataKey | None = None
         for i, event in enumerate(events):
             if event.type not in PERSONAL_EVENT_TYPES:
                 continue
@@ -172,11 +173,13 @@ class PersonalDataCodec:
             email_index = self.keyring.blind_index(email) if email else None
             subject = subject_for(stream_id, profile, email_index)
             key = self._cached_key(subject)
-            if key is None and new_key is not None and new_key.subject == subject:
-                key = self._pending[new_key.key_id][1]
+            if key is None and fresh is not None and new_key is not None and new_key.subject == subject:
+                key = fresh
             elif key is None and new_key_ok and new_key is None:
-                key = DataKey.generate(uuid.uuid4())
+                key = fresh = DataKey.generate(uuid.uuid4())
                 new_key = NewDataKey(key.key_id, subject, self.keyring.wrap(key), self.keyring.kek_id)
+                if len(self._pending) >= _MAX_CACHED:  # keys of encodes that raised never settle
+                    self._pending.clear()
                 self._pending[key.key_id] = (self._generation, key)
             elif key is None:  # one new key per append at most: other subjects' keys are stored first
                 key = await self._stored_key(subject)
