@@ -202,7 +202,7 @@ class EventStore:
         stored, live = False, None
         try:
             result = await self._append_checked(stream_id, sealed, expected_version, None, new_key)
-            stored = True
+            stored = not result.replayed  # a replay's statement failed: its key insert rolled back
             return result
         except _KeyLost as lost:
             live = lost.live
