@@ -127,9 +127,7 @@ async def _migrate(conn: Connection, migrations: list[Migration]) -> list[str]:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
 
 
-async def pending_migrations(
-    conn: Connection, sources: Iterable[Traversable | Path] | None = None
-) -> list[str]:
+async def pending_migrations(conn: Connection, sources: Iterable[Traversable | Path] | None = None) -> list[str]:
     """Names of migrations in `sources` not applied yet (readiness); all of them on an empty database."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     applied: set[int] = set()
