@@ -12,6 +12,7 @@ read-model row that kept only some of a part's fields (the email column) gets on
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -29,7 +30,7 @@ from ledger.privacy.cipher import (
 )
 from ledger.privacy.fields import PERSONAL_EVENT_TYPES, seal_details, subject_hints
 from ledger.privacy.keystore import KeyStore
-from ledger.store import NewEvent, RecordedEvent
+from ledger.store import Encoded, NewDataKey, NewEvent, RecordedEvent
 from ledger_kernel.wire.streams import order_id_of
 
 __all__ = ["EMAIL_KEY", "SUBJECT_KEY", "PersonalDataCodec", "subject_for"]
@@ -119,9 +120,14 @@ class PersonalDataCodec:
         self.clock = clock
         self._subjects: dict[str, tuple[float, DataKey]] = {}
         self._keys: dict[UUID, tuple[float, DataKey | None]] = {}
+        #: New keys handed to appends and not settled yet, with the `forget` generation they
+        #: were made in: a key settled after a `forget` is not cached (its subject may be erased).
+        self._pending: dict[UUID, tuple[int, DataKey]] = {}
+        self._generation = 0
 
     def forget(self) -> None:
         """Drop every cached key (after an erasure)."""
+        self._generation += 1
         self._subjects.clear()
         self._keys.clear()
 
@@ -131,35 +137,74 @@ class PersonalDataCodec:
     # -- writing -----------------------------------------------------------------------------
 
     async def encode(self, stream_id: str, events: Sequence[NewEvent]) -> Sequence[NewEvent]:
-        """`events` with their personal fields sealed under their subject's key; the subject and
-        the email's blind index go into the metadata (`pd_subject`, `pd_email`), where the
-        append indexes them (migration 0012's partial indexes on `events`)."""
+        """`events` with their personal fields sealed under their subject's stored key; the
+        subject and the email's blind index go into the metadata (`pd_subject`, `pd_email`),
+        where the append indexes them (migration 0012's partial indexes on `events`)."""
+        encoded, _ = await self._encode(stream_id, events, new_key_ok=False)
+        return encoded
+
+    async def encode_append(self, stream_id: str, events: Sequence[NewEvent]) -> Encoded:
+        """As `encode`, but a subject whose key is not cached is sealed under a new key the
+        append stores in its own statement (`EventStore`: no key-store round trip before it);
+        the store calls `settle`, and `encode` again if another append stored a key first."""
+        return await self._encode(stream_id, events, new_key_ok=True)
+
+    def settle(self, key: NewDataKey, *, stored: bool, live: tuple[UUID, bytes] | None = None) -> None:
+        """Cache a new key the append stored, or else the subject's stored key the append saw
+        (`live`, wrapped), unless `forget` ran meanwhile (an erasure: the key may be destroyed)."""
+        pending = self._pending.pop(key.key_id, None)
+        if pending is None or pending[0] != self._generation:
+            return
+        if stored:
+            self._cache(key.subject, pending[1])
+        elif live is not None:
+            self._cache(key.subject, self.keyring.unwrap(*live))
+
+    async def _encode(self, stream_id: str, events: Sequence[NewEvent], *, new_key_ok: bool) -> Encoded:
         if not any(event.type in PERSONAL_EVENT_TYPES for event in events):
-            return events
+            return Encoded(events, None)
         out = list(events)
+        new_key: NewDataKey | None = None
+        fresh: DataKey | None = None
         for i, event in enumerate(events):
             if event.type not in PERSONAL_EVENT_TYPES:
                 continue
             profile, email = subject_hints(dict(event.data))
             email_index = self.keyring.blind_index(email) if email else None
             subject = subject_for(stream_id, profile, email_index)
-            key = await self._subject_key(subject)
+            key = self._cached_key(subject)
+            if key is None and fresh is not None and new_key is not None and new_key.subject == subject:
+                key = fresh
+            elif key is None and new_key_ok and new_key is None:
+                key = fresh = DataKey.generate(uuid.uuid4())
+                new_key = NewDataKey(key.key_id, subject, self.keyring.wrap(key), self.keyring.kek_id)
+                if len(self._pending) >= _MAX_CACHED:  # keys of encodes that raised never settle
+                    self._pending.clear()
+                self._pending[key.key_id] = (self._generation, key)
+            elif key is None:  # one new key per append at most: other subjects' keys are stored first
+                key = await self._stored_key(subject)
             metadata = {**event.metadata, SUBJECT_KEY: subject}
             if email_index is not None:
                 metadata[EMAIL_KEY] = email_index
             out[i] = replace(event, data=seal_details(dict(event.data), key), metadata=metadata)
-        return out
+        return Encoded(out, new_key)
 
-    async def _subject_key(self, subject: str) -> DataKey:
-        now = self.clock()
+    def _cached_key(self, subject: str) -> DataKey | None:
         cached = self._subjects.get(subject)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        key = await self.store.live_key(subject)
+        return cached[1] if cached is not None and cached[0] > self.clock() else None
+
+    def _cache(self, subject: str, key: DataKey) -> None:
+        until = self.clock() + self.cache_s
         if len(self._subjects) >= _MAX_CACHED:
             self._subjects.clear()
-        self._subjects[subject] = (now + self.cache_s, key)
-        self._keys[key.key_id] = (now + self.cache_s, key)
+        self._subjects[subject] = (until, key)
+        self._keys[key.key_id] = (until, key)
+
+    async def _stored_key(self, subject: str) -> DataKey:
+        key = self._cached_key(subject)
+        if key is None:
+            key = await self.store.live_key(subject)
+            self._cache(subject, key)
         return key
 
     # -- reading -----------------------------------------------------------------------------

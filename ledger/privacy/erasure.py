@@ -162,6 +162,13 @@ class PrivacyService:
         now = self.clock()
         destroyed = await self.keys.destroy(subjects, erased_by=requested_by, basis=basis)
         self.codec.forget()
+        if destroyed:
+            # Orders appended under a destroyed key between the first look and the destruction
+            # (committed before it) get their PersonalDataErased too; appends committed after it
+            # used a new key (a new subject's first key is stored by its append's statement),
+            # or a key this or another process still held, which the next erasure settles.
+            subjects_now, streams, _ = await self._resolve(ref)
+            subjects = sorted({*subjects, *subjects_now})
         pending = [
             r["stream_id"] for r in await self.db.fetch(_PENDING_SQL, streams, sorted(PERSONAL_EVENT_TYPES))
         ]

@@ -188,12 +188,42 @@ class ChainVerification:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NewDataKey:
+    """A subject's first data key, made by the codec for one append and stored by that append's
+    own statement (`privacy_keys`, migration 0010) only if the subject has no live key yet: a
+    new subject's append then costs no key-store round trip before it (docs/privacy.md#costs)."""
+
+    key_id: UUID
+    subject: str
+    wrapped: bytes
+    kek_id: str
+
+
+class Encoded(NamedTuple):
+    """What `EventCodec.encode_append` returns: the events to store, and a key to store with them."""
+
+    events: Sequence[NewEvent]
+    new_key: NewDataKey | None
+
+
 class EventCodec(Protocol):
     """A transformation of event data at the store's edges (the personal-data codec,
     `ledger.privacy`): `encode` before an append, `decode` after a stream read."""
 
     async def encode(self, stream_id: str, events: Sequence[NewEvent]) -> Sequence[NewEvent]:
-        """The events as they are to be stored."""
+        """The events as they are to be stored (every key they use is stored already)."""
+        ...
+
+    async def encode_append(self, stream_id: str, events: Sequence[NewEvent]) -> Encoded:
+        """As `encode`, but a subject without a known key may be sealed under a `new_key` that
+        is not stored yet: the append stores it and appends only if its insert wins, then calls
+        `settle`; if it lost (the subject has a stored key), the append calls `encode` again."""
+        ...
+
+    def settle(self, key: NewDataKey, *, stored: bool, live: tuple[UUID, bytes] | None = None) -> None:
+        """After an append with `key`: whether the key is stored (the codec may then use it);
+        if not, the subject's stored key as (id, wrapped form) when the append's statement saw it."""
         ...
 
     async def decode(self, events: list[RecordedEvent]) -> list[RecordedEvent]:

@@ -41,3 +41,38 @@ SELECT $1::text, $2::integer + 1, $3::uuid, $4::text, $5::smallint, d.data, d.me
  WHERE coalesce(h.version, 0) = $2::integer
 RETURNING position, tx
 """
+
+#: The fast path with a new subject's first data key (`records.NewDataKey`): the key's insert
+#: and the event's are one statement, so a new subject's append needs no key-store round trip
+#: before it. The event is inserted only if the key's insert won (the one-time filter on `k`):
+#: when a concurrent append stored the subject's key first (ON CONFLICT waits for it to commit),
+#: `key_won` is false, nothing is appended, and the caller seals again under the stored key, so
+#: every event of a subject is sealed under its one live key. The stored key comes back with
+#: the answer (`live_*`) when it was committed before the statement began (a known subject the
+#: codec had not cached: no key-store statement either); when it is NULL (committed during the
+#: statement) the caller asks the key store. If the key won but the stream was not at `$2`, the
+#: key stays stored (a live key without events yet) and `position` is NULL.
+APPEND_ONE_KEY_SQL = """
+WITH k AS (
+    INSERT INTO privacy_keys (key_id, subject, wrapped, kek_id) VALUES ($8::uuid, $9::text, $10::bytea, $11::text)
+    ON CONFLICT (subject) WHERE destroyed_at IS NULL DO NOTHING
+    RETURNING key_id
+), ins AS (
+    INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata, prev_hash, hash)
+    SELECT $1::text, $2::integer + 1, $3::uuid, $4::text, $5::smallint, d.data, d.metadata, h.hash,
+           sha256(coalesce(h.hash, ''::bytea) || convert_to(concat_ws(E'\\n',
+               $1::text, ($2::integer + 1)::text, $3::uuid::text, $4::text,
+               $5::smallint::text, d.data::text, d.metadata::text), 'UTF8'))
+      FROM (SELECT $6::text::jsonb AS data, $7::text::jsonb AS metadata OFFSET 0) AS d
+      LEFT JOIN LATERAL (
+            SELECT e.version, e.hash FROM events e
+             WHERE e.stream_id = $1::text ORDER BY e.version DESC LIMIT 1
+           ) AS h ON true
+     WHERE coalesce(h.version, 0) = $2::integer AND EXISTS (SELECT 1 FROM k)
+    RETURNING position, tx
+)
+SELECT EXISTS (SELECT 1 FROM k) AS key_won, i.position, i.tx, l.key_id AS live_key_id, l.wrapped AS live_wrapped
+  FROM (SELECT 1) AS one
+  LEFT JOIN ins AS i ON true
+  LEFT JOIN privacy_keys AS l ON l.subject = $9::text AND l.destroyed_at IS NULL
+"""

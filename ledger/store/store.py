@@ -42,12 +42,13 @@ from ledger.store.records import (
     FenceStatus,
     IdempotencyClaim,
     IdempotencyRequest,
+    NewDataKey,
     NewEvent,
     RecordedEvent,
     StoredIdempotency,
 )
-from ledger.store.statements import APPEND_ONE_SQL, APPEND_SQL
-from ledger.store.validation import STREAM_ID_PATTERN, PreparedAppend, prepare_append
+from ledger.store.statements import APPEND_ONE_KEY_SQL, APPEND_ONE_SQL, APPEND_SQL
+from ledger.store.validation import STREAM_ID_PATTERN, PreparedAppend, expected_value, prepare_append
 from ledger_kernel.settings import StoreSettings
 
 _EXISTING_SQL = (
@@ -77,6 +78,16 @@ _EXTERNAL_SQL = "SELECT stream_id FROM order_external_ids WHERE source = $1 AND 
 _EXTERNAL_ID_SQLSTATE = "LX409"
 _ANY_RETRIES = 10
 _Row = TypeVar("_Row")
+
+
+class _KeyLost(Exception):
+    """`APPEND_ONE_KEY_SQL` appended nothing: the subject already had a stored key, which
+    `live` is (id, wrapped) when the statement could see it."""
+
+    def __init__(self, live: tuple[UUID, bytes] | None) -> None:
+        super().__init__()
+        self.live = live
+
 
 AppendObserver = Callable[[float, int, str], None]
 """Called after every append with (seconds, events appended, outcome) — the metrics hook."""
@@ -150,14 +161,12 @@ class EventStore:
         (before touching the database). Re-appending existing event ids with the same content, or
         repeating a request under the same idempotency key, returns `replayed=True`.
         """
-        if self.codec is not None:
-            events = await self.codec.encode(stream_id, events)
         if self.observe is None:
-            return await self._append_checked(stream_id, events, expected_version, idempotency)
+            return await self._append_encoded(stream_id, events, expected_version, idempotency)
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await self._append_checked(stream_id, events, expected_version, idempotency)
+            result = await self._append_encoded(stream_id, events, expected_version, idempotency)
             outcome = "replayed" if result.replayed else "appended"
             return result
         except ConcurrencyConflict:
@@ -166,16 +175,54 @@ class EventStore:
         finally:
             self.observe(time.perf_counter() - started, len(events) if outcome == "appended" else 0, outcome)
 
-    async def _append_checked(
+    async def _append_encoded(
         self,
         stream_id: str,
         events: Sequence[NewEvent],
         expected_version: int | ExpectedVersion,
         idempotency: IdempotencyRequest | None,
     ) -> AppendResult:
+        """`_append_checked` of the codec's form of `events`.
+
+        A fast-path append (one event, exact version, no key) lets the codec seal under a new
+        subject's first key, which `APPEND_ONE_KEY_SQL` stores in the append's own statement;
+        if a concurrent append stored the subject's key first, the events are sealed again under
+        the stored key (`encode`) and appended as usual.
+        """
+        codec = self.codec
+        if codec is None:
+            return await self._append_checked(stream_id, events, expected_version, idempotency)
+        if len(events) != 1 or idempotency is not None or expected_value(expected_version) < 0:
+            return await self._append_checked(
+                stream_id, await codec.encode(stream_id, events), expected_version, idempotency
+            )
+        sealed, new_key = await codec.encode_append(stream_id, events)
+        if new_key is None:
+            return await self._append_checked(stream_id, sealed, expected_version, None)
+        stored, live = False, None
+        try:
+            result = await self._append_checked(stream_id, sealed, expected_version, None, new_key)
+            stored = not result.replayed  # a replay's statement failed: its key insert rolled back
+            return result
+        except _KeyLost as lost:
+            live = lost.live
+        finally:
+            codec.settle(new_key, stored=stored, live=live)
+        return await self._append_checked(
+            stream_id, await codec.encode(stream_id, events), expected_version, None
+        )
+
+    async def _append_checked(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | ExpectedVersion,
+        idempotency: IdempotencyRequest | None,
+        new_key: NewDataKey | None = None,
+    ) -> AppendResult:
         """`_append`, with migration 0021's external-id violation as `ExternalIdTaken`."""
         try:
-            return await self._append(stream_id, events, expected_version, idempotency)
+            return await self._append(stream_id, events, expected_version, idempotency, new_key)
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", None) != _EXTERNAL_ID_SQLSTATE:
                 raise
@@ -192,6 +239,7 @@ class EventStore:
         events: Sequence[NewEvent],
         expected_version: int | ExpectedVersion,
         idempotency: IdempotencyRequest | None,
+        new_key: NewDataKey | None = None,
     ) -> AppendResult:
         prepared = prepare_append(
             stream_id,
@@ -204,7 +252,8 @@ class EventStore:
         )
         fast = prepared.fast_args()
         if fast is not None:
-            return await self._append_one(prepared, fast, expected_version)
+            return await self._append_one(prepared, fast, expected_version, new_key)
+        assert new_key is None, "a new data key goes only with the fast path"
         args = prepared.args()
         for _ in range(_ANY_RETRIES):
             try:
@@ -235,16 +284,30 @@ class EventStore:
         raise ConcurrencyConflict(stream_id, expected_version, await self.stream_version(stream_id))
 
     async def _append_one(
-        self, prepared: PreparedAppend, args: tuple[Any, ...], expected_version: int | ExpectedVersion
+        self,
+        prepared: PreparedAppend,
+        args: tuple[Any, ...],
+        expected_version: int | ExpectedVersion,
+        new_key: NewDataKey | None = None,
     ) -> AppendResult:
-        """The fast path (`statements.APPEND_ONE_SQL`): one event at an exact version, no key."""
+        """The fast path (`statements.APPEND_ONE_SQL`): one event at an exact version, no key;
+        with `new_key`, `APPEND_ONE_KEY_SQL` (raises `_KeyLost` when the subject had a key)."""
         try:
-            row = await self._lanes.fetchrow(APPEND_ONE_SQL, *args)
+            if new_key is None:
+                row = await self._lanes.fetchrow(APPEND_ONE_SQL, *args)
+            else:
+                key_args = (new_key.key_id, new_key.subject, new_key.wrapped, new_key.kek_id)
+                row = await self._lanes.fetchrow(APPEND_ONE_KEY_SQL, *args, *key_args)
+                if row is not None and not row["key_won"]:
+                    live_id = row["live_key_id"]
+                    raise _KeyLost(None if live_id is None else (live_id, row["live_wrapped"]))
+                if row is not None and row["position"] is None:
+                    row = None  # the key is stored, the event is not: the stream moved on
         except asyncpg.UniqueViolationError:
             row = None  # lost the race for the version, or the event id exists
         if row is not None:
             self._notifier.poke()
-            return AppendResult(prepared.stream_id, prepared.expected + 1, (row[0],), row[1])
+            return AppendResult(prepared.stream_id, prepared.expected + 1, (row["position"],), row["tx"])
         resolved = await self._resolve(prepared)
         if resolved is not None:
             return resolved

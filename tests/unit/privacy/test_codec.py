@@ -178,3 +178,42 @@ async def test_a_part_token_relabelled_as_a_value_token_never_opens() -> None:
     assert token.startswith(PART_PREFIX)
     relabelled = TOKEN_PREFIX + token[len(PART_PREFIX) :]
     assert await c.reveal({"email": relabelled, "phone": None}) == {"email": None, "phone": None}
+
+
+async def test_a_new_subjects_key_is_handed_to_the_append_and_used_from_the_cache_once_stored() -> None:
+    c, keys = codec()
+    event = NewEvent("OrderPlaced", {"details": DETAILS})
+    [sealed], new_key = await c.encode_append(STREAM, [event])
+    assert new_key is not None
+    assert new_key.subject == "profile:p-1"
+    assert keys.live == {}  # nothing asked of the key store before the append
+    c.settle(new_key, stored=True)
+    [again], no_key = await c.encode_append(STREAM, [event])
+    assert no_key is None
+    assert again.data == sealed.data
+
+
+async def test_a_lost_new_key_is_never_used_again() -> None:
+    c, keys = codec()
+    event = NewEvent("OrderPlaced", {"details": DETAILS})
+    _, lost = await c.encode_append(STREAM, [event])
+    assert lost is not None
+    c.settle(lost, stored=False)
+    [sealed] = await c.encode(STREAM, [event])  # sealed under the store's key, not the lost one
+    stored = keys.live["profile:p-1"].key_id
+    assert stored != lost.key_id
+    assert stored.hex in sealed.data["details"]["customer"]["email"]
+    _, next_key = await c.encode_append(STREAM, [event])
+    assert next_key is None
+
+
+async def test_a_new_key_stored_while_an_erasure_ran_in_this_process_is_not_cached() -> None:
+    c, _ = codec()
+    event = NewEvent("OrderPlaced", {"details": DETAILS})
+    _, new_key = await c.encode_append(STREAM, [event])
+    assert new_key is not None
+    c.forget()  # the erasure destroyed the subject's keys after this key was made
+    c.settle(new_key, stored=True)
+    _, next_key = await c.encode_append(STREAM, [event])
+    assert next_key is not None
+    assert next_key.key_id != new_key.key_id
