@@ -27,8 +27,10 @@ APPEND_SQL = (
     " FROM ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
 
-APPEND_ONE_SQL = """
-INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata, prev_hash, hash)
+#: The one-event insert of the fast path: the expected version checked against the stream's
+#: last row, the hash chain computed as `ledger_append` computes it. Written once, used by both
+#: fast-path statements below.
+_INSERT_ONE = """INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata, prev_hash, hash)
 SELECT $1::text, $2::integer + 1, $3::uuid, $4::text, $5::smallint, d.data, d.metadata, h.hash,
        sha256(coalesce(h.hash, ''::bytea) || convert_to(concat_ws(E'\\n',
            $1::text, ($2::integer + 1)::text, $3::uuid::text, $4::text,
@@ -38,7 +40,10 @@ SELECT $1::text, $2::integer + 1, $3::uuid, $4::text, $5::smallint, d.data, d.me
         SELECT e.version, e.hash FROM events e
          WHERE e.stream_id = $1::text ORDER BY e.version DESC LIMIT 1
        ) AS h ON true
- WHERE coalesce(h.version, 0) = $2::integer
+ WHERE coalesce(h.version, 0) = $2::integer"""
+
+APPEND_ONE_SQL = f"""
+{_INSERT_ONE}
 RETURNING position, tx
 """
 
@@ -52,23 +57,13 @@ RETURNING position, tx
 #: codec had not cached: no key-store statement either); when it is NULL (committed during the
 #: statement) the caller asks the key store. If the key won but the stream was not at `$2`, the
 #: key stays stored (a live key without events yet) and `position` is NULL.
-APPEND_ONE_KEY_SQL = """
+APPEND_ONE_KEY_SQL = f"""
 WITH k AS (
     INSERT INTO privacy_keys (key_id, subject, wrapped, kek_id) VALUES ($8::uuid, $9::text, $10::bytea, $11::text)
     ON CONFLICT (subject) WHERE destroyed_at IS NULL DO NOTHING
     RETURNING key_id
 ), ins AS (
-    INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata, prev_hash, hash)
-    SELECT $1::text, $2::integer + 1, $3::uuid, $4::text, $5::smallint, d.data, d.metadata, h.hash,
-           sha256(coalesce(h.hash, ''::bytea) || convert_to(concat_ws(E'\\n',
-               $1::text, ($2::integer + 1)::text, $3::uuid::text, $4::text,
-               $5::smallint::text, d.data::text, d.metadata::text), 'UTF8'))
-      FROM (SELECT $6::text::jsonb AS data, $7::text::jsonb AS metadata OFFSET 0) AS d
-      LEFT JOIN LATERAL (
-            SELECT e.version, e.hash FROM events e
-             WHERE e.stream_id = $1::text ORDER BY e.version DESC LIMIT 1
-           ) AS h ON true
-     WHERE coalesce(h.version, 0) = $2::integer AND EXISTS (SELECT 1 FROM k)
+{_INSERT_ONE} AND EXISTS (SELECT 1 FROM k)
     RETURNING position, tx
 )
 SELECT EXISTS (SELECT 1 FROM k) AS key_won, i.position, i.tx, l.key_id AS live_key_id, l.wrapped AS live_wrapped

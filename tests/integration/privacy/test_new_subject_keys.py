@@ -175,7 +175,7 @@ async def test_an_erasure_racing_a_new_subjects_first_orders_leaves_no_order_unr
     )
     assert live == 0
     for stream in streams:
-        types = [r["type"] for r in await pool.fetch("SELECT type FROM events WHERE stream_id = $1", stream)]
+        types = [r["type"] for r in await pool.fetch("SELECT type FROM events WHERE stream_id = $1 ORDER BY version", stream)]
         assert types[0] == "OrderPlaced"
         assert types[-1] == "PersonalDataErased", (stream, types)
         assert (await verify_stream(pool, stream)).ok
